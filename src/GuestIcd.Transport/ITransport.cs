@@ -1,0 +1,37 @@
+namespace GuestIcd.Transport;
+
+/// <summary>
+/// One guest↔host connection: an ordered, reliable byte stream in each direction.
+/// Every backend (shared-memory ring, TCP, vsock, virtio-gpu, virtio-serial) implements this and
+/// nothing above it knows which one it talks to. Modelled on Venus's vn_renderer ops: the command
+/// stream is submit/wait; shared memory and sync objects come as separate small interfaces later.
+/// </summary>
+public interface ITransport : IDisposable
+{
+    /// <summary>Appends bytes to the outgoing stream; blocks while the peer has not drained enough
+    /// room. Throws <see cref="TransportClosedException"/> when the peer is gone.</summary>
+    void Write(ReadOnlySpan<byte> data);
+
+    /// <summary>Publishes what was written and wakes the peer if (and only if) it sleeps.</summary>
+    void Flush();
+
+    /// <summary>Fills <paramref name="buffer"/> completely. Returns false when nothing arrived within
+    /// <paramref name="timeoutMs"/> (-1 waits forever, but a dead peer still ends the wait with
+    /// <see cref="TransportClosedException"/>).</summary>
+    bool ReadExactly(Span<byte> buffer, int timeoutMs);
+
+    /// <summary>Human-readable peer description for log lines (socket path, address).</summary>
+    string Description { get; }
+}
+
+/// <summary>The host side: accepts guest connections.</summary>
+public interface ITransportListener : IDisposable
+{
+    /// <summary>Waits for the next guest. Returns null when the listener was disposed or cancelled.</summary>
+    ITransport? Accept(CancellationToken cancellationToken);
+
+    string Description { get; }
+}
+
+/// <summary>The peer closed the connection or died.</summary>
+public sealed class TransportClosedException(string message) : Exception(message);
