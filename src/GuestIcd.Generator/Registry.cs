@@ -18,6 +18,7 @@ sealed class Registry
     public readonly HashSet<string> CoreTypes = new();                   // types vulkan_core.h defines
     public readonly HashSet<string> CoreCommands = new();
     public readonly HashSet<string> VideoEnums = new();                  // StdVideo* enums: C enums, 4 bytes
+    public readonly Dictionary<string, XElement> ExtensionXml = new();
 
     static bool ApiIsVulkan(XElement e)
     {
@@ -123,6 +124,7 @@ sealed class Registry
             var supported = ((string?)x.Attribute("supported") ?? "").Split(',');
             if (!supported.Contains("vulkan")) continue;
             r.Features.Add(ParseFeature(r, x, true));
+            r.ExtensionXml[(string)x.Attribute("name")!] = x;
         }
         r.ComputeCoreSet();
         return r;
@@ -144,7 +146,10 @@ sealed class Registry
         {
             if (!ApiIsVulkan(req)) continue;
             foreach (var t in req.Elements("type")) fd.Types.Add((string)t.Attribute("name")!);
-            foreach (var c in req.Elements("command")) fd.Commands.Add((string)c.Attribute("name")!);
+            // Commands that exist only together with another extension do not decide whether this one is carried.
+            bool conditional = req.Attribute("extension") is not null || req.Attribute("depends") is not null || req.Attribute("feature") is not null;
+            foreach (var c in req.Elements("command"))
+                (conditional ? fd.ConditionalCommands : fd.Commands).Add((string)c.Attribute("name")!);
             foreach (var e in req.Elements("enum"))
             {
                 if (!ApiIsVulkan(e)) continue;
@@ -224,7 +229,7 @@ sealed class Registry
             f.InCoreHeader = !f.IsExtension || (f.Platform is null && !f.Provisional);
             if (!f.InCoreHeader) continue;
             foreach (var t in f.Types) queue.Enqueue(t);
-            foreach (var c in f.Commands)
+            foreach (var c in f.Commands.Concat(f.ConditionalCommands))
             {
                 var target = CommandAliases.GetValueOrDefault(c, c);
                 CoreCommands.Add(c);
@@ -295,5 +300,5 @@ sealed class FeatureDef
     public bool IsExtension, Provisional, InCoreHeader;
     public int Number, SpecVersion;
     public string? ExtType, Platform, Promotedto;
-    public List<string> Types = new(), Commands = new();
+    public List<string> Types = new(), Commands = new(), ConditionalCommands = new();
 }

@@ -1,0 +1,139 @@
+using GuestIcd.Protocol;
+using GuestIcd.Protocol.Codec;
+using GuestIcd.Protocol.Wire;
+using GuestIcd.Vulkan;
+using Microsoft.Extensions.Logging;
+using static GuestIcd.Vulkan.VkResult;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>Executes decoded commands on the host driver. Most go straight through the generated
+/// trampolines; the few whose host-side meaning differs (which physical devices a guest sees, object
+/// lifetime) are handled here.</summary>
+internal sealed unsafe partial class Session
+{
+    const int ObjInstance = 1, ObjPhysicalDevice = 2, ObjDevice = 3;
+
+    ulong Execute(int cmd, ulong* a)
+    {
+        ulong result;
+        switch (cmd)
+        {
+            case Tables.vkCreateInstance:
+                result = CreateInstance(a);
+                break;
+            case Tables.vkEnumeratePhysicalDevices:
+                result = EnumeratePhysicalDevices(a);
+                break;
+            case Tables.vkEnumeratePhysicalDeviceGroups:
+                result = EnumeratePhysicalDeviceGroups(a);
+                break;
+            default:
+                if (Tables.Commands[cmd].Level != CommandLevel.Global && _instance.IsNull)
+                    throw new ProtocolException($"{Tables.Commands[cmd].Name} before vkCreateInstance");
+                result = Trampolines.Invoke(cmd, Fn(cmd), a);
+                break;
+        }
+        var ret = Tables.Commands[cmd].Return;
+        if (ret != ReturnKind.VkResult || (int)(uint)result >= 0) _objects.CommitCreates();
+        else _objects.DiscardCreates();
+        ForgetDestroyed(cmd, a);
+        if (cmd == Tables.vkDestroyInstance && (ulong)_instance.Handle == a[0]) { _instance = default; Array.Clear(_fns); }
+        return result;
+    }
+
+    ulong CreateInstance(ulong* a)
+    {
+        var ci = (VkInstanceCreateInfo*)a[0];
+        var fn = (delegate* unmanaged<VkInstanceCreateInfo*, void*, VkInstance*, VkResult>)HostVulkan.GetInstanceProcAddr(default, "vkCreateInstance");
+        var r = fn(ci, null, (VkInstance*)a[2]);
+        if (r == VK_SUCCESS)
+        {
+            _instance = *(VkInstance*)a[2];
+            Array.Clear(_fns);
+        }
+        else log.LogWarning("session {Session}: host vkCreateInstance failed: {Result}", Id, r);
+        return (ulong)(uint)(int)r;
+    }
+
+    /// <summary>The guest sees exactly the device this hostsim serves (--device), not everything the host has.</summary>
+    VkPhysicalDevice Selected(VkInstance instance)
+    {
+        foreach (var pd in HostVulkan.PhysicalDevices(instance))
+            if (HostVulkan.DeviceName(instance, pd) == options.DeviceName) return pd;
+        return default;
+    }
+
+    ulong EnumeratePhysicalDevices(ulong* a)
+    {
+        var pd = Selected(new VkInstance((nint)a[0]));
+        uint have = pd.IsNull ? 0u : 1u;
+        uint* pCount = (uint*)a[1];
+        var list = (VkPhysicalDevice*)a[2];
+        if (list == null) { *pCount = have; return 0; }
+        uint n = Math.Min(*pCount, have);
+        if (n > 0) list[0] = pd;
+        *pCount = n;
+        return (ulong)(uint)(int)(n < have ? VK_INCOMPLETE : VK_SUCCESS);
+    }
+
+    ulong EnumeratePhysicalDeviceGroups(ulong* a)
+    {
+        var pd = Selected(new VkInstance((nint)a[0]));
+        uint have = pd.IsNull ? 0u : 1u;
+        uint* pCount = (uint*)a[1];
+        var groups = (VkPhysicalDeviceGroupProperties*)a[2];
+        if (groups == null) { *pCount = have; return 0; }
+        uint n = Math.Min(*pCount, have);
+        if (n > 0)
+        {
+            groups[0].physicalDeviceCount = 1;
+            groups[0].physicalDevices[0] = pd;
+            groups[0].subsetAllocation = 0;
+        }
+        *pCount = n;
+        return (ulong)(uint)(int)(n < have ? VK_INCOMPLETE : VK_SUCCESS);
+    }
+
+    void ForgetDestroyed(int cmd, ulong* a)
+    {
+        var ps = CommandCodec.ParamsOf(cmd);
+        foreach (ref readonly var f in ps)
+        {
+            if ((f.Flags & FieldFlags.Destroy) == 0) continue;
+            if (f.Kind == FieldKind.Handle) _objects.RemoveHost(f.Type, a[f.Offset / 8]);
+            else if (f.Kind == FieldKind.Pointer && a[f.Offset / 8] != 0)
+            {
+                ulong n = StructCodec.Count(f, (byte*)a);
+                for (ulong i = 0; i < n; i++) _objects.RemoveHost(f.Type, ((ulong*)a[f.Offset / 8])[i]);
+            }
+        }
+    }
+
+    /// <summary>A guest that leaves (or is thrown out) without cleaning up must not leak host objects.</summary>
+    void ReleaseAll()
+    {
+        var live = _objects.All.OrderByDescending(kv => kv.Value.Order).ToList();
+        foreach (var (_, e) in live)
+        {
+            try
+            {
+                if (e.Type == ObjDevice)
+                {
+                    var wait = (delegate* unmanaged<VkDevice, VkResult>)HostVulkan.GetInstanceProcAddr(_instance, "vkDeviceWaitIdle");
+                    var destroy = (delegate* unmanaged<VkDevice, void*, void>)HostVulkan.GetInstanceProcAddr(_instance, "vkDestroyDevice");
+                    wait(new VkDevice((nint)e.Host));
+                    destroy(new VkDevice((nint)e.Host), null);
+                }
+            }
+            catch (Exception ex) { log.LogWarning("session {Session}: releasing a device failed: {Error}", Id, ex.Message); }
+        }
+        foreach (var (_, e) in live)
+        {
+            if (e.Type != ObjInstance) continue;
+            var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(new VkInstance((nint)e.Host), "vkDestroyInstance");
+            destroy(new VkInstance((nint)e.Host), null);
+        }
+        _instance = default;
+    }
+}

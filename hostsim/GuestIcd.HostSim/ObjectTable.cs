@@ -1,0 +1,74 @@
+using GuestIcd.Protocol.Codec;
+using GuestIcd.Protocol.Wire;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>One session's objects: guest id → host handle. The single source of truth for what a guest
+/// owns; an unknown, foreign or wrong-type id is a protocol error that ends only this session.</summary>
+internal sealed unsafe class ObjectTable : IHandleMap
+{
+    public readonly record struct Entry(ulong Host, int Type, ulong Order);
+
+    /// <summary>Ids of objects the host found (physical devices, queues) carry the top bit; the guest's own never do.</summary>
+    public const ulong HostChosen = 1UL << 63;
+
+    readonly Dictionary<ulong, Entry> _byId = new();
+    readonly Dictionary<(int, ulong), ulong> _byHost = new();
+    readonly List<(int Type, ulong Id, nint Slot)> _pending = new();
+    ulong _nextHostId = HostChosen, _order;
+
+    public int Count => _byId.Count;
+    public IEnumerable<KeyValuePair<ulong, Entry>> All => _byId;
+
+    public ulong FromWire(int objectType, ulong id)
+    {
+        if (id == 0) return 0;
+        if (!_byId.TryGetValue(id, out var e)) throw new ProtocolException($"unknown object id 0x{id:X} (type {objectType})");
+        if (e.Type != objectType) throw new ProtocolException($"object id 0x{id:X} is of type {e.Type}, used as type {objectType}");
+        return e.Host;
+    }
+
+    public ulong ToWire(int objectType, ulong handle)
+    {
+        if (handle == 0) return 0;
+        if (_byHost.TryGetValue((objectType, handle), out var id)) return id;
+        id = ++_nextHostId;
+        Add(objectType, id, handle);
+        return id;
+    }
+
+    public ulong Create(int objectType, out ulong handle) => throw new InvalidOperationException("guest-only");
+
+    public void ExpectCreate(int objectType, ulong id, ulong* slot)
+    {
+        if (id == 0 || (id & HostChosen) != 0) throw new ProtocolException($"0x{id:X} is not an id a guest may choose");
+        if (_byId.ContainsKey(id)) throw new ProtocolException($"object id 0x{id:X} is already in use");
+        foreach (var p in _pending) if (p.Id == id) throw new ProtocolException($"object id 0x{id:X} named twice");
+        _pending.Add((objectType, id, (nint)slot));
+    }
+
+    /// <summary>After a successful create/allocate: the driver's handles now belong to the guest's ids.</summary>
+    public void CommitCreates()
+    {
+        foreach (var (type, id, slot) in _pending)
+        {
+            ulong host = *(ulong*)slot;
+            if (host != 0) Add(type, id, host);
+        }
+        _pending.Clear();
+    }
+
+    public void DiscardCreates() => _pending.Clear();
+
+    void Add(int type, ulong id, ulong host)
+    {
+        _byId[id] = new Entry(host, type, ++_order);
+        _byHost[(type, host)] = id;
+    }
+
+    public void RemoveHost(int type, ulong host)
+    {
+        if (host == 0) return;
+        if (_byHost.Remove((type, host), out var id)) _byId.Remove(id);
+    }
+}

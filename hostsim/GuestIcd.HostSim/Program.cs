@@ -1,0 +1,63 @@
+using System.CommandLine;
+using GuestIcd.HostSim;
+using GuestIcd.Protocol;
+using GuestIcd.Transport;
+using Microsoft.Extensions.Logging;
+
+var listen = new Option<string[]>("--listen")
+{
+    Description = $"where guests connect: unix:PATH (repeatable; default unix:{Handshake.DefaultSocketPath()})",
+    AllowMultipleArgumentsPerToken = true,
+};
+var device = new Option<string?>("--device") { Description = "serve the host device whose name contains this text (default: the first)" };
+var protocol = new Option<string?>("--protocol-version") { Description = "claim this MAJOR.MINOR instead of the built-in one (tests the version check)" };
+var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
+
+var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, logLevel };
+serve.SetAction(parse =>
+{
+    using var logs = LoggerFactory.Create(b => b
+        .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
+        .AddFilter(_ => true).SetMinimumLevel(parse.GetValue(logLevel)));
+    var log = logs.CreateLogger("hostsim");
+    var names = HostVulkan.DeviceNames();
+    if (names.Count == 0) { log.LogError("the host's Vulkan loader reports no physical device"); return 1; }
+    var want = parse.GetValue(device);
+    var chosen = want is null ? names[0] : names.FirstOrDefault(n => n.Contains(want, StringComparison.OrdinalIgnoreCase));
+    if (chosen is null) { log.LogError("no host device matches --device {Want}; the host has: {All}", want, string.Join(", ", names)); return 1; }
+    log.LogInformation("host devices: {All}; serving {Chosen}", string.Join(", ", names), chosen);
+
+    ushort major = Handshake.ProtocolMajor, minor = Handshake.ProtocolMinor;
+    if (parse.GetValue(protocol) is { } pv)
+    {
+        var parts = pv.Split('.');
+        if (parts.Length != 2 || !ushort.TryParse(parts[0], out major) || !ushort.TryParse(parts[1], out minor))
+        { log.LogError("--protocol-version wants MAJOR.MINOR, got {Value}", pv); return 2; }
+    }
+    var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
+    var listeners = new List<ITransportListener>();
+    foreach (var spec in specs)
+    {
+        if (!spec.StartsWith("unix:", StringComparison.Ordinal)) { log.LogError("unsupported listener {Spec} (this build serves unix:PATH)", spec); return 2; }
+        listeners.Add(new UnixRingListener(spec[5..]));
+    }
+    using var stop = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+    AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.Cancel();
+    using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+    new Server(listeners, new ServerOptions(chosen, major, minor), logs).Run(stop.Token);
+    foreach (var li in listeners) li.Dispose();
+    log.LogInformation("hostsim stopped");
+    return 0;
+});
+
+var info = new Command("info", "list the host's Vulkan devices and what a guest would be offered");
+info.SetAction(_ =>
+{
+    Console.WriteLine($"protocol {Handshake.ProtocolMajor}.{Handshake.ProtocolMinor}, registry 1.3.{Tables.RegistryVersion}");
+    foreach (var n in HostVulkan.DeviceNames()) Console.WriteLine($"device: {n}");
+    return 0;
+});
+
+var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, info };
+return root.Parse(args).Invoke();

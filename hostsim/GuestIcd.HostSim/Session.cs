@@ -1,0 +1,152 @@
+using System.Buffers;
+using GuestIcd.Protocol;
+using GuestIcd.Protocol.Codec;
+using GuestIcd.Protocol.Wire;
+using GuestIcd.Transport;
+using GuestIcd.Vulkan;
+using Microsoft.Extensions.Logging;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>One guest connection: handshake, then decode → execute → reply until the guest leaves or
+/// breaks the rules. Everything the guest created lives in this session's <see cref="ObjectTable"/>.</summary>
+internal sealed unsafe partial class Session(int id, ITransport transport, ServerOptions options, ILogger log) : IDisposable
+{
+    public readonly int Id = id;
+    readonly ObjectTable _objects = new();
+    readonly Arena _arena = new();
+    readonly WireWriter _writer = new();
+    byte[] _payload = ArrayPool<byte>.Shared.Rent(1 << 16);
+    ulong _sequence;
+    readonly nint[] _fns = new nint[Tables.Commands.Length];
+    VkInstance _instance;
+
+    // Metrics (DESIGN.md §6).
+    public long Commands, BytesIn, Replies, Errors;
+    public int LiveObjects => _objects.Count;
+
+    public void Run()
+    {
+        using var scope = log.BeginScope("session {Session}", Id);
+        string end;
+        try
+        {
+            if (!Handshake()) return;
+            while (ServeOne()) { }
+            end = "guest disconnected";
+        }
+        catch (TransportClosedException e) { end = "transport closed: " + e.Message; }
+        catch (ProtocolException e)
+        {
+            Errors++;
+            end = "protocol error: " + e.Message;
+            log.LogWarning("session {Session} ended by a protocol error: {Reason}", Id, e.Message);
+        }
+        catch (Exception e)
+        {
+            Errors++;
+            end = "internal error: " + e.Message;
+            log.LogError(e, "session {Session} failed", Id);
+        }
+        int leaked = _objects.Count;
+        ReleaseAll();
+        log.LogInformation("session {Session} ended ({End}): {Commands} commands, {Bytes} bytes in, {Replies} replies, {Errors} errors, {Live} objects released",
+            Id, end, Commands, BytesIn, Replies, Errors, leaked);
+    }
+
+    bool Handshake()
+    {
+        Span<byte> hdr = stackalloc byte[MessageHeader.Size];
+        if (!transport.ReadExactly(hdr, options.HandshakeTimeoutMs))
+        {
+            log.LogWarning("session {Session}: no hello within {Ms} ms; closing", Id, options.HandshakeTimeoutMs);
+            return false;
+        }
+        var h = MessageHeader.Read(hdr);
+        if (h.Command != Protocol.Handshake.HelloCommand) throw new ProtocolException($"first message is 0x{h.Command:X8}, not a hello");
+        var hello = Protocol.Handshake.ReadHello(ReadPayload(h, options.HandshakeTimeoutMs));
+        var (ok, major, minor) = Protocol.Handshake.Negotiate(hello.Major, hello.Minor, options.ProtocolMajor, options.ProtocolMinor);
+        HelloReply reply;
+        if (!ok)
+        {
+            var reason = $"guest speaks protocol {hello.Major}.{hello.Minor}, host speaks {options.ProtocolMajor}.{options.ProtocolMinor}: no common major version";
+            log.LogWarning("session {Session} refused: {Reason}", Id, reason);
+            reply = new HelloReply(false, options.ProtocolMajor, options.ProtocolMinor, reason, options.DeviceName, 0, []);
+        }
+        else
+        {
+            var wanted = hello.Extensions.ToHashSet();
+            var exts = HostVulkan.InstanceExtensions().Where(e => wanted.Contains(e.Name)).Select(e => new ExtensionVersion(e.Name, e.Spec)).ToArray();
+            reply = new HelloReply(true, major, minor, "", options.DeviceName, HostVulkan.InstanceVersion(), exts);
+            log.LogInformation("session {Session}: guest build {Build}, registry 1.3.{Reg}, protocol {Major}.{Minor} agreed, serving {Device}",
+                Id, hello.BuildId, hello.RegistryVersion, major, minor, options.DeviceName);
+        }
+        _writer.Reset();
+        Protocol.Handshake.Write(reply, _writer);
+        transport.Write(_writer.Written);
+        transport.Flush();
+        return ok;
+    }
+
+    ReadOnlySpan<byte> ReadPayload(MessageHeader h, int timeoutMs)
+    {
+        int padded = h.WireBytesAfterHeader;
+        if (_payload.Length < padded)
+        {
+            ArrayPool<byte>.Shared.Return(_payload);
+            _payload = ArrayPool<byte>.Shared.Rent(padded);
+        }
+        // Copied out of the shared ring before decoding: the guest cannot change bytes under the decoder.
+        if (!transport.ReadExactly(_payload.AsSpan(0, padded), timeoutMs)) throw new ProtocolException("message cut short");
+        BytesIn += MessageHeader.Size + padded;
+        return _payload.AsSpan(0, (int)h.ByteLength);
+    }
+
+    bool ServeOne()
+    {
+        Span<byte> hdr = stackalloc byte[MessageHeader.Size];
+        try
+        {
+            if (!transport.ReadExactly(hdr, -1)) return false;
+        }
+        catch (TransportClosedException) { return false; }
+        var h = MessageHeader.Read(hdr);
+        var payload = ReadPayload(h, options.MessageTimeoutMs);
+        int cmd = Tables.CommandOfId(h.Command);
+        if (cmd < 0 || Tables.Commands[cmd].Carry == Carry.None) throw new ProtocolException($"unknown command id 0x{h.Command:X8}");
+        Commands++;
+        ulong* args = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        _arena.Reset();
+        _objects.DiscardCreates();
+        CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
+        ulong result = Execute(cmd, args);
+        if ((h.Flags & MessageFlags.ReplyWanted) != 0)
+        {
+            _writer.Reset();
+            CommandCodec.EncodeReply(cmd, result, args, caps, _sequence, _writer, _objects);
+            transport.Write(_writer.Written);
+            transport.Flush();
+            Replies++;
+        }
+        _sequence++;
+        return true;
+    }
+
+    nint Fn(int cmd)
+    {
+        var fn = _fns[cmd];
+        if (fn != 0) return fn;
+        fn = HostVulkan.GetInstanceProcAddr(_instance, Tables.Commands[cmd].Name);
+        if (fn == 0) throw new ProtocolException($"{Tables.Commands[cmd].Name} is not available on this host");
+        return _fns[cmd] = fn;
+    }
+
+    public void Dispose()
+    {
+        transport.Dispose();
+        _arena.Dispose();
+        _writer.Dispose();
+        ArrayPool<byte>.Shared.Return(_payload);
+    }
+}

@@ -1,0 +1,89 @@
+using GuestIcd.Protocol;
+using GuestIcd.Protocol.Codec;
+using GuestIcd.Vulkan;
+using static GuestIcd.Vulkan.VkResult;
+
+namespace GuestIcd.Icd;
+
+internal static unsafe partial class Entry
+{
+    static HelloReply? s_probe;
+    static readonly object s_probeLock = new();
+
+    /// <summary>What the host offers before any instance exists (the loader asks at load time). A short-lived
+    /// connection answers once per process; with no host we offer nothing and vkCreateInstance explains why.</summary>
+    static HelloReply? Probe()
+    {
+        lock (s_probeLock)
+        {
+            if (s_probe is not null) return s_probe;
+            try
+            {
+                using var c = Connection.Open();
+                s_probe = c.Host;
+            }
+            catch (IncompatibleHostException e) { Log.Info(e.Message); }
+            return s_probe;
+        }
+    }
+
+    static uint OurApiVersion => VkConstants.VK_HEADER_VERSION_COMPLETE & ~(0x7u << 29);
+
+    public static VkResult vkEnumerateInstanceVersion(uint* pApiVersion)
+    {
+        var p = Probe();
+        *pApiVersion = p is null ? OurApiVersion : Math.Min(p.InstanceApiVersion, OurApiVersion);
+        return VK_SUCCESS;
+    }
+
+    public static VkResult vkEnumerateInstanceExtensionProperties(byte* pLayerName, uint* pPropertyCount, VkExtensionProperties* pProperties)
+    {
+        if (pLayerName != null) return VK_ERROR_LAYER_NOT_PRESENT;
+        var exts = Probe()?.InstanceExtensions ?? [];
+        Span<VkExtensionProperties> list = exts.Length <= 64 ? stackalloc VkExtensionProperties[exts.Length] : new VkExtensionProperties[exts.Length];
+        for (int i = 0; i < exts.Length; i++) list[i] = Extension(exts[i].Name, exts[i].SpecVersion);
+        return FillArray<VkExtensionProperties>(list, pPropertyCount, pProperties);
+    }
+
+    public static VkResult vkEnumerateInstanceLayerProperties(uint* pPropertyCount, VkLayerProperties* pProperties)
+        => FillArray<VkLayerProperties>([], pPropertyCount, pProperties);
+
+    public static VkResult vkCreateInstance(VkInstanceCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkInstance* pInstance)
+    {
+        Connection c;
+        try { c = Connection.Open(); }
+        catch (IncompatibleHostException e)
+        {
+            // The loader skips an ICD that answers this, so the application still sees the other drivers.
+            Log.Error(e.Message);
+            return VK_ERROR_INCOMPATIBLE_DRIVER;
+        }
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)pCreateInfo;
+        a[1] = 0;
+        a[2] = (ulong)pInstance;
+        try
+        {
+            var r = (VkResult)(int)c.Call(Tables.vkCreateInstance, a);
+            if (r != VK_SUCCESS) c.Dispose();
+            return r;
+        }
+        catch (DeviceLostException)
+        {
+            c.Dispose();
+            return VK_ERROR_INITIALIZATION_FAILED;
+        }
+    }
+
+    public static void vkDestroyInstance(VkInstance instance, VkAllocationCallbacks* pAllocator)
+    {
+        if (instance.IsNull) return;
+        var c = Generic.ConnectionOf(instance.Handle);
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)instance.Handle;
+        a[1] = 0;
+        try { c.Call(Tables.vkDestroyInstance, a); }
+        catch (DeviceLostException) { /* the host already dropped the session */ }
+        c.Dispose();
+    }
+}

@@ -1,0 +1,60 @@
+using System.Runtime.InteropServices;
+
+namespace GuestIcd.Protocol.Wire;
+
+/// <summary>Native scratch memory for the C structs that decoding rebuilds; reset after every message so
+/// steady-state decoding allocates nothing. Its limit bounds what one message can make the host allocate.</summary>
+public sealed unsafe class Arena : IDisposable
+{
+    byte* _base;
+    nuint _size, _used;
+    readonly nuint _limit;
+
+    public Arena(nuint initial = 1 << 16, nuint limit = 256u << 20)
+    {
+        _size = initial;
+        _limit = limit;
+        _base = (byte*)NativeMemory.AlignedAlloc(_size, 64);
+    }
+
+    public nuint Used => _used;
+
+    public void* Alloc(nuint bytes, nuint align = 8)
+    {
+        nuint start = (_used + align - 1) & ~(align - 1);
+        if (start + bytes > _size) return Overflow(bytes);
+        _used = start + bytes;
+        var p = _base + start;
+        NativeMemory.Clear(p, bytes);
+        return p;
+    }
+
+    // Pointers handed out earlier stay valid, so growth chains a new block instead of moving the old one.
+    readonly List<nint> _retired = new();
+
+    void* Overflow(nuint bytes)
+    {
+        nuint total = _size;
+        foreach (var _ in _retired) total += _size;
+        if (bytes > _limit || total + bytes > _limit) throw new ProtocolException($"message needs more than the {_limit}-byte decode limit");
+        _retired.Add((nint)_base);
+        _size = Math.Max(_size * 2, bytes + 64);
+        _base = (byte*)NativeMemory.AlignedAlloc(_size, 64);
+        _used = 0;
+        return Alloc(bytes);
+    }
+
+    public void Reset()
+    {
+        foreach (var p in _retired) NativeMemory.AlignedFree((void*)p);
+        _retired.Clear();
+        _used = 0;
+    }
+
+    public void Dispose()
+    {
+        Reset();
+        NativeMemory.AlignedFree(_base);
+        _base = null;
+    }
+}

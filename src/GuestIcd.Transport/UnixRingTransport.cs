@@ -1,0 +1,562 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using GuestIcd.Transport.Native;
+
+namespace GuestIcd.Transport;
+
+/// <summary>
+/// Shared-memory transport: two <see cref="SharedRing"/>s in one memfd (guest→host commands, host→guest
+/// replies) plus a unix stream socket that carried the memfd at connect time and afterwards only carries
+/// one-byte doorbells.
+/// </summary>
+/// <remarks>
+/// <para>Doorbells cost no syscall while the peer is busy: a writer publishes its head and rings only if
+/// the consumer has raised its sleeping flag; a reader spins for <see cref="SpinMicroseconds"/>, then
+/// raises the flag, re-checks, and sleeps in poll() on the socket. A producer that finds the ring full does
+/// the same in reverse (its "producer waiting" flag is checked by the consumer after it frees room).
+/// Any doorbell byte just means "re-check"; spurious ones are harmless.</para>
+/// <para>Threading: one thread may write while another reads (each direction is single-producer,
+/// single-consumer); two threads must not write (or read) at once. Both may sleep at the same time — only
+/// one of them polls the socket, the other waits for it in-process, so no doorbell is lost to the wrong
+/// thread. <see cref="Dispose"/> must not race with calls on other threads; to unblock them first, call
+/// <see cref="Shutdown"/>.</para>
+/// <para>A peer is never trusted for more than its counters: they are bounds-checked (see
+/// <see cref="SharedRing"/>), the memfd must be sealed against shrinking (so the mapping cannot SIGBUS),
+/// and doorbells are sent non-blocking (a peer that never drains its socket cannot stall us).</para>
+/// </remarks>
+public sealed unsafe class UnixRingTransport : ITransport
+{
+    public const int DefaultRingBytes = 4 << 20;
+    /// <summary>Smallest ring accepted on either side.</summary>
+    public const int MinRingBytes = 4096;
+    /// <summary>Largest ring a guest may ask for (the listener may lower it).</summary>
+    public const int MaxRingBytes = 256 << 20;
+
+    internal const uint PreambleVersion = 1;
+    internal const int PreambleSize = 24;
+    // "GICDRING" little-endian
+    internal const ulong PreambleMagic = 0x474E495244434947;
+
+    private readonly int _socket;
+    private readonly byte* _region;
+    private readonly nuint _regionSize;
+    private readonly SharedRing _tx;
+    private readonly SharedRing _rx;
+
+    // Sleeping: only one thread polls the socket at a time; a second sleeper waits on _gate and is woken
+    // by the poller, which bumps _wakeEpoch whenever it has drained the socket (see Sleep).
+    private readonly object _gate = new();
+    private bool _pollerActive;
+    private long _wakeEpoch;
+    private volatile bool _peerClosed;
+    private volatile bool _shutDown;
+    private int _disposed;
+
+    private enum WaitFor { Data, Room }
+
+    internal UnixRingTransport(int socketFd, byte* region, nuint regionSize, int ringBytes, bool isHost, string description)
+    {
+        _socket = socketFd;
+        _region = region;
+        _regionSize = regionSize;
+        var toHost = new SharedRing(region, ringBytes);
+        var toGuest = new SharedRing(region + SharedRing.RegionSize(ringBytes), ringBytes);
+        _tx = isHost ? toGuest : toHost;
+        _rx = isHost ? toHost : toGuest;
+        RingBytes = ringBytes;
+        IsHost = isHost;
+        Description = description;
+        SpinMicroseconds = Environment.ProcessorCount > 1 ? 50 : 0;
+    }
+
+    public string Description { get; }
+
+    /// <summary>Capacity of each of the two rings.</summary>
+    public int RingBytes { get; }
+
+    /// <summary>True for the listener's end (reads commands, writes replies).</summary>
+    public bool IsHost { get; }
+
+    /// <summary>How long a blocked reader or writer busy-waits before it sleeps in poll(). 0 on one CPU.</summary>
+    public int SpinMicroseconds { get; set; }
+
+    /// <summary>How long <see cref="Write"/> waits for the peer to make room before it gives up with
+    /// <see cref="TransportClosedException"/>; -1 (default) waits as long as the peer lives. A host
+    /// sets this so that a guest which stops reading cannot park a host thread forever.</summary>
+    public int WriteTimeoutMs { get; set; } = -1;
+
+    /// <summary>Total shared bytes for two rings of <paramref name="ringBytes"/>.</summary>
+    internal static long SharedSize(int ringBytes) => 2 * SharedRing.RegionSize(ringBytes);
+
+    /// <summary>For tests: the mapped region both rings live in.</summary>
+    internal byte* Region => _region;
+
+    // ================================================================== guest side: connect
+
+    /// <summary>
+    /// Connects to a <see cref="UnixRingListener"/> at <paramref name="socketPath"/>: creates and seals a
+    /// memfd holding both rings, connects within <paramref name="timeoutMs"/> (-1: no limit) and sends the
+    /// memfd with a "GICDRING" preamble.
+    /// </summary>
+    /// <exception cref="TransportClosedException">No listener at the path, refused, or timed out; the
+    /// message names the path.</exception>
+    public static UnixRingTransport Connect(string socketPath, int timeoutMs, int ringBytes = DefaultRingBytes)
+    {
+        ArgumentNullException.ThrowIfNull(socketPath);
+        if (ringBytes < MinRingBytes || ringBytes > MaxRingBytes || !SharedRing.IsValidCapacity(ringBytes))
+            throw new ArgumentOutOfRangeException(nameof(ringBytes), ringBytes,
+                $"ring size must be a power of two between {MinRingBytes} and {MaxRingBytes}");
+        long deadline = Libc.Deadline(timeoutMs);
+
+        int socket = ConnectSocket(socketPath, timeoutMs, deadline);
+        int memfd = -1;
+        byte* region = null;
+        nuint size = (nuint)SharedSize(ringBytes);
+        try
+        {
+            memfd = CreateSealedMemfd(socketPath, (long)size);
+            region = (byte*)Libc.mmap(null, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
+            if (region == Libc.MAP_FAILED)
+            {
+                region = null;
+                throw Fail(socketPath, "mmap of the ring memory failed", Libc.Errno);
+            }
+            SharedRing.Initialize(region);
+            SharedRing.Initialize(region + SharedRing.RegionSize(ringBytes));
+            SendPreamble(socketPath, socket, memfd, ringBytes, timeoutMs, deadline);
+            var transport = new UnixRingTransport(socket, region, size, ringBytes, isHost: false,
+                $"unix:{socketPath} (ring {ringBytes} B)");
+            socket = -1;
+            region = null;
+            return transport;
+        }
+        finally
+        {
+            // The mapping keeps the memory alive; the fd was only needed to share it.
+            if (memfd >= 0)
+                Libc.close(memfd);
+            if (region != null)
+                Libc.munmap(region, size);
+            if (socket >= 0)
+                Libc.close(socket);
+        }
+    }
+
+    private static int ConnectSocket(string path, int timeoutMs, long deadline)
+    {
+        if (!Libc.TryMakeAddress(path, out var address, out uint addressLength))
+            throw new TransportClosedException($"cannot connect to unix socket '{path}': path is empty or longer than {Libc.SunPathLength - 1} bytes");
+        int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_NONBLOCK | Libc.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            throw Fail(path, "socket() failed", Libc.Errno);
+        try
+        {
+            while (true)
+            {
+                if (Libc.connect(fd, &address, addressLength) == 0)
+                    return fd;
+                int errno = Libc.Errno;
+                if (errno == Libc.EINTR)
+                    continue;
+                if (errno == Libc.EINPROGRESS)
+                {
+                    WaitConnected(path, fd, timeoutMs, deadline);
+                    return fd;
+                }
+                if (errno == Libc.EAGAIN)
+                {
+                    // A unix socket says EAGAIN when the listener's backlog is full: retry until the deadline.
+                    if (Libc.RemainingMs(deadline) == 0)
+                        throw TimedOut(path, timeoutMs);
+                    Thread.Sleep(1);
+                    continue;
+                }
+                string why = errno switch
+                {
+                    Libc.ENOENT => "no socket at that path (is the host running?)",
+                    Libc.ECONNREFUSED => "nothing is listening there",
+                    Libc.EACCES => "permission denied",
+                    _ => "connect() failed",
+                };
+                throw Fail(path, why, errno);
+            }
+        }
+        catch
+        {
+            Libc.close(fd);
+            throw;
+        }
+    }
+
+    private static void WaitConnected(string path, int fd, int timeoutMs, long deadline)
+    {
+        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLOUT };
+        while (true)
+        {
+            int r = Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
+            if (r < 0 && Libc.Errno == Libc.EINTR)
+                continue;
+            if (r < 0)
+                throw Fail(path, "poll() failed while connecting", Libc.Errno);
+            if (r == 0)
+                throw TimedOut(path, timeoutMs);
+            break;
+        }
+        int error = 0;
+        uint len = sizeof(int);
+        if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &len) != 0)
+            throw Fail(path, "getsockopt(SO_ERROR) failed", Libc.Errno);
+        if (error != 0)
+            throw Fail(path, error == Libc.ECONNREFUSED ? "nothing is listening there" : "connect() failed", error);
+    }
+
+    private static int CreateSealedMemfd(string path, long size)
+    {
+        int fd;
+        fixed (byte* name = "guesticd-ring\0"u8)
+            fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        if (fd < 0)
+            throw Fail(path, "memfd_create failed", Libc.Errno);
+        try
+        {
+            if (Libc.ftruncate(fd, size) != 0)
+                throw Fail(path, $"ftruncate of the ring memory to {size} bytes failed", Libc.Errno);
+            // The host maps this too; sealing the size means we can never make its mapping SIGBUS,
+            // and it checks the seals before trusting the mapping.
+            if (Libc.fcntl(fd, Libc.F_ADD_SEALS, Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_SEAL) != 0)
+                throw Fail(path, "sealing the ring memory failed", Libc.Errno);
+            return fd;
+        }
+        catch
+        {
+            Libc.close(fd);
+            throw;
+        }
+    }
+
+    private static void SendPreamble(string path, int socket, int memfd, int ringBytes, int timeoutMs, long deadline)
+    {
+        byte* preamble = stackalloc byte[PreambleSize];
+        WritePreamble(new Span<byte>(preamble, PreambleSize), PreambleVersion, (ulong)ringBytes);
+
+        int controlSize = Libc.CmsgSpace(sizeof(int));
+        byte* control = stackalloc byte[controlSize];
+        new Span<byte>(control, controlSize).Clear();
+        var cmsg = (Libc.CmsgHdr*)control;
+        cmsg->cmsg_len = (nuint)Libc.CmsgLen(sizeof(int));
+        cmsg->cmsg_level = Libc.SOL_SOCKET;
+        cmsg->cmsg_type = Libc.SCM_RIGHTS;
+        *(int*)(control + Libc.CmsgDataOffset) = memfd;
+
+        int sent = 0;
+        while (sent < PreambleSize)
+        {
+            var iov = new Libc.IoVec { iov_base = preamble + sent, iov_len = (nuint)(PreambleSize - sent) };
+            var msg = new Libc.MsgHdr { msg_iov = &iov, msg_iovlen = 1 };
+            if (sent == 0)
+            {
+                // The fd rides on the first byte.
+                msg.msg_control = control;
+                msg.msg_controllen = (nuint)controlSize;
+            }
+            nint n = Libc.sendmsg(socket, &msg, Libc.MSG_NOSIGNAL);
+            if (n > 0)
+            {
+                sent += (int)n;
+                continue;
+            }
+            int errno = Libc.Errno;
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno != Libc.EAGAIN)
+                throw Fail(path, "sending the ring memory to the host failed", errno);
+            var pfd = new Libc.PollFd { fd = socket, events = Libc.POLLOUT };
+            int r = Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
+            if (r == 0)
+                throw TimedOut(path, timeoutMs);
+        }
+    }
+
+    internal static void WritePreamble(Span<byte> destination, uint version, ulong ringBytes)
+    {
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination, PreambleMagic);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[8..], version);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[12..], 0); // reserved flags
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination[16..], ringBytes);
+    }
+
+    private static TransportClosedException Fail(string path, string what, int errno) =>
+        new($"cannot connect to unix socket '{path}': {what} ({Libc.Describe(errno)})");
+
+    private static TransportClosedException TimedOut(string path, int timeoutMs) =>
+        new($"cannot connect to unix socket '{path}': timed out after {timeoutMs} ms");
+
+    // ================================================================== ITransport
+
+    public void Write(ReadOnlySpan<byte> data)
+    {
+        ThrowIfUnusable();
+        while (true)
+        {
+            data = data[_tx.Write(data)..];
+            if (data.IsEmpty)
+                return;
+            // Ring full with more to go: let the consumer see what is there, then wait for room.
+            Flush();
+            if (!Wait(WaitFor.Room, 1, Libc.Deadline(WriteTimeoutMs)))
+                throw new TransportClosedException(
+                    $"{Description}: peer made no room in the ring for {WriteTimeoutMs} ms");
+        }
+    }
+
+    public void Flush()
+    {
+        ThrowIfUnusable();
+        if (_tx.Publish())
+            RingDoorbell(throwIfClosed: true);
+    }
+
+    public bool ReadExactly(Span<byte> buffer, int timeoutMs)
+    {
+        ThrowIfDisposed();
+        if (buffer.IsEmpty)
+            return true;
+        if (buffer.Length <= _rx.Capacity)
+        {
+            // All or nothing, so a timeout never leaves half a message consumed.
+            if (_rx.Available < buffer.Length && !Wait(WaitFor.Data, buffer.Length, Libc.Deadline(timeoutMs)))
+                return false;
+            _rx.Read(buffer);
+            if (_rx.TakeProducerWaiting())
+                RingDoorbell(throwIfClosed: false);
+            return true;
+        }
+        return ReadLarge(buffer, timeoutMs);
+    }
+
+    /// <summary>A read bigger than the ring has to consume as it goes. Until the first byte is taken a
+    /// timeout returns false; after that the stream is committed, each stall gets a fresh
+    /// <paramref name="timeoutMs"/>, and a stall longer than that throws (the stream cannot be resynchronised).</summary>
+    private bool ReadLarge(Span<byte> buffer, int timeoutMs)
+    {
+        int done = 0;
+        long deadline = Libc.Deadline(timeoutMs);
+        while (done < buffer.Length)
+        {
+            int n = _rx.Read(buffer[done..]);
+            if (n > 0)
+            {
+                done += n;
+                if (_rx.TakeProducerWaiting())
+                    RingDoorbell(throwIfClosed: false);
+                deadline = Libc.Deadline(timeoutMs);
+                continue;
+            }
+            if (!Wait(WaitFor.Data, 1, deadline))
+            {
+                if (done == 0)
+                    return false;
+                throw new TransportClosedException(
+                    $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
+            }
+        }
+        return true;
+    }
+
+    // ================================================================== waiting
+
+    private bool IsReady(WaitFor what, int need) =>
+        what == WaitFor.Data ? _rx.Available >= need : _tx.FreeSpace >= need;
+
+    /// <summary>Waits until the ring has <paramref name="need"/> bytes (Data) or room (Room); false at
+    /// <paramref name="deadline"/>; throws when the peer is gone and the condition cannot be met.</summary>
+    private bool Wait(WaitFor what, int need, long deadline)
+    {
+        if (IsReady(what, need))
+            return true;
+
+        // Spin first: a busy peer answers within microseconds, and sleeping costs two syscalls on each side.
+        if (SpinMicroseconds > 0)
+        {
+            long spinEnd = Stopwatch.GetTimestamp() + SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
+            if (spinEnd > deadline)
+                spinEnd = deadline;
+            while (Stopwatch.GetTimestamp() < spinEnd)
+            {
+                Thread.SpinWait(16);
+                if (IsReady(what, need))
+                    return true;
+            }
+        }
+
+        while (true)
+        {
+            // Read the epoch before raising the flag: any doorbell drained after this point (by us or by
+            // another sleeping thread of ours) bumps it, so Sleep will not block on an already-drained ring.
+            long epoch = Volatile.Read(ref _wakeEpoch);
+            if (what == WaitFor.Data)
+                _rx.BeginConsumerSleep();
+            else
+                _tx.BeginProducerWait();
+            try
+            {
+                if (IsReady(what, need))
+                    return true;
+                if (_peerClosed)
+                    throw Closed();
+                int remaining = Libc.RemainingMs(deadline);
+                if (remaining == 0)
+                    return false;
+                Sleep(epoch, remaining);
+            }
+            finally
+            {
+                if (what == WaitFor.Data)
+                    _rx.EndConsumerSleep();
+                else
+                    _tx.EndProducerWait();
+            }
+        }
+    }
+
+    /// <summary>Blocks until a doorbell, peer death or <paramref name="timeoutMs"/>, unless something was
+    /// drained since <paramref name="epoch"/>.</summary>
+    private void Sleep(long epoch, int timeoutMs)
+    {
+        lock (_gate)
+        {
+            if (_wakeEpoch != epoch)
+                return;
+            if (_pollerActive)
+            {
+                // Another of our threads polls the socket and will wake us whenever it drains a doorbell.
+                Monitor.Wait(_gate, timeoutMs);
+                return;
+            }
+            _pollerActive = true;
+        }
+        try
+        {
+            PollSocket(timeoutMs);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _pollerActive = false;
+                _wakeEpoch++;
+                Monitor.PulseAll(_gate);
+            }
+        }
+    }
+
+    private void PollSocket(int timeoutMs)
+    {
+        var pfd = new Libc.PollFd { fd = _socket, events = Libc.POLLIN };
+        int r = Libc.poll(&pfd, 1, timeoutMs);
+        if (r <= 0)
+            return; // timeout or EINTR: the caller re-checks and recomputes the remaining time
+        if ((pfd.revents & Libc.POLLNVAL) != 0)
+        {
+            _peerClosed = true;
+            return;
+        }
+        DrainDoorbells();
+    }
+
+    private void DrainDoorbells()
+    {
+        byte* buffer = stackalloc byte[64];
+        while (true)
+        {
+            nint n = Libc.recv(_socket, buffer, 64, Libc.MSG_DONTWAIT);
+            if (n == 64)
+                continue;
+            if (n > 0)
+                return; // fewer than asked: the socket is empty now
+            if (n == 0)
+            {
+                _peerClosed = true; // orderly EOF: the peer closed or died
+                return;
+            }
+            int errno = Libc.Errno;
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno != Libc.EAGAIN)
+                _peerClosed = true;
+            return;
+        }
+    }
+
+    private void RingDoorbell(bool throwIfClosed)
+    {
+        byte bell = 1;
+        while (true)
+        {
+            // Non-blocking: if the socket buffer is full the peer has unread doorbells already and will wake.
+            nint n = Libc.send(_socket, &bell, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+            if (n == 1)
+                return;
+            int errno = Libc.Errno;
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno == Libc.EAGAIN)
+                return;
+            _peerClosed = true;
+            if (throwIfClosed)
+                throw Closed();
+            return;
+        }
+    }
+
+    // ================================================================== lifetime
+
+    /// <summary>Ends the connection without releasing memory: the peer sees EOF, and this side's blocked or
+    /// later Write/Flush/ReadExactly calls throw <see cref="TransportClosedException"/> (reads still get
+    /// data that had already arrived). Safe to call from any thread; call <see cref="Dispose"/> after the
+    /// other threads have left.</summary>
+    public void Shutdown()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            return;
+        _shutDown = true;
+        _peerClosed = true;
+        // Unlike close(), shutdown() wakes our own threads blocked in poll() on this socket.
+        Libc.shutdown(_socket, Libc.SHUT_RDWR);
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        _shutDown = true;
+        Libc.shutdown(_socket, Libc.SHUT_RDWR);
+        Libc.close(_socket);
+        Libc.munmap(_region, _regionSize);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfDisposed()
+    {
+        if (_disposed != 0)
+            ThrowDisposed();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfUnusable()
+    {
+        if (_disposed != 0)
+            ThrowDisposed();
+        if (_peerClosed)
+            throw Closed();
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDisposed() => throw new ObjectDisposedException(Description);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private TransportClosedException Closed() =>
+        new(_shutDown ? $"{Description}: transport was shut down" : $"{Description}: peer closed the connection");
+}
