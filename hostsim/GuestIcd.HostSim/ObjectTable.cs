@@ -18,6 +18,8 @@ internal sealed unsafe class ObjectTable : IHandleMap
     ulong _nextHostId = HostChosen, _order;
 
     public int Count => _byId.Count;
+    /// <summary>Objects the guest created and still owns (what a disconnect must release).</summary>
+    public int GuestCount => _byId.Keys.Count(id => (id & HostChosen) == 0);
     public IEnumerable<KeyValuePair<ulong, Entry>> All => _byId;
 
     public ulong FromWire(int objectType, ulong id)

@@ -23,7 +23,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
 
     // Metrics (DESIGN.md §6).
     public long Commands, BytesIn, Replies, Errors;
-    public int LiveObjects => _objects.Count;
+    public int LiveObjects => _objects.GuestCount;
 
     public void Run()
     {
@@ -48,9 +48,9 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             end = "internal error: " + e.Message;
             log.LogError(e, "session {Session} failed", Id);
         }
-        int leaked = _objects.Count;
+        int leaked = _objects.GuestCount;
         ReleaseAll();
-        log.LogInformation("session {Session} ended ({End}): {Commands} commands, {Bytes} bytes in, {Replies} replies, {Errors} errors, {Live} objects released",
+        log.LogInformation("session {Session} ended ({End}): {Commands} commands, {Bytes} bytes in, {Replies} replies, {Errors} errors, {Live} guest objects left",
             Id, end, Commands, BytesIn, Replies, Errors, leaked);
     }
 
@@ -120,6 +120,8 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         _arena.Reset();
         _objects.DiscardCreates();
         CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
+        if (Tables.Commands[cmd].Level != CommandLevel.Global && args[0] == 0)
+            throw new ProtocolException($"{Tables.Commands[cmd].Name} with a NULL dispatchable handle");
         ulong result = Execute(cmd, args);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {

@@ -221,10 +221,10 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         if (first == "null-terminated") return true;
         if (first.StartsWith("latexmath"))
         {
-            if (m.Name == "pSampleMask") first = "rasterizationSamples";
+            var words = SampleMaskLen(m.AltLen);
+            if (words is not null) { first = words; mode = "SampleMask"; }
             else if (m.AltLen is not null && m.AltLen.Replace(" ", "").EndsWith("/4") ) { first = m.AltLen.Split("/")[0].Trim(); }
             else return false;
-            if (m.Name == "pSampleMask") mode = "SampleMask";
         }
         int idx = fields.FindIndex(f => f.Item1 == first);
         if (idx < 0) return false;
@@ -235,6 +235,13 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         lenSize = SizeAlign(lm).Size;
         if (mode == "None") mode = m.AltLen is not null && m.AltLen.Replace(" ", "").EndsWith("/4") ? "Bytes" : "Field";
         return lenSize is 4 or 8;
+    }
+
+    /// <summary>altlen "(samples + 31) / 32": a sample mask of one bit per sample, in 32-bit words.</summary>
+    static string? SampleMaskLen(string? altlen)
+    {
+        var mm = altlen is null ? null : System.Text.RegularExpressions.Regex.Match(altlen, @"^\((\w+) \+ 31\) / 32$");
+        return mm is { Success: true } ? mm.Groups[1].Value : null;
     }
 
     // ---- Commands ----
@@ -288,7 +295,13 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             if (p.Len is not null && p.Len.Split(',')[0] != "null-terminated")
             {
                 var first = p.Len.Split(',')[0];
-                if (first.Contains("->"))
+                if (first.StartsWith("latexmath") && SampleMaskLen(p.AltLen) is { } words)
+                {
+                    int j = ps.FindIndex(x => x.Name == words);
+                    if (j < 0 || j > i) { ok = false; continue; }
+                    mode = "SampleMask"; lenOff = 8 * j; lenSize = 4;
+                }
+                else if (first.Contains("->"))
                 {
                     var parts = first.Split("->");
                     int j = ps.FindIndex(x => x.Name == parts[0]);

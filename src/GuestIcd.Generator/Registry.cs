@@ -145,11 +145,12 @@ sealed class Registry
         foreach (var req in f.Elements("require"))
         {
             if (!ApiIsVulkan(req)) continue;
-            foreach (var t in req.Elements("type")) fd.Types.Add((string)t.Attribute("name")!);
             // Commands that exist only together with another extension do not decide whether this one is carried.
             bool conditional = req.Attribute("extension") is not null || req.Attribute("depends") is not null || req.Attribute("feature") is not null;
             foreach (var c in req.Elements("command"))
                 (conditional ? fd.ConditionalCommands : fd.Commands).Add((string)c.Attribute("name")!);
+            foreach (var t in req.Elements("type"))
+                (conditional ? fd.ConditionalTypes : fd.Types).Add((string)t.Attribute("name")!);
             foreach (var e in req.Elements("enum"))
             {
                 if (!ApiIsVulkan(e)) continue;
@@ -228,7 +229,7 @@ sealed class Registry
         {
             f.InCoreHeader = !f.IsExtension || (f.Platform is null && !f.Provisional);
             if (!f.InCoreHeader) continue;
-            foreach (var t in f.Types) queue.Enqueue(t);
+            foreach (var t in f.Types.Concat(f.ConditionalTypes)) queue.Enqueue(t);
             foreach (var c in f.Commands.Concat(f.ConditionalCommands))
             {
                 var target = CommandAliases.GetValueOrDefault(c, c);
@@ -300,5 +301,5 @@ sealed class FeatureDef
     public bool IsExtension, Provisional, InCoreHeader;
     public int Number, SpecVersion;
     public string? ExtType, Platform, Promotedto;
-    public List<string> Types = new(), Commands = new(), ConditionalCommands = new();
+    public List<string> Types = new(), Commands = new(), ConditionalCommands = new(), ConditionalTypes = new();
 }

@@ -331,6 +331,8 @@ internal static unsafe class Trampolines
                 ((delegate* unmanaged<VkCommandBuffer, VkSampleLocationsInfoEXT*, void>)fn)(new VkCommandBuffer((nint)a[0]), (VkSampleLocationsInfoEXT*)a[1]); return 0;
             case Tables.vkCmdSetSampleLocationsEnableEXT:
                 ((delegate* unmanaged<VkCommandBuffer, uint, void>)fn)(new VkCommandBuffer((nint)a[0]), (uint)a[1]); return 0;
+            case Tables.vkCmdSetSampleMaskEXT:
+                ((delegate* unmanaged<VkCommandBuffer, VkSampleCountFlagBits, uint*, void>)fn)(new VkCommandBuffer((nint)a[0]), (VkSampleCountFlagBits)(uint)a[1], (uint*)a[2]); return 0;
             case Tables.vkCmdSetScissor:
                 ((delegate* unmanaged<VkCommandBuffer, uint, uint, VkRect2D*, void>)fn)(new VkCommandBuffer((nint)a[0]), (uint)a[1], (uint)a[2], (VkRect2D*)a[3]); return 0;
             case Tables.vkCmdSetScissorWithCount:

@@ -2784,6 +2784,23 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static void vkCmdSetSampleMaskEXT(VkCommandBuffer commandBuffer, VkSampleCountFlagBits samples, uint* pSampleMask)
+    {
+        try
+        {
+            ulong* a = stackalloc ulong[3];
+            a[0] = (ulong)commandBuffer.Handle;
+            a[1] = (ulong)(uint)samples;
+            a[2] = (ulong)pSampleMask;
+            Generic.Call(Tables.vkCmdSetSampleMaskEXT, a);
+        }
+        catch (Exception e)
+        {
+            Entry.Fail(Tables.vkCmdSetSampleMaskEXT, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkCmdSetScissor(VkCommandBuffer commandBuffer, uint firstScissor, uint scissorCount, VkRect2D* pScissors)
     {
         try
@@ -7518,6 +7535,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x830C2290u:
                 if (name.SequenceEqual("vkDestroyCuModuleNVX"u8)) { index = 273; return (nint)(delegate* unmanaged<VkDevice, VkCuModuleNVX, VkAllocationCallbacks*, void>)&vkDestroyCuModuleNVX; }
+                break;
+            case 0x84362607u:
+                if (name.SequenceEqual("vkCmdSetSampleMaskEXT"u8)) { index = 179; return (nint)(delegate* unmanaged<VkCommandBuffer, VkSampleCountFlagBits, uint*, void>)&vkCmdSetSampleMaskEXT; }
                 break;
             case 0x84481076u:
                 if (name.SequenceEqual("vkDestroyPipeline"u8)) { index = 290; return (nint)(delegate* unmanaged<VkDevice, VkPipeline, VkAllocationCallbacks*, void>)&vkDestroyPipeline; }

@@ -15,7 +15,7 @@ public static unsafe class StructCodec
     /// <summary>Stands for a NULL pointer where a count or length would be.</summary>
     public const uint Null = 0xFFFFFFFF;
     /// <summary>Longest pNext chain accepted; bounds a decoder fed a forged or looping chain.</summary>
-    public const int MaxChain = 64;
+    public const int MaxChain = 256;
     const int PNextOffset = 8;
 
     static ReadOnlySpan<FieldDesc> FieldsOf(int type)

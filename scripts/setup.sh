@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and running GuestIcd needs on Debian 12, idempotently: apt packages only when
+# one is missing, then the NuGet restore. Sourced by demo.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(
+  libvulkan1 libvulkan-dev          # the Khronos loader (the guest's and hostsim's) and vk.xml for the generator
+  mesa-vulkan-drivers               # lavapipe: the host driver when no GPU is lent
+  vulkan-tools                      # vulkaninfo: the real application of the demo and the tests
+  vulkan-validationlayers glslc     # used by the client tests
+  clang gcc zlib1g-dev              # NativeAOT links libguesticd.so with clang; gcc builds native-shim
+)
+names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
+missing=()
+for p in $names; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+if ! command -v dotnet >/dev/null; then
+  echo "setup: the .NET 10 SDK is required (dotnet on PATH); Debian 12 does not package it" >&2
+  exit 1
+fi
+dotnet restore GuestIcd.sln --verbosity quiet

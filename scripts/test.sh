@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every test: unit, property, layout, and integration tests against the real loader, lavapipe and hostsim.
+# Ends with one line "N passed, N failed, N skipped" and exits non-zero when anything failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh || exit 1
+bash scripts/build.sh || { echo "0 passed, 1 failed"; exit 1; }
+mkdir -p out/logs
+dotnet test GuestIcd.sln -c Release --nologo 2>&1 | tee out/logs/test.log
+status=${PIPESTATUS[0]}
+passed=0; failed=0; skipped=0; runs=0
+while read -r f p s; do
+  failed=$((failed + f)); passed=$((passed + p)); skipped=$((skipped + s)); runs=$((runs + 1))
+done < <(sed -nE 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\1 \2 \3/p' out/logs/test.log)
+projects=$(ls tests/*/*.csproj | wc -l)
+if [ "$runs" -lt "$projects" ]; then
+  echo "only $runs of $projects test projects reported results"
+  failed=$((failed + projects - runs))
+fi
+[ "$status" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

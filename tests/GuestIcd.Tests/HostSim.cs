@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace GuestIcd.Tests;
+
+/// <summary>A real hostsim process on its own socket, and the environment that points the real Khronos
+/// loader at our ICD and that socket. Built beforehand by the README's test command (out/).</summary>
+public sealed class HostSim : IDisposable
+{
+    public static string Executable => Need("out/hostsim/guesticd-hostsim");
+    public static string Manifest => Need("out/icd/guesticd_icd.x86_64.json");
+    public const string LavapipeManifest = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
+
+    static string Need(string rel)
+    {
+        var p = Repo.PathOf(rel);
+        if (!File.Exists(p)) throw new FileNotFoundException($"{rel} is missing: build with `bash scripts/build.sh` (the README's test command does) first", p);
+        return p;
+    }
+
+    readonly Process _process;
+    readonly StringBuilder _log = new();
+    public string SocketPath { get; }
+    public string Log { get { lock (_log) return _log.ToString(); } }
+
+    public HostSim(params string[] extraArgs)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "guesticd-test-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        SocketPath = Path.Combine(dir, "hostsim.sock");
+        var psi = new ProcessStartInfo(Executable)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (var a in new[] { "serve", "--listen", "unix:" + SocketPath }.Concat(extraArgs)) psi.ArgumentList.Add(a);
+        _process = Process.Start(psi)!;
+        _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
+        _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+        WaitForLog("listening on", 30_000);
+    }
+
+    public void WaitForLog(string text, int timeoutMs)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!Log.Contains(text))
+        {
+            if (_process.HasExited && !Log.Contains(text)) throw new InvalidOperationException($"hostsim exited ({_process.ExitCode}):\n{Log}");
+            if (sw.ElapsedMilliseconds > timeoutMs) throw new TimeoutException($"hostsim never logged '{text}':\n{Log}");
+            Thread.Sleep(20);
+        }
+    }
+
+    /// <summary>Environment for a client that must see only our ICD, talking to this hostsim.</summary>
+    public Dictionary<string, string> ClientEnv(bool withLavapipe = false) => new()
+    {
+        ["VK_DRIVER_FILES"] = withLavapipe ? Manifest + ":" + LavapipeManifest : Manifest,
+        ["GUESTICD_TRANSPORT"] = "unix:" + SocketPath,
+        ["VK_LOADER_LAYERS_DISABLE"] = "*",
+    };
+
+    public void Kill() { if (!_process.HasExited) { _process.Kill(); _process.WaitForExit(); } }
+
+    public void Dispose()
+    {
+        Kill();
+        try { Directory.Delete(Path.GetDirectoryName(SocketPath)!, true); } catch { }
+    }
+}
