@@ -24,4 +24,17 @@ public class LayoutTests
         Assert.Equal(790, expected.Count(l => !l.Split(' ')[0].Contains('.')));
         Assert.True(expected.Count(l => l.Split(' ')[0].Contains('.')) > 4200);
     }
+
+    [Fact]
+    public void GeneratedCommandSignaturesAreTheHeadersOwn()
+    {
+        var obj = Path.Combine(Path.GetTempPath(), "guesticd-protos-" + Environment.ProcessId + ".o");
+        // -Werror: a redeclaration that differs from vulkan_core.h in any parameter fails to compile.
+        var cc = Repo.Run("cc", $"-std=c11 -Werror -c -o {obj} native-shim/Generated/prototypes_check.c");
+        File.Delete(obj);
+        Assert.True(cc.ExitCode == 0, cc.Stderr);
+        Assert.Equal(578, GuestIcd.Vulkan.VkCommands.All.Length + GuestIcd.Vulkan.VkCommands.All.Sum(c => c.Aliases.Length));
+        Assert.Contains(GuestIcd.Vulkan.VkCommands.All, c => c.Name == "vkGetPhysicalDeviceProperties2" && c.Aliases.Contains("vkGetPhysicalDeviceProperties2KHR")
+            && c.Level == GuestIcd.Vulkan.VkCommandLevel.PhysicalDevice && c.Feature == "VK_VERSION_1_1");
+    }
 }
