@@ -8,6 +8,7 @@ namespace GuestIcd.Icd;
 internal static unsafe partial class Entry
 {
     static HelloReply? s_probe;
+    static long s_probeFailedAt = long.MinValue;
     static readonly object s_probeLock = new();
 
     /// <summary>What the host offers before any instance exists (the loader asks at load time). A short-lived
@@ -17,12 +18,19 @@ internal static unsafe partial class Entry
         lock (s_probeLock)
         {
             if (s_probe is not null) return s_probe;
+            // The loader asks several times while it loads us; a host that just failed is not asked again at once,
+            // so a silent host costs one connect timeout, not one per question.
+            if (Environment.TickCount64 - s_probeFailedAt < Connection.ConnectTimeoutMs) return null;
             try
             {
                 using var c = Connection.Open();
                 s_probe = c.Host;
             }
-            catch (IncompatibleHostException e) { Log.Info(e.Message); }
+            catch (IncompatibleHostException e)
+            {
+                Log.Info(e.Message);
+                s_probeFailedAt = Environment.TickCount64;
+            }
             return s_probe;
         }
     }

@@ -180,3 +180,50 @@ public unsafe class ProtocolTests
         catch (ProtocolException) { }
     }
 }
+
+public unsafe class HotPathAllocationTests
+{
+    /// <summary>The hot path (encode, decode, reply) allocates nothing per call once buffers have grown.</summary>
+    [Fact]
+    public void ARoundTripAllocatesNothingOnceWarm()
+    {
+        var map = new NoAllocMap();
+        var f13 = stackalloc VkPhysicalDeviceVulkan13Features[1];
+        f13->sType = VkStructureType.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES;
+        var f2 = stackalloc VkPhysicalDeviceFeatures2[1];
+        f2->sType = VkStructureType.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2;
+        f2->pNext = f13;
+        ulong* args = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* hostArgs = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* hostCaps = stackalloc ulong[CommandCodec.MaxParams];
+        using var w = new WireWriter();
+        using var rw = new WireWriter();
+        using var arena = new Arena();
+        void Once()
+        {
+            args[0] = 7; args[1] = (ulong)f2;
+            w.Reset();
+            CommandCodec.EncodeRequest(Tables.vkGetPhysicalDeviceFeatures2, args, w, map, caps);
+            var h = MessageHeader.Read(w.Written);
+            arena.Reset();
+            CommandCodec.DecodeRequest(Tables.vkGetPhysicalDeviceFeatures2, w.Written.Slice(MessageHeader.Size, (int)h.ByteLength), hostArgs, hostCaps, map, arena);
+            rw.Reset();
+            CommandCodec.EncodeReply(Tables.vkGetPhysicalDeviceFeatures2, 0, hostArgs, hostCaps, 1, rw, map);
+            var rh = ReplyHeader.Read(rw.Written);
+            CommandCodec.DecodeReply(Tables.vkGetPhysicalDeviceFeatures2, rw.Written.Slice(ReplyHeader.Size, (int)rh.ByteLength), args, caps, map);
+        }
+        for (int i = 0; i < 10; i++) Once();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++) Once();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    sealed class NoAllocMap : IHandleMap
+    {
+        public ulong ToWire(int t, ulong h) => h;
+        public ulong FromWire(int t, ulong id) => id;
+        public ulong Create(int t, out ulong handle) => handle = 1;
+        public void ExpectCreate(int t, ulong id, ulong* slot) { }
+    }
+}
