@@ -14,6 +14,8 @@ internal sealed unsafe partial class Session
 {
     const int ObjInstance = 1, ObjPhysicalDevice = 2, ObjDevice = 3;
 
+    static ulong Result(VkResult r) => unchecked((ulong)(uint)(int)r);
+
     ulong Execute(int cmd, ulong* a)
     {
         ulong result;
@@ -21,6 +23,9 @@ internal sealed unsafe partial class Session
         {
             case Tables.vkCreateInstance:
                 result = CreateInstance(a);
+                break;
+            case Tables.vkCreateDevice:
+                result = CreateDevice(a);
                 break;
             case Tables.vkEnumeratePhysicalDevices:
                 result = EnumeratePhysicalDevices(a);
@@ -53,7 +58,7 @@ internal sealed unsafe partial class Session
             Array.Clear(_fns);
         }
         else log.LogWarning("session {Session}: host vkCreateInstance failed: {Result}", Id, r);
-        return (ulong)(uint)(int)r;
+        return Result(r);
     }
 
     /// <summary>The guest sees exactly the device this hostsim serves (--device), not everything the host has.</summary>
@@ -74,7 +79,7 @@ internal sealed unsafe partial class Session
         uint n = Math.Min(*pCount, have);
         if (n > 0) list[0] = pd;
         *pCount = n;
-        return (ulong)(uint)(int)(n < have ? VK_INCOMPLETE : VK_SUCCESS);
+        return Result(n < have ? VK_INCOMPLETE : VK_SUCCESS);
     }
 
     ulong EnumeratePhysicalDeviceGroups(ulong* a)
@@ -92,7 +97,7 @@ internal sealed unsafe partial class Session
             groups[0].subsetAllocation = 0;
         }
         *pCount = n;
-        return (ulong)(uint)(int)(n < have ? VK_INCOMPLETE : VK_SUCCESS);
+        return Result(n < have ? VK_INCOMPLETE : VK_SUCCESS);
     }
 
     void ForgetDestroyed(int cmd, ulong* a)

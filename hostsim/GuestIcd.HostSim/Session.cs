@@ -12,6 +12,9 @@ namespace GuestIcd.HostSim;
 /// breaks the rules. Everything the guest created lives in this session's <see cref="ObjectTable"/>.</summary>
 internal sealed unsafe partial class Session(int id, ITransport transport, ServerOptions options, ILogger log) : IDisposable
 {
+    /// <summary>The guest's shared heap mapped here, when its transport has one (HOST_VISIBLE memory lives there).</summary>
+    readonly byte* _heap = transport is ISharedHeap sh ? sh.HeapBase : null;
+    readonly ulong _heapBytes = transport is ISharedHeap sh2 ? (ulong)sh2.HeapBytes : 0;
     public readonly int Id = id;
     readonly ObjectTable _objects = new();
     readonly Arena _arena = new();
@@ -112,8 +115,18 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         catch (TransportClosedException) { return false; }
         var h = MessageHeader.Read(hdr);
         var payload = ReadPayload(h, options.MessageTimeoutMs);
+        ulong heapOffset = 0, heapSize = 0;
+        bool shared = h.Command == PrivateCommands.AllocateSharedMemory;
+        if (shared)
+        {
+            var pr = new WireReader(payload);
+            heapOffset = pr.U64();
+            heapSize = pr.U64();
+            payload = payload[16..];
+            h = h with { Command = Tables.Commands[Tables.vkAllocateMemory].Id };
+        }
         int cmd = Tables.CommandOfId(h.Command);
-        if (cmd < 0 || Tables.Commands[cmd].Carry == Carry.None) throw new ProtocolException($"unknown command id 0x{h.Command:X8}");
+        if (cmd < 0 || !Tables.Commands[cmd].OnWire) throw new ProtocolException($"unknown command id 0x{h.Command:X8}");
         Commands++;
         ulong* args = stackalloc ulong[CommandCodec.MaxParams];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
@@ -122,7 +135,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
         if (Tables.Commands[cmd].Level != CommandLevel.Global && args[0] == 0)
             throw new ProtocolException($"{Tables.Commands[cmd].Name} with a NULL dispatchable handle");
-        ulong result = Execute(cmd, args);
+        ulong result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
             _writer.Reset();

@@ -12,6 +12,15 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkEnumerateInstanceLayerProperties", "vkEnumerateDeviceLayerProperties", "vkEnumerateDeviceExtensionProperties",
         "vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkDestroyDevice",
         "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2",
+        "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
+    };
+
+    /// <summary>Pointer members that are only meaningful for some values of another member (noautovalidity):
+    /// an application may leave garbage in them otherwise, so the codec asks Selectors before following them.</summary>
+    static readonly HashSet<string> Selected = new()
+    {
+        "VkWriteDescriptorSet.pImageInfo", "VkWriteDescriptorSet.pBufferInfo", "VkWriteDescriptorSet.pTexelBufferView",
+        "VkDescriptorSetLayoutBinding.pImmutableSamplers",
     };
 
     /// <summary>Extensions whose objects cannot live on the far side of a VM boundary (callbacks into the
@@ -132,6 +141,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             int count = 1;
             foreach (var d in m.ArrayDims) count *= cs.ArrayCount(d);
             string flags = m.IsOptional ? "FieldFlags.Optional" : "FieldFlags.None";
+            if (Selected.Contains(td.Name + "." + name)) flags = "FieldFlags.Optional | FieldFlags.Selected";
             var mtd = cs.Def(m.Type);
             if (name == "pNext") { lines.Add(F("PNext", "Pod", "None", flags, off, 8, 1, -1, 0, 0, 0, name)); continue; }
             if (parts.Count > 1 || IsPod(m.Type, m.PointerDepth))
@@ -386,11 +396,12 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             if (feature is not null && feature.IsExtension && !ExtensionCarriable(feature)) carry = HandWritten.Contains(name) ? carry : "None";
             carried[name] = carry != "None";
             bool reply = ret != "Void" || lines.Any(l => l.Contains("FieldFlags.Out") || l.Contains("FieldFlags.InOut"));
+            // A hand-written command whose parameters the codec cannot describe never travels as itself.
+            bool onWire = ok && ret != "Other" && carry != "None";
             int first = paramLines.Count;
-            paramLines.AddRange(lines.Count == c.Params.Count || carry != "Generic" ? lines : new List<string>());
-            if (carry == "Generic" && lines.Count != c.Params.Count) throw new InvalidOperationException(name);
+            if (onWire) paramLines.AddRange(lines);
             var level = LevelOf(c, reg);
-            cmdLines.Add($"new(\"{name}\", 0x{Fnv1a(name):X8}u, CommandLevel.{level}, ReturnKind.{ret}, Carry.{carry}, {first}, {paramLines.Count - first}, {(reply ? "true" : "false")}, \"{feature?.Name ?? ""}\")");
+            cmdLines.Add($"new(\"{name}\", 0x{Fnv1a(name):X8}u, CommandLevel.{level}, ReturnKind.{ret}, Carry.{carry}, {first}, {paramLines.Count - first}, {(reply ? "true" : "false")}, \"{feature?.Name ?? ""}\", {(onWire ? "true" : "false")})");
             _cmds.Add((c, _cmds.Count, carry, level, ret, reply, feature?.Name ?? ""));
         }
         var ids = names.Select(Fnv1a).ToList();

@@ -17,6 +17,13 @@ internal sealed unsafe class Connection : IDisposable
     public readonly GuestHandleMap Handles;
     public HelloReply Host { get; private set; } = null!;
     readonly ITransport _transport;
+    /// <summary>Shared memory for HOST_VISIBLE allocations; null on transports without it.</summary>
+    public readonly byte* HeapBase;
+    public readonly HeapAllocator? Heap;
+    /// <summary>Memory objects that live in the heap: handle → (offset, size).</summary>
+    public readonly Dictionary<ulong, (ulong Offset, ulong Size)> SharedMemory = new();
+    /// <summary>Per device: the memory types that are HOST_VISIBLE.</summary>
+    public readonly Dictionary<nint, uint> HostVisibleTypes = new();
     readonly WireWriter _writer = new();
     byte[] _reply = ArrayPool<byte>.Shared.Rent(4096);
     volatile bool _lost;
@@ -27,12 +34,22 @@ internal sealed unsafe class Connection : IDisposable
         Index = index;
         _transport = transport;
         Handles = new GuestHandleMap(index);
+        if (transport is ISharedHeap { HeapBytes: > 0 } heap)
+        {
+            HeapBase = heap.HeapBase;
+            Heap = new HeapAllocator((ulong)heap.HeapBytes);
+        }
     }
 
     public static Connection Get(int index) => s_all[index] ?? throw new InvalidOperationException($"connection {index} is closed");
 
     public static int ConnectTimeoutMs =>
         int.TryParse(Environment.GetEnvironmentVariable("GUESTICD_CONNECT_TIMEOUT_MS"), out var t) && t > 0 ? t : 5000;
+
+    /// <summary>GUESTICD_HEAP_MB: the shared memory for HOST_VISIBLE allocations (default 1024 MiB, sparse:
+    /// untouched pages cost nothing).</summary>
+    static long HeapBytes =>
+        long.TryParse(Environment.GetEnvironmentVariable("GUESTICD_HEAP_MB"), out var mb) && mb >= 0 ? mb << 20 : UnixRingTransport.DefaultHeapBytes;
 
     /// <summary>Reaches hostsim over the configured transport and runs the version check.
     /// Throws <see cref="IncompatibleHostException"/> with one clear sentence when that fails.</summary>
@@ -44,7 +61,7 @@ internal sealed unsafe class Connection : IDisposable
         try
         {
             transport = spec.StartsWith("unix:", StringComparison.Ordinal)
-                ? UnixRingTransport.Connect(spec[5..], ConnectTimeoutMs)
+                ? UnixRingTransport.Connect(spec[5..], ConnectTimeoutMs, heapBytes: HeapBytes)
                 : throw new IncompatibleHostException($"GUESTICD_TRANSPORT={spec} is not a transport this build supports (unix:PATH)");
         }
         catch (TransportClosedException e)
@@ -69,7 +86,7 @@ internal sealed unsafe class Connection : IDisposable
     {
         var (major, minor) = OwnVersion();
         var cmds = new List<uint>();
-        foreach (var cd in Tables.Commands) if (cd.Carry != Carry.None) cmds.Add(cd.Id);
+        foreach (var cd in Tables.Commands) if (cd.OnWire) cmds.Add(cd.Id);
         var exts = new List<string>();
         foreach (var e in Tables.Extensions) if (e.Carried) exts.Add(e.Name);
         _writer.Reset();
@@ -77,8 +94,7 @@ internal sealed unsafe class Connection : IDisposable
         HelloReply reply;
         try
         {
-            _transport.Write(_writer.Written);
-            _transport.Flush();
+            SendQueued();
             var payload = ReadReply(ConnectTimeoutMs, Handshake.HelloReplyCommand);
             reply = Handshake.ReadReply(payload);
         }
@@ -102,7 +118,12 @@ internal sealed unsafe class Connection : IDisposable
 
     static string BuildId => typeof(Connection).Assembly.GetName().Version?.ToString() ?? "0";
 
-    /// <summary>Sends command <paramref name="command"/> and, when it has a result or outputs, waits for the reply.</summary>
+    /// <summary>Commands that need no answer (vkCmd*, destroys, frees, other void commands) collect in the
+    /// write buffer and travel together when something needs the host's answer, or when this much is queued.</summary>
+    const int BatchBytes = 256 << 10;
+
+    /// <summary>Runs command <paramref name="command"/>. Without a result or outputs it is queued and returns
+    /// at once; otherwise the queue and the command go to the host and this waits for the reply.</summary>
     public ulong Call(int command, ulong* args)
     {
         ref readonly var cd = ref Tables.Commands[command];
@@ -112,22 +133,61 @@ internal sealed unsafe class Connection : IDisposable
             if (_lost) throw new DeviceLostException(_lostReason);
             try
             {
-                _writer.Reset();
                 CommandCodec.EncodeRequest(command, args, _writer, Handles, caps);
-                _transport.Write(_writer.Written);
-                _transport.Flush();
-                if (!cd.WantsReply) return 0;
-                var payload = ReadReply(-1, cd.Id);
-                return CommandCodec.DecodeReply(command, payload, args, caps, Handles);
+                if (!cd.WantsReply)
+                {
+                    if (_writer.Position >= BatchBytes) SendQueued();
+                    return 0;
+                }
+                SendQueued();
+                return CommandCodec.DecodeReply(command, ReadReply(-1, cd.Id), args, caps, Handles);
             }
             catch (Exception e) when (e is TransportClosedException or ProtocolException)
             {
-                _lost = true;
-                _lostReason = $"connection to hostsim lost during {cd.Name}: {e.Message}";
-                Log.Error(_lostReason);
-                throw new DeviceLostException(_lostReason);
+                throw Lost(cd.Name, e);
             }
         }
+    }
+
+    /// <summary>vkAllocateMemory backed by the range [offset, offset+size) of the shared heap.</summary>
+    public ulong CallSharedAllocation(ulong heapOffset, ulong size, ulong* args)
+    {
+        ref readonly var cd = ref Tables.Commands[Tables.vkAllocateMemory];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        lock (this)
+        {
+            if (_lost) throw new DeviceLostException(_lostReason);
+            try
+            {
+                int at = _writer.BeginMessage(PrivateCommands.AllocateSharedMemory, MessageFlags.ReplyWanted);
+                _writer.U64(heapOffset);
+                _writer.U64(size);
+                CommandCodec.EncodeParams(Tables.vkAllocateMemory, args, _writer, Handles, caps);
+                _writer.EndMessage(at);
+                SendQueued();
+                return CommandCodec.DecodeReply(Tables.vkAllocateMemory, ReadReply(-1, cd.Id), args, caps, Handles);
+            }
+            catch (Exception e) when (e is TransportClosedException or ProtocolException)
+            {
+                throw Lost(cd.Name, e);
+            }
+        }
+    }
+
+    void SendQueued()
+    {
+        if (_writer.Position == 0) return;
+        _transport.Write(_writer.Written);
+        _transport.Flush();
+        _writer.Reset();
+    }
+
+    DeviceLostException Lost(string during, Exception e)
+    {
+        _lost = true;
+        _lostReason = $"connection to hostsim lost during {during}: {e.Message}";
+        Log.Error(_lostReason);
+        return new DeviceLostException(_lostReason);
     }
 
     ReadOnlySpan<byte> ReadReply(int timeoutMs, uint expectedCommand)
@@ -148,6 +208,8 @@ internal sealed unsafe class Connection : IDisposable
 
     public void Dispose()
     {
+        // Queued destroys still reach the host; a dead host has nothing left to tell.
+        lock (this) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
         lock (s_all) if (s_all[Index] == this || s_all[Index] is null) s_all[Index] = null;
         try { _transport.Dispose(); } catch { }
         Handles.FreeAll();

@@ -88,6 +88,9 @@ public sealed unsafe class UnixRingListener : ITransportListener
     /// <summary>Largest ring a guest may ask for; bigger requests are refused (host memory is the limit).</summary>
     public int MaxRingBytes { get; set; } = 64 << 20;
 
+    /// <summary>Largest shared heap (HOST_VISIBLE memory) one guest may bring: its memory quota on this listener.</summary>
+    public long MaxHeapBytes { get; set; } = 16L << 30;
+
     ITransport? ITransportListener.Accept(CancellationToken cancellationToken) => Accept(cancellationToken);
 
     /// <summary>Waits for the next guest with a valid handshake. Returns null when cancelled or disposed.</summary>
@@ -280,10 +283,13 @@ public sealed unsafe class UnixRingListener : ITransportListener
         int seals = Libc.fcntl(p.Memfd, Libc.F_GET_SEALS, 0);
         if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0)
             throw Drop(index, "sent shared memory that is not a memfd sealed against shrinking");
-        long expected = UnixRingTransport.SharedSize((int)ringBytes);
+        ulong heapBytes = BinaryPrimitives.ReadUInt64LittleEndian(preamble[24..]);
+        if (heapBytes > (ulong)MaxHeapBytes || heapBytes % 4096 != 0)
+            throw Drop(index, $"asked for a {heapBytes}-byte shared heap; allowed: a multiple of 4096 up to {MaxHeapBytes}");
+        long expected = UnixRingTransport.SharedSize((int)ringBytes) + (long)heapBytes;
         long size = Libc.lseek(p.Memfd, 0, Libc.SEEK_END);
         if (size != expected)
-            throw Drop(index, $"sent {size} bytes of shared memory for {ringBytes}-byte rings; expected {expected}");
+            throw Drop(index, $"sent {size} bytes of shared memory for {ringBytes}-byte rings and a {heapBytes}-byte heap; expected {expected}");
 
         void* region = Libc.mmap(null, (nuint)expected, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, p.Memfd, 0);
         if (region == Libc.MAP_FAILED)
@@ -299,7 +305,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
         Libc.close(p.Memfd);
         _pending.RemoveAt(index);
         return new UnixRingTransport(p.Fd, (byte*)region, (nuint)expected, (int)ringBytes, isHost: true,
-            $"unix:{SocketPath} guest pid {pid} (ring {ringBytes} B)");
+            $"unix:{SocketPath} guest pid {pid} (ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes);
     }
 
     private TransportClosedException Drop(int index, string reason)

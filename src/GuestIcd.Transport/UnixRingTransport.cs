@@ -25,7 +25,7 @@ namespace GuestIcd.Transport;
 /// <see cref="SharedRing"/>), the memfd must be sealed against shrinking (so the mapping cannot SIGBUS),
 /// and doorbells are sent non-blocking (a peer that never drains its socket cannot stall us).</para>
 /// </remarks>
-public sealed unsafe class UnixRingTransport : ITransport
+public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 {
     public const int DefaultRingBytes = 4 << 20;
     /// <summary>Smallest ring accepted on either side.</summary>
@@ -33,8 +33,11 @@ public sealed unsafe class UnixRingTransport : ITransport
     /// <summary>Largest ring a guest may ask for (the listener may lower it).</summary>
     public const int MaxRingBytes = 256 << 20;
 
-    internal const uint PreambleVersion = 1;
-    internal const int PreambleSize = 24;
+    internal const uint PreambleVersion = 2;
+    internal const int PreambleSize = 32;
+    /// <summary>Shared memory after the rings for HOST_VISIBLE allocations (sparse: pages cost nothing until touched).</summary>
+    public const long DefaultHeapBytes = 1L << 30;
+    public const long MaxHeapBytes = 64L << 30;
     // "GICDRING" little-endian
     internal const ulong PreambleMagic = 0x474E495244434947;
 
@@ -55,8 +58,10 @@ public sealed unsafe class UnixRingTransport : ITransport
 
     private enum WaitFor { Data, Room }
 
-    internal UnixRingTransport(int socketFd, byte* region, nuint regionSize, int ringBytes, bool isHost, string description)
+    internal UnixRingTransport(int socketFd, byte* region, nuint regionSize, int ringBytes, bool isHost, string description, long heapBytes = 0)
     {
+        HeapBytes = heapBytes;
+        HeapBase = heapBytes == 0 ? null : region + SharedSize(ringBytes);
         _socket = socketFd;
         _region = region;
         _regionSize = regionSize;
@@ -86,6 +91,9 @@ public sealed unsafe class UnixRingTransport : ITransport
     /// sets this so that a guest which stops reading cannot park a host thread forever.</summary>
     public int WriteTimeoutMs { get; set; } = -1;
 
+    public byte* HeapBase { get; }
+    public long HeapBytes { get; }
+
     /// <summary>Total shared bytes for two rings of <paramref name="ringBytes"/>.</summary>
     internal static long SharedSize(int ringBytes) => 2 * SharedRing.RegionSize(ringBytes);
 
@@ -101,8 +109,10 @@ public sealed unsafe class UnixRingTransport : ITransport
     /// </summary>
     /// <exception cref="TransportClosedException">No listener at the path, refused, or timed out; the
     /// message names the path.</exception>
-    public static UnixRingTransport Connect(string socketPath, int timeoutMs, int ringBytes = DefaultRingBytes)
+    public static UnixRingTransport Connect(string socketPath, int timeoutMs, int ringBytes = DefaultRingBytes, long heapBytes = 0)
     {
+        if (heapBytes < 0 || heapBytes > MaxHeapBytes || heapBytes % 4096 != 0)
+            throw new ArgumentOutOfRangeException(nameof(heapBytes), heapBytes, $"the heap must be a multiple of 4096 up to {MaxHeapBytes}");
         ArgumentNullException.ThrowIfNull(socketPath);
         if (ringBytes < MinRingBytes || ringBytes > MaxRingBytes || !SharedRing.IsValidCapacity(ringBytes))
             throw new ArgumentOutOfRangeException(nameof(ringBytes), ringBytes,
@@ -112,7 +122,7 @@ public sealed unsafe class UnixRingTransport : ITransport
         int socket = ConnectSocket(socketPath, timeoutMs, deadline);
         int memfd = -1;
         byte* region = null;
-        nuint size = (nuint)SharedSize(ringBytes);
+        nuint size = (nuint)(SharedSize(ringBytes) + heapBytes);
         try
         {
             memfd = CreateSealedMemfd(socketPath, (long)size);
@@ -124,9 +134,9 @@ public sealed unsafe class UnixRingTransport : ITransport
             }
             SharedRing.Initialize(region);
             SharedRing.Initialize(region + SharedRing.RegionSize(ringBytes));
-            SendPreamble(socketPath, socket, memfd, ringBytes, timeoutMs, deadline);
+            SendPreamble(socketPath, socket, memfd, ringBytes, heapBytes, timeoutMs, deadline);
             var transport = new UnixRingTransport(socket, region, size, ringBytes, isHost: false,
-                $"unix:{socketPath} (ring {ringBytes} B)");
+                $"unix:{socketPath} (ring {ringBytes} B)", heapBytes);
             socket = -1;
             region = null;
             return transport;
@@ -235,10 +245,10 @@ public sealed unsafe class UnixRingTransport : ITransport
         }
     }
 
-    private static void SendPreamble(string path, int socket, int memfd, int ringBytes, int timeoutMs, long deadline)
+    private static void SendPreamble(string path, int socket, int memfd, int ringBytes, long heapBytes, int timeoutMs, long deadline)
     {
         byte* preamble = stackalloc byte[PreambleSize];
-        WritePreamble(new Span<byte>(preamble, PreambleSize), PreambleVersion, (ulong)ringBytes);
+        WritePreamble(new Span<byte>(preamble, PreambleSize), PreambleVersion, (ulong)ringBytes, (ulong)heapBytes);
 
         int controlSize = Libc.CmsgSpace(sizeof(int));
         byte* control = stackalloc byte[controlSize];
@@ -278,8 +288,9 @@ public sealed unsafe class UnixRingTransport : ITransport
         }
     }
 
-    internal static void WritePreamble(Span<byte> destination, uint version, ulong ringBytes)
+    internal static void WritePreamble(Span<byte> destination, uint version, ulong ringBytes, ulong heapBytes = 0)
     {
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination[24..], heapBytes);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(destination, PreambleMagic);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[8..], version);
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[12..], 0); // reserved flags

@@ -13,9 +13,9 @@ public sealed class UnixRingListenerTests
         return socket;
     }
 
-    private static byte[] Preamble(ulong ringBytes, uint version = 1)
+    private static byte[] Preamble(ulong ringBytes, uint version = 2)
     {
-        var bytes = new byte[24];
+        var bytes = new byte[32];
         "GICDRING"u8.CopyTo(bytes);
         BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(8), version);
         BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(16), ringBytes);
@@ -39,8 +39,8 @@ public sealed class UnixRingListenerTests
     });
 
     [Theory]
-    [InlineData("NOTARING", 1u, "bad preamble magic")]
-    [InlineData("GICDRING", 2u, "preamble version 2")]
+    [InlineData("NOTARING", 2u, "bad preamble magic")]
+    [InlineData("GICDRING", 1u, "preamble version 1")]
     public void BadPreambleIsDroppedWithTheReason(string magic, uint version, string reason) => WithinTime(5000, () =>
     {
         using var dir = new TempSocketDir();

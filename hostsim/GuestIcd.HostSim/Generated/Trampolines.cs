@@ -735,6 +735,8 @@ internal static unsafe class Trampolines
                 return (ulong)(uint)(int)((delegate* unmanaged<VkDevice, VkVideoSessionKHR, uint*, VkVideoSessionMemoryRequirementsKHR*, VkResult>)fn)(new VkDevice((nint)a[0]), new VkVideoSessionKHR(a[1]), (uint*)a[2], (VkVideoSessionMemoryRequirementsKHR*)a[3]);
             case Tables.vkInvalidateMappedMemoryRanges:
                 return (ulong)(uint)(int)((delegate* unmanaged<VkDevice, uint, VkMappedMemoryRange*, VkResult>)fn)(new VkDevice((nint)a[0]), (uint)a[1], (VkMappedMemoryRange*)a[2]);
+            case Tables.vkMapMemory:
+                return (ulong)(uint)(int)((delegate* unmanaged<VkDevice, VkDeviceMemory, ulong, ulong, VkMemoryMapFlags, void**, VkResult>)fn)(new VkDevice((nint)a[0]), new VkDeviceMemory(a[1]), (ulong)a[2], (ulong)a[3], (VkMemoryMapFlags)(uint)a[4], (void**)a[5]);
             case Tables.vkMergePipelineCaches:
                 return (ulong)(uint)(int)((delegate* unmanaged<VkDevice, VkPipelineCache, uint, VkPipelineCache*, VkResult>)fn)(new VkDevice((nint)a[0]), new VkPipelineCache(a[1]), (uint)a[2], (VkPipelineCache*)a[3]);
             case Tables.vkMergeValidationCachesEXT:

@@ -83,12 +83,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pAllocateInfo;
-            a[2] = (ulong)pAllocator;
-            a[3] = (ulong)pMemory;
-            return (VkResult)(int)Generic.Call(Tables.vkAllocateMemory, a);
+            return Entry.vkAllocateMemory(device, pAllocateInfo, pAllocator, pMemory);
         }
         catch (Exception e)
         {
@@ -4880,11 +4875,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)memory.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkFreeMemory, a);
+            Entry.vkFreeMemory(device, memory, pAllocator);
         }
         catch (Exception e)
         {
@@ -6336,6 +6327,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static VkResult vkMapMemory(VkDevice device, VkDeviceMemory memory, ulong offset, ulong size, VkMemoryMapFlags flags, void** ppData)
+    {
+        try
+        {
+            return Entry.vkMapMemory(device, memory, offset, size, flags, ppData);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkMapMemory, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static VkResult vkMergePipelineCaches(VkDevice device, VkPipelineCache dstCache, uint srcCacheCount, VkPipelineCache* pSrcCaches)
     {
         try
@@ -6693,10 +6697,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)memory.Handle;
-            Generic.Call(Tables.vkUnmapMemory, a);
+            Entry.vkUnmapMemory(device, memory);
         }
         catch (Exception e)
         {
@@ -8105,6 +8106,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xEAAC343Eu:
                 if (name.SequenceEqual("vkGetDeferredOperationResultKHR"u8)) { index = 332; return (nint)(delegate* unmanaged<VkDevice, VkDeferredOperationKHR, VkResult>)&vkGetDeferredOperationResultKHR; }
+                break;
+            case 0xEADE61A3u:
+                if (name.SequenceEqual("vkMapMemory"u8)) { index = 454; return (nint)(delegate* unmanaged<VkDevice, VkDeviceMemory, ulong, ulong, VkMemoryMapFlags, void**, VkResult>)&vkMapMemory; }
                 break;
             case 0xEB029C35u:
                 if (name.SequenceEqual("vkCmdEndQueryIndexedEXT"u8)) { index = 96; return (nint)(delegate* unmanaged<VkCommandBuffer, VkQueryPool, uint, uint, void>)&vkCmdEndQueryIndexedEXT; }

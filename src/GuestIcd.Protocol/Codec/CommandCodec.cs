@@ -20,6 +20,13 @@ public static unsafe class CommandCodec
     {
         ref readonly var c = ref Tables.Commands[command];
         int at = w.BeginMessage(c.Id, c.WantsReply ? MessageFlags.ReplyWanted : MessageFlags.None);
+        EncodeParams(command, args, w, m, capacities);
+        w.EndMessage(at);
+    }
+
+    /// <summary>The request payload alone, for messages that wrap a command (<see cref="PrivateCommands"/>).</summary>
+    public static void EncodeParams(int command, ulong* args, WireWriter w, IHandleMap m, ulong* capacities)
+    {
         var ps = ParamsOf(command);
         for (int i = 0; i < ps.Length; i++)
         {
@@ -27,7 +34,6 @@ public static unsafe class CommandCodec
             if (f.IsOut) StructCodec.EncodeShape(f, (byte*)args, w, m, out capacities[i]);
             else StructCodec.EncodeField(f, (byte*)args, w, m);
         }
-        w.EndMessage(at);
     }
 
     /// <summary>Host: rebuilds the argument block in arena memory; every pointer in it points into the arena.</summary>

@@ -50,6 +50,8 @@ public enum FieldFlags : byte
     Create = 8,
     /// <summary>Handles this command destroys: the host drops them from the session's table after the call.</summary>
     Destroy = 16,
+    /// <summary>Only meaningful for some values of a sibling member; see <see cref="Selectors"/>.</summary>
+    Selected = 32,
 }
 
 public readonly record struct FieldDesc(
@@ -76,7 +78,9 @@ public enum Carry : byte
     HandWritten,
 }
 
+/// <param name="OnWire">The command travels as itself (its parameters are fully described); false for
+/// hand-written commands the guest answers locally or with other messages (vkMapMemory, vkGetInstanceProcAddr).</param>
 public readonly record struct CommandDesc(string Name, uint Id, CommandLevel Level, ReturnKind Return, Carry Carry,
-    int Params, int ParamCount, bool WantsReply, string Feature);
+    int Params, int ParamCount, bool WantsReply, string Feature, bool OnWire);
 
 public readonly record struct ExtensionDesc(string Name, uint SpecVersion, bool Device, bool Carried);

@@ -78,7 +78,7 @@ public static unsafe class StructCodec
             case FieldKind.Pointer:
             {
                 byte* q = *(byte**)at;
-                if (q == null) { w.U32(Null); break; }
+                if (q == null || (f.Flags & FieldFlags.Selected) != 0 && !Selectors.Applies(f, p)) { w.U32(Null); break; }
                 ulong n = Count(f, p);
                 w.U32(checked((uint)n));
                 EncodeElements(f, q, n, w, m);
