@@ -212,10 +212,16 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
 
     readonly Dictionary<int, List<string>> _typeFields = new();
 
+    /// <summary>An enum value by name, following aliases (an alias entry has no value of its own).</summary>
+    long EnumValue(string enumName, string valueName)
+    {
+        var v = reg.Enums[enumName].Values.First(x => x.Name == valueName);
+        return v.Alias is null ? v.Value : EnumValue(enumName, v.Alias);
+    }
+
     int ObjType(TypeDef handle)
     {
-        var ed = reg.Enums["VkObjectType"];
-        return (int)ed.Values.First(v => v.Name == handle.ObjType).Value;
+        return (int)EnumValue("VkObjectType", handle.ObjType!);
     }
 
     static string F(string kind, string elem, string len, string flags, int off, int size, int count, int type, int lenOff, int lenSize, int lenMember, string name)
@@ -449,7 +455,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             var (can, lay) = (_can[td.Name], Layout(td));
             var f = _typeFields.GetValueOrDefault(i) ?? new List<string>();
             var stype = StructStype(td);
-            long stv = stype is null ? -1 : reg.Enums["VkStructureType"].Values.First(v => v.Name == stype).Value;
+            long stv = stype is null ? -1 : EnumValue("VkStructureType", stype);
             typeLines.Add($"new(\"{td.Name}\", {lay.Size}, {stv}, {(IsPod(td.Name, 0) ? "true" : "false")}, {(can.In ? "true" : "false")}, {(can.Out ? "true" : "false")}, {fieldLines.Count}, {f.Count})");
             fieldLines.AddRange(f);
         }
@@ -473,7 +479,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         {
             var st = StructStype(_types[i]);
             if (st is null) continue;
-            var v = reg.Enums["VkStructureType"].Values.First(x => x.Name == st).Value;
+            var v = EnumValue("VkStructureType", st);
             sb.AppendLine($"        {v} => {i},");
         }
         sb.AppendLine("        _ => -1,").AppendLine("    };").AppendLine();

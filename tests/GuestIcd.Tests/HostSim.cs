@@ -7,8 +7,10 @@ namespace GuestIcd.Tests;
 /// loader at our ICD and that socket. Built beforehand by the README's test command (out/).</summary>
 public sealed class HostSim : IDisposable
 {
-    public static string Executable => Need("out/hostsim/guesticd-hostsim");
-    public static string Manifest => Need("out/icd/guesticd_icd.x86_64.json");
+    /// <summary>GUESTICD_OUT points the tests at another build folder (default out/).</summary>
+    static string Out => Environment.GetEnvironmentVariable("GUESTICD_OUT") is { Length: > 0 } o ? o : "out";
+    public static string Executable => Need($"{Out}/hostsim/guesticd-hostsim");
+    public static string Manifest => Need($"{Out}/icd/guesticd_icd.x86_64.json");
     public const string LavapipeManifest = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 
     static string Need(string rel)

@@ -126,7 +126,8 @@ public static unsafe class StructCodec
         {
             int sType = *(int*)node;
             int ti = Tables.TypeOfSType(sType);
-            if (ti < 0 || !(forOutput ? Tables.Types[ti].CanOut : Tables.Types[ti].CanIn)) continue;
+            // sType 0 (VkApplicationInfo) never extends a chain, and on the wire it would end it.
+            if (sType == 0 || ti < 0 || !(forOutput ? Tables.Types[ti].CanOut : Tables.Types[ti].CanIn)) continue;
             w.U32((uint)sType);
             EncodeStruct(ti, node, w, m, chained: true);
         }
