@@ -10,6 +10,7 @@ packages=(
   vulkan-tools                      # vulkaninfo: the real application of the demo and the tests
   vulkan-validationlayers glslc     # used by the client tests
   clang gcc zlib1g-dev              # NativeAOT links libguesticd.so with clang; gcc builds native-shim
+  qemu-system-x86 busybox-static cpio kmod  # tests/vm/run-in-vm.sh: the guest VM, its initramfs, module deps
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()
@@ -25,3 +26,5 @@ if ! command -v dotnet >/dev/null; then
   exit 1
 fi
 dotnet restore GuestIcd.sln --verbosity quiet
+# An independent Vulkan client (Silk.NET) that the tests build on their own: not part of the solution.
+dotnet restore tests/GuestIcd.SilkClient --verbosity quiet
