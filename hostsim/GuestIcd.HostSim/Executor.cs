@@ -19,6 +19,13 @@ internal sealed unsafe partial class Session
     ulong Execute(int cmd, ulong* a)
     {
         ulong result;
+        // Objects allocated from a pool, and pools that free their objects wholesale.
+        switch (cmd)
+        {
+            case Tables.vkAllocateDescriptorSets: _objects.PendingParent = ((VkDescriptorSetAllocateInfo*)a[1])->descriptorPool.Handle; break;
+            case Tables.vkAllocateCommandBuffers: _objects.PendingParent = ((VkCommandBufferAllocateInfo*)a[1])->commandPool.Handle; break;
+            case Tables.vkDestroyDescriptorPool or Tables.vkResetDescriptorPool or Tables.vkDestroyCommandPool: _objects.RemoveChildren(a[1]); break;
+        }
         switch (cmd)
         {
             case Tables.vkCreateInstance:
@@ -33,15 +40,31 @@ internal sealed unsafe partial class Session
             case Tables.vkEnumeratePhysicalDeviceGroups:
                 result = EnumeratePhysicalDeviceGroups(a);
                 break;
+            case Tables.vkDestroyInstance:
+                StopValidation(new VkInstance((nint)a[0]));
+                result = Trampolines.Invoke(cmd, Fn(cmd), a);
+                break;
+            case Tables.vkCreateBuffer:
+                result = CreateBuffer(a);
+                break;
+            case Tables.vkCreateImage:
+                result = CreateImage(a);
+                break;
             default:
                 if (Tables.Commands[cmd].Level != CommandLevel.Global && _instance.IsNull)
                     throw new ProtocolException($"{Tables.Commands[cmd].Name} before vkCreateInstance");
                 result = Trampolines.Invoke(cmd, Fn(cmd), a);
                 break;
         }
-        var ret = Tables.Commands[cmd].Return;
-        if (ret != ReturnKind.VkResult || (int)(uint)result >= 0) _objects.CommitCreates();
-        else _objects.DiscardCreates();
+        ref readonly var cd = ref Tables.Commands[cmd];
+        if (cd.Return != ReturnKind.VkResult || (int)(uint)result >= 0) _objects.CommitCreates();
+        else
+        {
+            _objects.DiscardCreates();
+            if (!cd.WantsReply)
+                log.LogWarning("session {Session}: {Command} failed on the host ({Result}); the guest did not wait for it, so its first use of that object ends the session",
+                    Id, cd.Name, (VkResult)(int)(uint)result);
+        }
         ForgetDestroyed(cmd, a);
         if (cmd == Tables.vkDestroyInstance && (ulong)_instance.Handle == a[0]) { _instance = default; Array.Clear(_fns); }
         return result;
@@ -50,12 +73,14 @@ internal sealed unsafe partial class Session
     ulong CreateInstance(ulong* a)
     {
         var ci = (VkInstanceCreateInfo*)a[0];
+        if (options.Validation) AddValidation(ci);
         var fn = (delegate* unmanaged<VkInstanceCreateInfo*, void*, VkInstance*, VkResult>)HostVulkan.GetInstanceProcAddr(default, "vkCreateInstance");
         var r = fn(ci, null, (VkInstance*)a[2]);
         if (r == VK_SUCCESS)
         {
             _instance = *(VkInstance*)a[2];
             Array.Clear(_fns);
+            if (options.Validation) StartValidation();
         }
         else log.LogWarning("session {Session}: host vkCreateInstance failed: {Result}", Id, r);
         return Result(r);
@@ -136,6 +161,7 @@ internal sealed unsafe partial class Session
         foreach (var (_, e) in live)
         {
             if (e.Type != ObjInstance) continue;
+            StopValidation(new VkInstance((nint)e.Host));
             var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(new VkInstance((nint)e.Host), "vkDestroyInstance");
             destroy(new VkInstance((nint)e.Host), null);
         }

@@ -27,7 +27,9 @@ internal sealed unsafe partial class Session
             ci->ppEnabledExtensionNames = names;
             ci->enabledExtensionCount++;
         }
-        return Trampolines.Invoke(Tables.vkCreateDevice, Fn(Tables.vkCreateDevice), a);
+        var r = Trampolines.Invoke(Tables.vkCreateDevice, Fn(Tables.vkCreateDevice), a);
+        if ((int)(uint)r == 0) _physicalDevices[(*(VkDevice*)a[3]).Handle] = new VkPhysicalDevice((nint)a[0]);
+        return r;
     }
 
     static bool Enabled(VkDeviceCreateInfo* ci, string name)
@@ -55,6 +57,74 @@ internal sealed unsafe partial class Session
         var p = (byte*)_arena.Alloc((nuint)bytes.Length + 1, 1);
         bytes.CopyTo(new Span<byte>(p, bytes.Length));
         return p;
+    }
+
+    /// <summary>A buffer may be bound to memory imported from the guest's heap, and the spec wants the import's
+    /// handle type declared at creation (VUID-vkBindBufferMemory-memory-02727); the guest cannot know.</summary>
+    ulong CreateBuffer(ulong* a)
+    {
+        var ci = (VkBufferCreateInfo*)a[1];
+        if (_heap != null)
+        {
+            var ext = (VkExternalMemoryBufferCreateInfo*)FindInChain(ci->pNext, VkStructureType.VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO);
+            if (ext == null)
+            {
+                ext = (VkExternalMemoryBufferCreateInfo*)_arena.Alloc((nuint)sizeof(VkExternalMemoryBufferCreateInfo));
+                ext->sType = VkStructureType.VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO;
+                ext->pNext = ci->pNext;
+                ci->pNext = ext;
+            }
+            ext->handleTypes |= VkExternalMemoryHandleTypeFlags.VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+        }
+        return Trampolines.Invoke(Tables.vkCreateBuffer, Fn(Tables.vkCreateBuffer), a);
+    }
+
+    /// <summary>The same for images (VUID-vkBindImageMemory-memory-02729), where the host device can import
+    /// host allocations for that kind of image; otherwise the image is created as the guest asked.</summary>
+    ulong CreateImage(ulong* a)
+    {
+        var ci = (VkImageCreateInfo*)a[1];
+        if (_heap != null && FindInChain(ci->pNext, VkStructureType.VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_IMAGE_CREATE_INFO) == null
+            && CanImportForImage(new VkDevice((nint)a[0]), ci))
+        {
+            var ext = (VkExternalMemoryImageCreateInfo*)_arena.Alloc((nuint)sizeof(VkExternalMemoryImageCreateInfo));
+            ext->sType = VkStructureType.VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_IMAGE_CREATE_INFO;
+            ext->pNext = ci->pNext;
+            ext->handleTypes = VkExternalMemoryHandleTypeFlags.VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+            ci->pNext = ext;
+        }
+        return Trampolines.Invoke(Tables.vkCreateImage, Fn(Tables.vkCreateImage), a);
+    }
+
+    bool CanImportForImage(VkDevice device, VkImageCreateInfo* ci)
+    {
+        if (!_physicalDevices.TryGetValue(device.Handle, out var pd)) return false;
+        var external = new VkPhysicalDeviceExternalImageFormatInfo
+        {
+            sType = VkStructureType.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_IMAGE_FORMAT_INFO,
+            handleType = VkExternalMemoryHandleTypeFlagBits.VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+        };
+        var info = new VkPhysicalDeviceImageFormatInfo2
+        {
+            sType = VkStructureType.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_IMAGE_FORMAT_INFO_2, pNext = &external,
+            format = ci->format, type = ci->imageType, tiling = ci->tiling, usage = ci->usage, flags = ci->flags,
+        };
+        var externalProps = new VkExternalImageFormatProperties { sType = VkStructureType.VK_STRUCTURE_TYPE_EXTERNAL_IMAGE_FORMAT_PROPERTIES };
+        var props = new VkImageFormatProperties2 { sType = VkStructureType.VK_STRUCTURE_TYPE_IMAGE_FORMAT_PROPERTIES_2, pNext = &externalProps };
+        var query = (delegate* unmanaged<VkPhysicalDevice, VkPhysicalDeviceImageFormatInfo2*, VkImageFormatProperties2*, VkResult>)
+            Fn(Tables.vkGetPhysicalDeviceImageFormatProperties2);
+        return query(pd, &info, &props) == VK_SUCCESS
+               && (externalProps.externalMemoryProperties.externalMemoryFeatures & VkExternalMemoryFeatureFlags.VK_EXTERNAL_MEMORY_FEATURE_IMPORTABLE_BIT) != 0;
+    }
+
+    /// <summary>Which physical device each device was created on (image import queries need it).</summary>
+    readonly Dictionary<nint, VkPhysicalDevice> _physicalDevices = new();
+
+    static void* FindInChain(void* node, VkStructureType sType)
+    {
+        for (; node != null; node = ((VkBaseInStructure*)node)->pNext)
+            if (((VkBaseInStructure*)node)->sType == sType) return node;
+        return null;
     }
 
     /// <summary>vkAllocateMemory of the range [offset, offset+size) of the guest's heap.</summary>

@@ -7,7 +7,8 @@ namespace GuestIcd.HostSim;
 /// owns; an unknown, foreign or wrong-type id is a protocol error that ends only this session.</summary>
 internal sealed unsafe class ObjectTable : IHandleMap
 {
-    public readonly record struct Entry(ulong Host, int Type, ulong Order);
+    /// <param name="Parent">The pool a descriptor set or command buffer came from: freed with it.</param>
+    public readonly record struct Entry(ulong Host, int Type, ulong Order, ulong Parent = 0);
 
     /// <summary>Ids of objects the host found (physical devices, queues) carry the top bit; the guest's own never do.</summary>
     public const ulong HostChosen = 1UL << 63;
@@ -49,22 +50,39 @@ internal sealed unsafe class ObjectTable : IHandleMap
         _pending.Add((objectType, id, (nint)slot));
     }
 
+    /// <summary>Set before an allocate-from-pool command: the pool the new objects belong to.</summary>
+    public ulong PendingParent;
+
     /// <summary>After a successful create/allocate: the driver's handles now belong to the guest's ids.</summary>
     public void CommitCreates()
     {
         foreach (var (type, id, slot) in _pending)
         {
             ulong host = *(ulong*)slot;
-            if (host != 0) Add(type, id, host);
+            if (host != 0) Add(type, id, host, PendingParent);
         }
         _pending.Clear();
+        PendingParent = 0;
     }
 
-    public void DiscardCreates() => _pending.Clear();
-
-    void Add(int type, ulong id, ulong host)
+    /// <summary>A destroyed or reset pool takes its descriptor sets or command buffers with it.</summary>
+    public void RemoveChildren(ulong parentHost)
     {
-        _byId[id] = new Entry(host, type, ++_order);
+        if (parentHost == 0) return;
+        List<(int, ulong)>? gone = null;
+        foreach (var (_, e) in _byId) if (e.Parent == parentHost) (gone ??= new()).Add((e.Type, e.Host));
+        if (gone is not null) foreach (var (t, h) in gone) RemoveHost(t, h);
+    }
+
+    public void DiscardCreates()
+    {
+        _pending.Clear();
+        PendingParent = 0;
+    }
+
+    void Add(int type, ulong id, ulong host, ulong parent = 0)
+    {
+        _byId[id] = new Entry(host, type, ++_order, parent);
         _byHost[(type, host)] = id;
     }
 

@@ -6,14 +6,18 @@ using Microsoft.Extensions.Logging;
 
 var listen = new Option<string[]>("--listen")
 {
-    Description = $"where guests connect: unix:PATH (repeatable; default unix:{Handshake.DefaultSocketPath()})",
+    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT or vsock:PORT (repeatable; default unix:{Handshake.DefaultSocketPath()})",
     AllowMultipleArgumentsPerToken = true,
 };
 var device = new Option<string?>("--device") { Description = "serve the host device whose name contains this text (default: the first)" };
 var protocol = new Option<string?>("--protocol-version") { Description = "claim this MAJOR.MINOR instead of the built-in one (tests the version check)" };
+var secretFile = new Option<string?>("--secret-file") { Description = "file holding the shared secret tcp: and vsock: guests must prove (required for those)" };
+var tlsCert = new Option<string?>("--tls-cert") { Description = "serve tcp:/vsock: over TLS with this certificate (PKCS#12 without password, or PEM)" };
+var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert, when the certificate file does not hold it" };
+var validation = new Option<bool>("--validation") { Description = "run the Khronos validation layer on every guest's instance and log what it reports" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
-var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, logLevel };
+var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, logLevel };
 serve.SetAction(parse =>
 {
     using var logs = LoggerFactory.Create(b => b
@@ -36,16 +40,24 @@ serve.SetAction(parse =>
     }
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
     var listeners = new List<ITransportListener>();
-    foreach (var spec in specs)
+    try
     {
-        if (!spec.StartsWith("unix:", StringComparison.Ordinal)) { log.LogError("unsupported listener {Spec} (this build serves unix:PATH)", spec); return 2; }
-        listeners.Add(new UnixRingListener(spec[5..]));
+        var security = parse.GetValue(secretFile) is { } sf ? TransportSecurity.ForHost(sf, parse.GetValue(tlsCert), parse.GetValue(tlsKey)) : null;
+        if (security is null && (parse.GetValue(tlsCert) ?? parse.GetValue(tlsKey)) is not null)
+            throw new ArgumentException("--tls-cert and --tls-key need --secret-file");
+        foreach (var spec in specs) listeners.Add(Transports.Listen(spec, security));
+    }
+    catch (Exception e) when (e is ArgumentException or IOException)
+    {
+        // The message names the spec or file and never the secret.
+        log.LogError("cannot serve: {Error}", e.Message);
+        foreach (var li in listeners) li.Dispose();
+        return 2;
     }
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
-    AppDomain.CurrentDomain.ProcessExit += (_, _) => stop.Cancel();
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor), logs).Run(stop.Token);
+    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation)), logs).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;

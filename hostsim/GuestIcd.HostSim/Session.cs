@@ -53,6 +53,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         }
         int leaked = _objects.GuestCount;
         ReleaseAll();
+        ReportValidation();
         log.LogInformation("session {Session} ended ({End}): {Commands} commands, {Bytes} bytes in, {Replies} replies, {Errors} errors, {Live} guest objects left",
             Id, end, Commands, BytesIn, Replies, Errors, leaked);
     }

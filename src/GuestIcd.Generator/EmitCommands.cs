@@ -15,6 +15,13 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
     };
 
+    /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>
+    static readonly HashSet<string> SynchronousCreates = new()
+    {
+        "vkAllocateDescriptorSets", // VK_ERROR_OUT_OF_POOL_MEMORY / FRAGMENTED_POOL drive pool growth in real engines
+        "vkCreateDeferredOperationKHR", "vkCreateValidationCacheEXT", "vkCreatePipelineCache", "vkCreateQueryPool",
+    };
+
     /// <summary>Pointer members that are only meaningful for some values of another member (noautovalidity):
     /// an application may leave garbage in them otherwise, so the codec asks Selectors before following them.</summary>
     static readonly HashSet<string> Selected = new()
@@ -402,6 +409,13 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             if (feature is not null && feature.IsExtension && !ExtensionCarriable(feature)) carry = HandWritten.Contains(name) ? carry : "None";
             carried[name] = carry != "None";
             bool reply = ret != "Void" || lines.Any(l => l.Contains("FieldFlags.Out") || l.Contains("FieldFlags.InOut"));
+            // Creating an object does not wait for the host (as Venus does): the guest picked the id, and a host-side
+            // failure surfaces as a lost device at the object's first use. Kept synchronous: results applications
+            // branch on (pool exhaustion, pipeline compile-required) and the objects that set up a connection.
+            bool onlyCreates = lines.Where(l => l.Contains("FieldFlags.Out") || l.Contains("FieldFlags.InOut")).All(l => l.Contains("FieldFlags.Create"));
+            if (carry == "Generic" && ret == "VkResult" && onlyCreates && (name.StartsWith("vkCreate") || name.StartsWith("vkAllocate"))
+                && !name.EndsWith("Pipelines") && !SynchronousCreates.Contains(name))
+                reply = false;
             // A hand-written command whose parameters the codec cannot describe never travels as itself.
             bool onWire = ok && ret != "Other" && carry != "None";
             int first = paramLines.Count;

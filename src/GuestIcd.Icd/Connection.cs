@@ -60,13 +60,16 @@ internal sealed unsafe class Connection : IDisposable
         ITransport transport;
         try
         {
-            transport = spec.StartsWith("unix:", StringComparison.Ordinal)
-                ? UnixRingTransport.Connect(spec[5..], ConnectTimeoutMs, heapBytes: HeapBytes)
-                : throw new IncompatibleHostException($"GUESTICD_TRANSPORT={spec} is not a transport this build supports (unix:PATH)");
+            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes);
         }
         catch (TransportClosedException e)
         {
             throw new IncompatibleHostException($"no hostsim reachable at {spec}: {e.Message}");
+        }
+        catch (ArgumentException e)
+        {
+            // A malformed GUESTICD_TRANSPORT or a missing/short GUESTICD_SECRET: configuration, not a crash.
+            throw new IncompatibleHostException($"GUESTICD_TRANSPORT={spec}: {e.Message}");
         }
         int index;
         lock (s_all)

@@ -8,7 +8,7 @@ namespace GuestIcd.Icd;
 internal static unsafe partial class Entry
 {
     static HelloReply? s_probe;
-    static long s_probeFailedAt = long.MinValue;
+    static long s_probeFailedAt; // 0: never failed
     static readonly object s_probeLock = new();
 
     /// <summary>What the host offers before any instance exists (the loader asks at load time). A short-lived
@@ -20,7 +20,7 @@ internal static unsafe partial class Entry
             if (s_probe is not null) return s_probe;
             // The loader asks several times while it loads us; a host that just failed is not asked again at once,
             // so a silent host costs one connect timeout, not one per question.
-            if (Environment.TickCount64 - s_probeFailedAt < Connection.ConnectTimeoutMs) return null;
+            if (s_probeFailedAt != 0 && Environment.TickCount64 - s_probeFailedAt < Connection.ConnectTimeoutMs) return null;
             try
             {
                 using var c = Connection.Open();

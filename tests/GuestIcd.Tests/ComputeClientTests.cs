@@ -59,3 +59,29 @@ public class ComputeClientTests
         Assert.Contains("Validation Error", provoked.Stdout + provoked.Stderr);
     }
 }
+
+public class HostValidationTests
+{
+    [Fact]
+    public void TheStreamOurIcdProducesIsValidOnTheHostToo()
+    {
+        using var host = new HostSim("--validation");
+        var dir = Directory.CreateTempSubdirectory("guesticd-hv").FullName;
+        var spv = Path.Combine(dir, "multiply.spv");
+        Assert.Equal(0, Repo.Run("glslc", $"-o {spv} native-shim/shaders/multiply.comp").ExitCode);
+        var exe = Path.Combine(dir, "compute");
+        Assert.Equal(0, Repo.Run("cc", $"-std=c11 -O1 -o {exe} native-shim/clients/compute.c -lvulkan").ExitCode);
+
+        var r = Repo.Run(exe, $"{spv} 4096", host.ClientEnv(), timeoutMs: 120_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        host.WaitForLog(" validation: ", 1, 10_000);
+        Assert.Matches(@"session \d+ validation: 0 errors", host.Log);
+        Assert.Matches(@"ended \(guest disconnected\): [1-9]\d* commands.* 0 guest objects left", host.Log);
+
+        // The canary: the host-side layer does report a misuse that reaches it.
+        r = Repo.Run(exe, $"{spv} 4096 --provoke-validation", host.ClientEnv(), timeoutMs: 120_000);
+        host.WaitForLog(" validation: ", 2, 10_000);
+        Assert.Matches(@"session \d+ validation: [1-9]\d* errors", host.Log);
+        Directory.Delete(dir, true);
+    }
+}

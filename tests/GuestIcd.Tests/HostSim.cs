@@ -43,10 +43,14 @@ public sealed class HostSim : IDisposable
         WaitForLog("listening on", 30_000);
     }
 
-    public void WaitForLog(string text, int timeoutMs)
+    public void WaitForLog(string text, int timeoutMs) => WaitForLog(text, 1, timeoutMs);
+
+    /// <summary>Waits until <paramref name="text"/> occurs at least <paramref name="count"/> times
+    /// (sessions are numbered in arrival order, and the loader's probe is a session too).</summary>
+    public void WaitForLog(string text, int count, int timeoutMs)
     {
         var sw = Stopwatch.StartNew();
-        while (!Log.Contains(text))
+        while (System.Text.RegularExpressions.Regex.Count(Log, System.Text.RegularExpressions.Regex.Escape(text)) < count)
         {
             if (_process.HasExited && !Log.Contains(text)) throw new InvalidOperationException($"hostsim exited ({_process.ExitCode}):\n{Log}");
             if (sw.ElapsedMilliseconds > timeoutMs) throw new TimeoutException($"hostsim never logged '{text}':\n{Log}");

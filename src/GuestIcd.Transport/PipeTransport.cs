@@ -1,0 +1,283 @@
+using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.IO.Pipelines;
+using System.Net.Sockets;
+using System.Runtime.CompilerServices;
+using GuestIcd.Transport.Native;
+
+namespace GuestIcd.Transport;
+
+/// <summary>
+/// The host's end of a byte-stream transport (TCP or vsock, optionally TLS), built on System.IO.Pipelines:
+/// a <see cref="PipeReader"/> and a <see cref="PipeWriter"/> over the connection's stream.
+/// </summary>
+/// <remarks>
+/// <para>The session thread calls this synchronously; each call waits for the pipe's ValueTask on a
+/// reusable event instead of <c>AsTask()</c>, so a steady session allocates nothing here beyond what the
+/// pipe itself does.</para>
+/// <para><see cref="ReadExactly"/> is all-or-nothing (a timeout consumes nothing) for reads up to
+/// <see cref="AllOrNothingLimit"/>; bigger reads consume as they go and throw on a stall after their first
+/// byte, like the other transports. The read timeout cancels the pending read through
+/// <see cref="PipeReader.CancelPendingRead"/>; a cancellation that lands late is recognised by its
+/// deadline and simply retried.</para>
+/// <para>Threading: one thread may write while another reads. <see cref="Shutdown"/> may come from any
+/// thread; <see cref="Dispose"/> must not race with calls on other threads.</para>
+/// </remarks>
+public sealed class PipeTransport : ITransport
+{
+    /// <summary>Reads up to this size are buffered whole before they are copied out.</summary>
+    public const int AllOrNothingLimit = 16 << 20;
+
+    /// <summary>Unflushed bytes beyond this are sent by <see cref="Write"/> itself, so the pipe stays bounded.</summary>
+    private const int FlushThreshold = 1 << 20;
+
+    private readonly Socket _socket;
+    private readonly Stream _stream;
+    private readonly PipeReader _reader;
+    private readonly PipeWriter _writer;
+    private readonly Timer _readTimer;
+    private readonly ManualResetEventSlim _readDone = new(false);
+    private readonly ManualResetEventSlim _flushDone = new(false);
+    private readonly Action _readSignal;
+    private readonly Action _flushSignal;
+    private CancellationTokenSource _flushTimeout = new();
+    private volatile bool _broken;
+    private volatile bool _shutDown;
+    private int _disposed;
+
+    /// <param name="socket">The connected socket under <paramref name="stream"/>.</param>
+    /// <param name="stream">The socket's stream, or TLS over it; disposing it disposes the socket.</param>
+    internal PipeTransport(Socket socket, Stream stream, bool isTls, string description)
+    {
+        _socket = socket;
+        _stream = stream;
+        IsTls = isTls;
+        Description = description;
+        _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 << 10, minimumReadSize: 16 << 10, leaveOpen: true));
+        _writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 << 10, leaveOpen: true));
+        _readTimer = new Timer(static state => ((PipeTransport)state!).OnReadTimeout(), this, Timeout.Infinite, Timeout.Infinite);
+        _readSignal = _readDone.Set;
+        _flushSignal = _flushDone.Set;
+    }
+
+    public string Description { get; }
+
+    /// <summary>True when the stream runs through TLS.</summary>
+    public bool IsTls { get; }
+
+    /// <summary>How long a flush may wait for the guest to make room before the transport gives up with
+    /// <see cref="TransportClosedException"/>; -1 (default) waits as long as the peer lives. A host sets
+    /// this so that a guest which stops reading cannot park a host thread forever.</summary>
+    public int WriteTimeoutMs { get; set; } = -1;
+
+    // ================================================================== reading
+
+    public bool ReadExactly(Span<byte> buffer, int timeoutMs)
+    {
+        ThrowIfDisposed();
+        if (buffer.IsEmpty)
+            return true;
+        long deadline = Libc.Deadline(timeoutMs);
+        int done = 0;
+        while (true)
+        {
+            ReadResult result = ReadOnce(deadline);
+            ReadOnlySequence<byte> data = result.Buffer;
+            int need = buffer.Length - done;
+            if (data.Length >= need)
+            {
+                data.Slice(0, need).CopyTo(buffer[done..]);
+                _reader.AdvanceTo(data.GetPosition(need));
+                return true;
+            }
+            if (result.IsCompleted)
+            {
+                long have = done + data.Length;
+                _reader.AdvanceTo(data.End);
+                throw Closed(have > 0 ? $"after {have} of {buffer.Length} bytes of one read" : null);
+            }
+            if (buffer.Length > AllOrNothingLimit && !data.IsEmpty)
+            {
+                // Too big to hold whole in the pipe: consume as it comes; the stream is committed now.
+                data.CopyTo(buffer[done..]);
+                done += (int)data.Length;
+                _reader.AdvanceTo(data.End);
+                deadline = Libc.Deadline(timeoutMs);
+                continue;
+            }
+            // Nothing consumed, everything examined: the next read waits for more bytes.
+            _reader.AdvanceTo(data.Start, data.End);
+            if (result.IsCanceled && Libc.RemainingMs(deadline) == 0)
+            {
+                if (done == 0)
+                    return false;
+                _broken = true;
+                throw new TransportClosedException(
+                    $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
+            }
+        }
+    }
+
+    private ReadResult ReadOnce(long deadline)
+    {
+        bool timed = deadline != long.MaxValue;
+        if (timed)
+            _readTimer.Change(Libc.RemainingMs(deadline), Timeout.Infinite);
+        try
+        {
+            return Wait(_reader.ReadAsync(), _readDone, _readSignal);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+            throw Closed(e.Message);
+        }
+        finally
+        {
+            if (timed)
+                _readTimer.Change(Timeout.Infinite, Timeout.Infinite);
+        }
+    }
+
+    private void OnReadTimeout()
+    {
+        // A callback already queued when Dispose stopped the timer may still run; it must not throw on a pool thread.
+        if (Volatile.Read(ref _disposed) != 0)
+            return;
+        try
+        {
+            _reader.CancelPendingRead();
+        }
+        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
+        {
+        }
+    }
+
+    // ================================================================== writing
+
+    public void Write(ReadOnlySpan<byte> data)
+    {
+        ThrowIfUnusable();
+        _writer.Write(data);
+        if (_writer.CanGetUnflushedBytes && _writer.UnflushedBytes >= FlushThreshold)
+            Flush();
+    }
+
+    public void Flush()
+    {
+        ThrowIfUnusable();
+        int timeoutMs = WriteTimeoutMs;
+        if (timeoutMs >= 0)
+            _flushTimeout.CancelAfter(timeoutMs);
+        try
+        {
+            FlushResult result = Wait(_writer.FlushAsync(_flushTimeout.Token), _flushDone, _flushSignal);
+            if (result.IsCanceled)
+                throw NoRoom(timeoutMs);
+        }
+        catch (OperationCanceledException)
+        {
+            throw NoRoom(timeoutMs);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+        {
+            throw Closed(e.Message);
+        }
+        finally
+        {
+            if (timeoutMs >= 0 && !_flushTimeout.TryReset())
+            {
+                _flushTimeout.Dispose();
+                _flushTimeout = new CancellationTokenSource();
+            }
+        }
+    }
+
+    private TransportClosedException NoRoom(int timeoutMs)
+    {
+        // Part of the data may be on the wire: the stream cannot be resynchronised.
+        _broken = true;
+        return new TransportClosedException($"{Description}: peer made no room for {timeoutMs} ms; the stream is out of sync");
+    }
+
+    /// <summary>Blocks until <paramref name="task"/> completes, on a reusable event (no Task allocated).</summary>
+    private static T Wait<T>(ValueTask<T> task, ManualResetEventSlim done, Action signal)
+    {
+        if (task.IsCompleted)
+            return task.GetAwaiter().GetResult();
+        done.Reset();
+        ConfiguredValueTaskAwaitable<T>.ConfiguredValueTaskAwaiter awaiter = task.ConfigureAwait(false).GetAwaiter();
+        awaiter.UnsafeOnCompleted(signal);
+        done.Wait();
+        return awaiter.GetResult();
+    }
+
+    // ================================================================== lifetime
+
+    /// <summary>Ends the connection: the peer sees EOF, and this side's blocked or later calls throw
+    /// <see cref="TransportClosedException"/>. Safe from any thread.</summary>
+    public void Shutdown()
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+            return;
+        _shutDown = true;
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
+        _shutDown = true;
+        _readTimer.Dispose();
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        _stream.Dispose();
+        _socket.Dispose();
+        // With an exception the writer drops what was not flushed instead of writing it to a closed stream.
+        _writer.Complete(new ObjectDisposedException(Description));
+        _reader.Complete();
+        _flushTimeout.Dispose();
+        _readDone.Dispose();
+        _flushDone.Dispose();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfDisposed()
+    {
+        if (_disposed != 0)
+            ThrowDisposed();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfUnusable()
+    {
+        if (_disposed != 0)
+            ThrowDisposed();
+        if (_broken || _shutDown)
+            throw Closed(null);
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowDisposed() => throw new ObjectDisposedException(Description);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private TransportClosedException Closed(string? detail)
+    {
+        _broken = true;
+        if (_shutDown)
+            return new($"{Description}: transport was shut down");
+        return new(detail == null ? $"{Description}: peer closed the connection" : $"{Description}: connection lost ({detail})");
+    }
+}

@@ -1,0 +1,14 @@
+namespace GuestIcd.Transport;
+
+/// <summary>The transports a spec string can name.</summary>
+public enum TransportKind
+{
+    /// <summary>Shared-memory rings set up over a unix socket (same machine).</summary>
+    Unix,
+
+    /// <summary>TCP to a remote host, with shared-secret authentication and optional TLS.</summary>
+    Tcp,
+
+    /// <summary>AF_VSOCK between a VM and its host, authenticated like TCP.</summary>
+    Vsock,
+}

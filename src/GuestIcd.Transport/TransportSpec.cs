@@ -1,0 +1,162 @@
+using System.Globalization;
+using System.Net;
+
+namespace GuestIcd.Transport;
+
+/// <summary>
+/// A parsed transport spec, the form <c>GUESTICD_TRANSPORT</c> and hostsim's <c>--listen</c> take:
+/// <c>unix:PATH</c>, <c>tcp:HOST:PORT</c> (IPv6 in brackets: <c>tcp:[::1]:7000</c>), <c>vsock:CID:PORT</c>
+/// for a guest and <c>vsock:PORT</c> for a host; a guest also accepts <c>auto</c> (the default unix socket).
+/// </summary>
+/// <param name="Kind">Which transport.</param>
+/// <param name="Address">Unix: the socket path; TCP: the host name or address (no brackets).</param>
+/// <param name="Port">TCP or vsock port; 0 on a host means "any".</param>
+/// <param name="Cid">Vsock: the peer's context id (guest side only).</param>
+public sealed record TransportSpec(TransportKind Kind, string Address, uint Port, uint Cid)
+{
+    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT or auto";
+    private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT or vsock:PORT";
+
+    /// <summary>Parses what a guest connects to. <paramref name="defaultUnixPath"/> is what <c>auto</c>
+    /// (and an empty spec) means.</summary>
+    /// <exception cref="ArgumentException">Unknown scheme or malformed spec; the message shows the forms.</exception>
+    public static TransportSpec ParseGuest(string? spec, string? defaultUnixPath = null)
+    {
+        if (string.IsNullOrEmpty(spec) || spec == "auto")
+        {
+            if (string.IsNullOrEmpty(defaultUnixPath))
+                throw new ArgumentException($"transport '{spec}': 'auto' needs a default unix socket path");
+            return new TransportSpec(TransportKind.Unix, defaultUnixPath, 0, 0);
+        }
+        (string scheme, string rest) = SplitScheme(spec, GuestForms);
+        switch (scheme)
+        {
+            case "unix":
+                return Unix(spec, rest, GuestForms);
+            case "tcp":
+            {
+                (string host, uint port) = HostAndPort(spec, rest, allowAnyPort: false);
+                return new TransportSpec(TransportKind.Tcp, host, port, 0);
+            }
+            case "vsock":
+            {
+                int colon = rest.IndexOf(':', StringComparison.Ordinal);
+                if (colon < 0)
+                    throw Bad(spec, "a guest connects to vsock:CID:PORT (the host's CID is 2)");
+                uint cid = Number(spec, rest[..colon], "CID", uint.MaxValue - 1);
+                uint port = Number(spec, rest[(colon + 1)..], "port", uint.MaxValue - 1);
+                if (port == 0)
+                    throw Bad(spec, "vsock port 0 is not a port to connect to");
+                return new TransportSpec(TransportKind.Vsock, "", port, cid);
+            }
+            default:
+                throw Unknown(spec, scheme, GuestForms);
+        }
+    }
+
+    /// <summary>Parses where a host listens.</summary>
+    /// <exception cref="ArgumentException">Unknown scheme or malformed spec; the message shows the forms.</exception>
+    public static TransportSpec ParseHost(string spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        (string scheme, string rest) = SplitScheme(spec, HostForms);
+        switch (scheme)
+        {
+            case "unix":
+                return Unix(spec, rest, HostForms);
+            case "tcp":
+            {
+                (string host, uint port) = HostAndPort(spec, rest, allowAnyPort: true);
+                if (!IPAddress.TryParse(host, out _) && host is not ("localhost" or "*"))
+                    throw Bad(spec, "a host listens on an IP address (or localhost, or * for every address)");
+                return new TransportSpec(TransportKind.Tcp, host, port, 0);
+            }
+            case "vsock":
+                if (rest.Contains(':', StringComparison.Ordinal))
+                    throw Bad(spec, "a host listens on vsock:PORT (every CID)");
+                return new TransportSpec(TransportKind.Vsock, "", Number(spec, rest, "port", uint.MaxValue - 1), uint.MaxValue);
+            default:
+                throw Unknown(spec, scheme, HostForms);
+        }
+    }
+
+    /// <summary>The address a TCP host spec binds.</summary>
+    public IPEndPoint TcpEndPoint()
+    {
+        if (Kind != TransportKind.Tcp)
+            throw new InvalidOperationException($"{this} is not a TCP spec");
+        IPAddress address = Address switch
+        {
+            "localhost" => IPAddress.Loopback,
+            "*" => System.Net.Sockets.Socket.OSSupportsIPv6 ? IPAddress.IPv6Any : IPAddress.Any,
+            _ => IPAddress.Parse(Address),
+        };
+        return new IPEndPoint(address, (int)Port);
+    }
+
+    public override string ToString() => Kind switch
+    {
+        TransportKind.Unix => $"unix:{Address}",
+        TransportKind.Tcp => $"tcp:{TcpTransport.FormatHost(Address)}:{Port}",
+        _ => Cid == uint.MaxValue ? $"vsock:{Port}" : $"vsock:{Cid}:{Port}",
+    };
+
+    private static (string Scheme, string Remainder) SplitScheme(string spec, string forms)
+    {
+        int colon = spec.IndexOf(':', StringComparison.Ordinal);
+        if (colon <= 0)
+            throw new ArgumentException($"transport '{spec}' has no scheme; expected {forms}");
+        return (spec[..colon], spec[(colon + 1)..]);
+    }
+
+    private static TransportSpec Unix(string spec, string path, string forms)
+    {
+        if (path.Length == 0)
+            throw Bad(spec, $"unix needs a socket path; expected {forms}");
+        return new TransportSpec(TransportKind.Unix, path, 0, 0);
+    }
+
+    private static (string Host, uint Port) HostAndPort(string spec, string rest, bool allowAnyPort)
+    {
+        string host;
+        string port;
+        if (rest.StartsWith('['))
+        {
+            int close = rest.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0 || close + 1 >= rest.Length || rest[close + 1] != ':')
+                throw Bad(spec, "expected tcp:[IPv6]:PORT");
+            host = rest[1..close];
+            if (!IPAddress.TryParse(host, out IPAddress? v6) || v6.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6)
+                throw Bad(spec, $"'{host}' in brackets is not an IPv6 address");
+            port = rest[(close + 2)..];
+        }
+        else
+        {
+            int colon = rest.LastIndexOf(':');
+            if (colon < 0)
+                throw Bad(spec, "expected tcp:HOST:PORT");
+            host = rest[..colon];
+            if (host.Contains(':', StringComparison.Ordinal))
+                throw Bad(spec, "IPv6 addresses go in brackets: tcp:[::1]:PORT");
+            port = rest[(colon + 1)..];
+        }
+        if (host.Length == 0)
+            throw Bad(spec, "the host is empty");
+        uint number = Number(spec, port, "port", 65535);
+        if (number == 0 && !allowAnyPort)
+            throw Bad(spec, "port 0 is not a port to connect to");
+        return (host, number);
+    }
+
+    private static uint Number(string spec, string text, string what, uint max)
+    {
+        if (!uint.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out uint value) || value > max)
+            throw Bad(spec, $"{what} '{text}' is not a number from 0 to {max}");
+        return value;
+    }
+
+    private static ArgumentException Bad(string spec, string why) => new($"transport '{spec}': {why}");
+
+    private static ArgumentException Unknown(string spec, string scheme, string forms) =>
+        new($"transport '{spec}': unknown scheme '{scheme}'; expected {forms}");
+}
