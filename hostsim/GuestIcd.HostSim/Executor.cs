@@ -50,6 +50,14 @@ internal sealed unsafe partial class Session
             case Tables.vkCreateImage:
                 result = CreateImage(a);
                 break;
+            case Tables.vkAllocateMemory:
+                result = Trampolines.Invoke(cmd, Fn(cmd), a);
+                if (_heap == null && result == 0) ShadowIfMappable(a);
+                break;
+            case Tables.vkFreeMemory:
+                DropShadow(a[1]);
+                result = Trampolines.Invoke(cmd, Fn(cmd), a);
+                break;
             default:
                 if (Tables.Commands[cmd].Level != CommandLevel.Global && _instance.IsNull)
                     throw new ProtocolException($"{Tables.Commands[cmd].Name} before vkCreateInstance");
@@ -166,5 +174,6 @@ internal sealed unsafe partial class Session
             destroy(new VkInstance((nint)e.Host), null);
         }
         _instance = default;
+        foreach (var m in _shadows.Keys.ToList()) DropShadow(m);
     }
 }

@@ -116,6 +116,8 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         catch (TransportClosedException) { return false; }
         var h = MessageHeader.Read(hdr);
         var payload = ReadPayload(h, options.MessageTimeoutMs);
+        if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.ReadMemory) { Commands++; ReadMemory(payload); _sequence++; return true; }
         ulong heapOffset = 0, heapSize = 0;
         bool shared = h.Command == PrivateCommands.AllocateSharedMemory;
         if (shared)

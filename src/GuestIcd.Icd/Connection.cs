@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
 using GuestIcd.Protocol.Wire;
@@ -136,6 +137,7 @@ internal sealed unsafe class Connection : IDisposable
             if (_lost) throw new DeviceLostException(_lostReason);
             try
             {
+                if (_shadows.Count > 0 && ShadowSync.PushBefore[command]) PushShadows();
                 CommandCodec.EncodeRequest(command, args, _writer, Handles, caps);
                 if (!cd.WantsReply)
                 {
@@ -143,7 +145,9 @@ internal sealed unsafe class Connection : IDisposable
                     return 0;
                 }
                 SendQueued();
-                return CommandCodec.DecodeReply(command, ReadReply(-1, cd.Id), args, caps, Handles);
+                ulong result = CommandCodec.DecodeReply(command, ReadReply(-1, cd.Id), args, caps, Handles);
+                if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
+                return result;
             }
             catch (Exception e) when (e is TransportClosedException or ProtocolException)
             {
@@ -175,6 +179,82 @@ internal sealed unsafe class Connection : IDisposable
                 throw Lost(cd.Name, e);
             }
         }
+    }
+
+    // ---- mapped memory without a shared heap (TCP, vsock): guest-side copies, only changed pages travel ----
+
+    sealed class Shadow
+    {
+        public byte* Data, Seen;
+        public ulong Size;
+    }
+
+    readonly Dictionary<ulong, Shadow> _shadows = new();
+
+    /// <summary>A HOST_VISIBLE allocation on a connection without shared memory gets a local copy to map.</summary>
+    public void AddShadow(ulong memory, ulong size)
+    {
+        var s = new Shadow { Size = size, Data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 4096), Seen = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 4096) };
+        NativeMemory.Clear(s.Data, (nuint)size);
+        NativeMemory.Clear(s.Seen, (nuint)size);
+        lock (this) _shadows[memory] = s;
+    }
+
+    public void RemoveShadow(ulong memory)
+    {
+        lock (this)
+        {
+            if (!_shadows.Remove(memory, out var s)) return;
+            NativeMemory.AlignedFree(s.Data);
+            NativeMemory.AlignedFree(s.Seen);
+        }
+    }
+
+    /// <summary>The mapping of a shadowed allocation, brought up to date with the host's contents.</summary>
+    public byte* MapShadow(ulong memory)
+    {
+        lock (this)
+        {
+            if (!_shadows.TryGetValue(memory, out var s)) return null;
+            if (_lost) throw new DeviceLostException(_lostReason);
+            try { Pull(memory, s); }
+            catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost("vkMapMemory", e); }
+            return s.Data;
+        }
+    }
+
+    /// <summary>Sends what the application wrote into its mappings (before submits, flushes, unmaps).</summary>
+    public void PushShadows()
+    {
+        lock (this)
+            foreach (var (memory, s) in _shadows)
+            {
+                int at = _writer.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None);
+                _writer.U64(memory);
+                int countAt = _writer.Position;
+                _writer.U32(0);
+                uint runs = DirtyPages.AppendChanged(s.Data, s.Seen, s.Size, _writer);
+                if (runs == 0) { _writer.Truncate(at); continue; }
+                _writer.PatchU32(countAt, runs);
+                _writer.EndMessage(at);
+            }
+    }
+
+    /// <summary>Fetches what the device wrote (after waits, invalidates).</summary>
+    void PullShadows()
+    {
+        foreach (var (memory, s) in _shadows) Pull(memory, s);
+    }
+
+    void Pull(ulong memory, Shadow s)
+    {
+        int at = _writer.BeginMessage(PrivateCommands.ReadMemory, MessageFlags.ReplyWanted);
+        _writer.U64(memory);
+        _writer.EndMessage(at);
+        SendQueued();
+        var r = new WireReader(ReadReply(-1, PrivateCommands.ReadMemory));
+        DirtyPages.Apply(ref r, r.U32(), s.Data, s.Seen, s.Size);
+        r.ExpectEnd();
     }
 
     void SendQueued()

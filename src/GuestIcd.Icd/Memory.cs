@@ -14,8 +14,14 @@ internal static unsafe partial class Entry
         var c = Generic.ConnectionOf(device.Handle);
         ulong* a = stackalloc ulong[4];
         a[0] = (ulong)device.Handle; a[1] = (ulong)pAllocateInfo; a[2] = 0; a[3] = (ulong)pMemory;
-        bool shared = c.Heap is not null && IsHostVisible(c, device, pAllocateInfo->memoryTypeIndex);
-        if (!shared) return (VkResult)(int)c.Call(Tables.vkAllocateMemory, a);
+        bool visible = IsHostVisible(c, device, pAllocateInfo->memoryTypeIndex);
+        if (!visible || c.Heap is null)
+        {
+            var result = (VkResult)(int)c.Call(Tables.vkAllocateMemory, a);
+            // No shared memory on this transport: the application maps a local copy that travels by changed pages.
+            if (result == VK_SUCCESS && visible) c.AddShadow(pMemory->Handle, pAllocateInfo->allocationSize);
+            return result;
+        }
 
         ulong size = HeapAllocator.RoundUp(pAllocateInfo->allocationSize);
         if (!c.Heap!.TryAllocate(size, out var offset))
@@ -42,6 +48,7 @@ internal static unsafe partial class Entry
         ulong* a = stackalloc ulong[3];
         a[0] = (ulong)device.Handle; a[1] = memory.Handle; a[2] = 0;
         c.Call(Tables.vkFreeMemory, a);
+        c.RemoveShadow(memory.Handle);
         // The free is queued ahead of any later allocation in the same stream, so the range can be reused at once.
         (ulong Offset, ulong Size) range;
         bool had;
@@ -55,6 +62,11 @@ internal static unsafe partial class Entry
         (ulong Offset, ulong Size) range;
         bool had;
         lock (c.SharedMemory) had = c.SharedMemory.TryGetValue(memory.Handle, out range);
+        if (!had && c.MapShadow(memory.Handle) is var shadow && shadow != null)
+        {
+            *ppData = shadow + offset;
+            return VK_SUCCESS;
+        }
         if (!had || offset >= range.Size)
         {
             Log.Warn($"vkMapMemory on memory that is not HOST_VISIBLE shared memory (or offset {offset} beyond it)");
@@ -64,6 +76,6 @@ internal static unsafe partial class Entry
         return VK_SUCCESS;
     }
 
-    /// <summary>The pages stay shared for the allocation's lifetime; there is nothing to undo.</summary>
-    public static void vkUnmapMemory(VkDevice device, VkDeviceMemory memory) { }
+    /// <summary>Shared pages stay shared for the allocation's lifetime; a local copy sends what changed.</summary>
+    public static void vkUnmapMemory(VkDevice device, VkDeviceMemory memory) => Generic.ConnectionOf(device.Handle).PushShadows();
 }

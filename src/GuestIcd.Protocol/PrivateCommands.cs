@@ -8,4 +8,12 @@ public static class PrivateCommands
     /// mapping and the host driver's memory are the same pages. Payload: u64 heap offset, u64 range size,
     /// then the payload of a vkAllocateMemory request. Reply: as vkAllocateMemory's.</summary>
     public const uint AllocateSharedMemory = 3;
+
+    /// <summary>Guest → host, no reply: pages of a mapped allocation the guest changed. Payload: u64 memory id,
+    /// u32 run count, then runs of {u64 offset, u32 length, bytes} (<see cref="Wire.DirtyPages"/>).</summary>
+    public const uint WriteMemory = 4;
+
+    /// <summary>Guest → host: the pages of an allocation that changed on the host since the guest last saw them.
+    /// Payload: u64 memory id. Reply (command 5): u32 run count, then runs.</summary>
+    public const uint ReadMemory = 5;
 }

@@ -57,6 +57,13 @@ if [ -n "$share" ]; then
     mount -t 9p -o "$o,cache=none" share "$r$share" || halt_with "cannot mount the share at $share (9p tag share)"
 fi
 
+work=
+[ -r /ctl/work ] && read -r work </ctl/work
+if [ -n "$work" ]; then
+    mkdir -p "$r$work"
+    mount -t 9p -o "$o,ro" work "$r$work" || halt_with "cannot mount the working directory at $work (9p tag work)"
+fi
+
 # No udev: give every virtio-serial port its usual /dev/virtio-ports/NAME link.
 for p in /sys/class/virtio-ports/*; do
     [ -r "$p/name" ] || continue

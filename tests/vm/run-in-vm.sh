@@ -194,8 +194,12 @@ fi
 # ---- the run folder (9p tag ctl): the command script in, stdout/stderr/status out ---------------
 cwd=$(pwd -P)
 under() { case "$1/" in "$2"/*) return 0 ;; *) return 1 ;; esac; }
+# A working directory under a folder the guest mounts anew (/tmp, /run: CI clones often live there) is
+# exported on its own (read-only, 9p tag work) and mounted over it at the same path.
+work=
 if ! under "$cwd" "$share"; then
-    for d in /tmp /run /dev /proc /sys; do
+    for d in /tmp /run; do under "$cwd" "$d" && work=$cwd; done
+    for d in /dev /proc /sys; do
         under "$cwd" "$d" && die "the working directory $cwd is hidden in the guest (it mounts its own $d); use --share or another folder"
     done
 fi
@@ -223,6 +227,7 @@ trap 'exit 143' TERM
     printf 'exec'; printf ' %q' "$@"; printf '\n'
 } >"$ctl/cmd.sh"
 echo "$share" >"$ctl/share"
+echo "$work" >"$ctl/work"
 echo "$hostbash" >"$ctl/bash"
 : >"$ctl/stdout"; : >"$ctl/stderr"; : >"$ctl/console.log"
 
@@ -244,6 +249,11 @@ args=(
     -fsdev "local,id=ctl,path=$ctl,security_model=none"
     -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl
 )
+if [ -n "$work" ]; then
+    [[ "$work" != *,* ]] || die "the working directory must not contain a comma"
+    args+=(-fsdev "local,id=work,path=$work,readonly=on,security_model=none,multidevs=remap"
+           -device virtio-9p-pci,fsdev=work,mount_tag=work)
+fi
 if [ -n "$ivshmem" ]; then
     [[ "$ivshmem" == *:* ]] || die "--ivshmem wants FILE:SIZE, not $ivshmem"
     shm_file=${ivshmem%:*} shm_size=${ivshmem##*:}

@@ -16,6 +16,9 @@ public sealed class WireWriter : IDisposable
     public ReadOnlySpan<byte> Written => _buf.AsSpan(0, _pos);
     public void Reset() => _pos = 0;
 
+    /// <summary>Drops what was written after <paramref name="position"/> (a message that turned out to be empty).</summary>
+    public void Truncate(int position) => _pos = Math.Min(_pos, position);
+
     public Span<byte> Reserve(int n)
     {
         if (_pos + n > _buf.Length) Grow(n);
