@@ -3,6 +3,7 @@
  * through the mapped buffer and checked element by element. Usage: compute SHADER.spv [ELEMENTS] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <vulkan/vulkan.h>
 
@@ -111,7 +112,25 @@ int main(int argc, char **argv)
         writes[b] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = (uint32_t)b, .descriptorCount = 1,
             .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[b],
             /* ignored for buffer descriptors (noautovalidity): left as garbage on purpose */ .pImageInfo = (const VkDescriptorImageInfo *)(uintptr_t)0x20 };
-    vkUpdateDescriptorSets(device, 2, writes, 0, NULL);
+    /* --template: the same update through a descriptor update template (Vulkan 1.1), pData laid out as a struct. */
+    int use_template = 0;
+    for (int i = 3; i < argc; i++) if (strcmp(argv[i], "--template") == 0) use_template = 1;
+    VkDescriptorUpdateTemplate tmpl = VK_NULL_HANDLE;
+    if (use_template) {
+        struct { uint32_t pad; VkDescriptorBufferInfo infos[2]; } blob = { 0xFFFFFFFF, { infos[0], infos[1] } };
+        VkDescriptorUpdateTemplateEntry entry = { .dstBinding = 0, .dstArrayElement = 0, .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .offset = offsetof(__typeof__(blob), infos), .stride = sizeof(VkDescriptorBufferInfo) };
+        VkDescriptorUpdateTemplateEntry entries[2] = { entry, entry };
+        entries[1].dstBinding = 1;
+        entries[1].offset += sizeof(VkDescriptorBufferInfo);
+        VkDescriptorUpdateTemplateCreateInfo tci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_UPDATE_TEMPLATE_CREATE_INFO, .descriptorUpdateEntryCount = 2,
+            .pDescriptorUpdateEntries = entries, .templateType = VK_DESCRIPTOR_UPDATE_TEMPLATE_TYPE_DESCRIPTOR_SET, .descriptorSetLayout = dsl };
+        CHECK(vkCreateDescriptorUpdateTemplate(device, &tci, NULL, &tmpl));
+        vkUpdateDescriptorSetWithTemplate(device, set, tmpl, &blob);
+        printf("descriptors written through a template\n");
+    } else {
+        vkUpdateDescriptorSets(device, 2, writes, 0, NULL);
+    }
 
     VkCommandPoolCreateInfo cpoolci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, .queueFamilyIndex = family };
     VkCommandPool cpool;
@@ -153,6 +172,7 @@ int main(int argc, char **argv)
         printf("round %u: verified %u elements\n", round, count);
     }
 
+    if (tmpl) vkDestroyDescriptorUpdateTemplate(device, tmpl, NULL);
     vkDestroyFence(device, fence, NULL);
     vkFreeCommandBuffers(device, cpool, 1, &cmd);
     vkDestroyCommandPool(device, cpool, NULL);

@@ -13,6 +13,8 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkDestroyDevice",
         "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2",
         "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
+        "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
+        "vkCmdPushDescriptorSetWithTemplateKHR",
     };
 
     /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>

@@ -57,11 +57,11 @@ internal sealed unsafe class Connection : IDisposable
     public static Connection Open()
     {
         var spec = Environment.GetEnvironmentVariable("GUESTICD_TRANSPORT");
-        if (string.IsNullOrEmpty(spec) || spec == "auto") spec = "unix:" + Handshake.DefaultSocketPath();
+        if (string.IsNullOrEmpty(spec)) spec = "auto";
         ITransport transport;
         try
         {
-            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes);
+            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes, info: Log.Info);
         }
         catch (TransportClosedException e)
         {

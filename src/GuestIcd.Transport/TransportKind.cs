@@ -11,4 +11,7 @@ public enum TransportKind
 
     /// <summary>AF_VSOCK between a VM and its host, authenticated like TCP.</summary>
     Vsock,
+
+    /// <summary>A QEMU guest: rings in an ivshmem BAR, doorbells over a virtio-serial port.</summary>
+    Vm,
 }

@@ -14,8 +14,14 @@ namespace GuestIcd.Transport;
 /// <param name="Cid">Vsock: the peer's context id (guest side only).</param>
 public sealed record TransportSpec(TransportKind Kind, string Address, uint Port, uint Cid)
 {
-    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT or auto";
-    private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT or vsock:PORT";
+    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT, vm or auto";
+    private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT, vsock:PORT or vm:SOCKET,shm=FILE[,size=BYTES]";
+
+    /// <summary>Vm on a host: the ivshmem backing file.</summary>
+    public string? ShmPath { get; init; }
+
+    /// <summary>Vm on a host: the size FILE is truncated to (0: leave it).</summary>
+    public long ShmSize { get; init; }
 
     /// <summary>Parses what a guest connects to. <paramref name="defaultUnixPath"/> is what <c>auto</c>
     /// (and an empty spec) means.</summary>
@@ -28,6 +34,8 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
                 throw new ArgumentException($"transport '{spec}': 'auto' needs a default unix socket path");
             return new TransportSpec(TransportKind.Unix, defaultUnixPath, 0, 0);
         }
+        if (spec == "vm")
+            return new TransportSpec(TransportKind.Vm, "", 0, 0);
         (string scheme, string rest) = SplitScheme(spec, GuestForms);
         switch (scheme)
         {
@@ -75,6 +83,8 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
                 if (rest.Contains(':', StringComparison.Ordinal))
                     throw Bad(spec, "a host listens on vsock:PORT (every CID)");
                 return new TransportSpec(TransportKind.Vsock, "", Number(spec, rest, "port", uint.MaxValue - 1), uint.MaxValue);
+            case "vm":
+                return Vm(spec, rest);
             default:
                 throw Unknown(spec, scheme, HostForms);
         }
@@ -98,6 +108,7 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
     {
         TransportKind.Unix => $"unix:{Address}",
         TransportKind.Tcp => $"tcp:{TcpTransport.FormatHost(Address)}:{Port}",
+        TransportKind.Vm => ShmPath is null ? "vm" : $"vm:{Address},shm={ShmPath}" + (ShmSize > 0 ? $",size={ShmSize}" : ""),
         _ => Cid == uint.MaxValue ? $"vsock:{Port}" : $"vsock:{Cid}:{Port}",
     };
 
@@ -114,6 +125,31 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
         if (path.Length == 0)
             throw Bad(spec, $"unix needs a socket path; expected {forms}");
         return new TransportSpec(TransportKind.Unix, path, 0, 0);
+    }
+
+    /// <summary>vm:SOCKET,shm=FILE[,size=BYTES] (paths must not contain commas).</summary>
+    private static TransportSpec Vm(string spec, string rest)
+    {
+        string[] parts = rest.Split(',');
+        if (parts[0].Length == 0)
+            throw Bad(spec, "vm needs the socket qemu's virtio-serial chardev connects to: vm:SOCKET,shm=FILE[,size=BYTES]");
+        string? shm = null;
+        long size = 0;
+        foreach (string part in parts[1..])
+        {
+            if (part.StartsWith("shm=", StringComparison.Ordinal) && part.Length > 4)
+                shm = part[4..];
+            else if (part.StartsWith("size=", StringComparison.Ordinal))
+            {
+                if (!long.TryParse(part[5..], NumberStyles.None, CultureInfo.InvariantCulture, out size) || size < 2 * 4096 + 2 * UnixRingTransport.MinRingBytes)
+                    throw Bad(spec, $"size '{part[5..]}' is not a byte count of at least {2 * 4096 + 2 * UnixRingTransport.MinRingBytes}");
+            }
+            else
+                throw Bad(spec, $"unknown vm option '{part}'; expected shm=FILE or size=BYTES");
+        }
+        if (shm is null)
+            throw Bad(spec, "vm needs the ivshmem backing file: vm:SOCKET,shm=FILE[,size=BYTES]");
+        return new TransportSpec(TransportKind.Vm, parts[0], 0, 0) { ShmPath = shm, ShmSize = size };
     }
 
     private static (string Host, uint Port) HostAndPort(string spec, string rest, bool allowAnyPort)

@@ -14,11 +14,25 @@ public static class Transports
     /// <exception cref="ArgumentException">Malformed spec, unknown scheme, or missing/unusable secret.</exception>
     /// <exception cref="TransportClosedException">The host is unreachable, refused us, or timed out.</exception>
     public static ITransport Connect(string spec, int timeoutMs, string? defaultUnixPath = null,
-        TransportSecurity? security = null, long heapBytes = 0)
+        TransportSecurity? security = null, long heapBytes = 0, Action<string>? info = null)
     {
+        if ((string.IsNullOrEmpty(spec) || spec == "auto") && VmTransport.PortPresent())
+        {
+            // Inside a QEMU guest with our virtio-serial port: prefer it, fall back to the unix default.
+            try
+            {
+                return VmTransport.Connect(timeoutMs, heapBytes);
+            }
+            catch (TransportClosedException e)
+            {
+                info?.Invoke($"transport auto: vm unusable ({e.Message}); falling back to unix:{defaultUnixPath}");
+            }
+        }
         TransportSpec parsed = TransportSpec.ParseGuest(spec, defaultUnixPath);
         switch (parsed.Kind)
         {
+            case TransportKind.Vm:
+                return VmTransport.Connect(timeoutMs, heapBytes);
             case TransportKind.Unix:
                 return UnixRingTransport.Connect(parsed.Address, timeoutMs, heapBytes: heapBytes);
             case TransportKind.Tcp:
@@ -42,6 +56,8 @@ public static class Transports
         {
             case TransportKind.Unix:
                 return new UnixRingListener(parsed.Address);
+            case TransportKind.Vm:
+                return new VmTransportListener(parsed.Address, parsed.ShmPath!, parsed.ShmSize);
             case TransportKind.Tcp:
                 return new TcpTransportListener(parsed.TcpEndPoint(), HostSecurity(parsed, security));
             default:

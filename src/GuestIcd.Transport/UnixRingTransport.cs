@@ -58,6 +58,23 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     private enum WaitFor { Data, Room }
 
+    /// <summary>How the doorbell fd is used: a unix socket this transport owns (the default), the guest's
+    /// virtio-serial char device (read/write, no shutdown, goodbye byte on Dispose), or the host end of a
+    /// VM channel owned by <see cref="VmTransportListener"/> (session ends at a goodbye or a new preamble).</summary>
+    internal enum Channel { OwnedSocket, GuestCharDevice, HostVmSession }
+
+    /// <summary>VM channel bytes: a doorbell, and the guest's last byte of a session.</summary>
+    internal const byte VmDoorbell = 0x01;
+    internal const byte VmGoodbye = 0x00;
+
+    private readonly Channel _channel = Channel.OwnedSocket;
+    /// <summary>Non-owning host mode: called once from Dispose with the channel bytes drained after the
+    /// session's end (the start of the next preamble), so the owner can carry on reading.</summary>
+    private readonly Action<byte[]>? _onSessionEnd;
+    private byte[] _leftover = [];
+    /// <summary>Non-owning host mode: an eventfd that Shutdown signals, since the shared socket must not be shut down.</summary>
+    private readonly int _wakeFd = -1;
+
     internal UnixRingTransport(int socketFd, byte* region, nuint regionSize, int ringBytes, bool isHost, string description, long heapBytes = 0)
     {
         HeapBytes = heapBytes;
@@ -73,6 +90,23 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         IsHost = isHost;
         Description = description;
         SpinMicroseconds = Environment.ProcessorCount > 1 ? 50 : 0;
+    }
+
+    /// <summary>A transport on a VM channel: <paramref name="channel"/> says whether <paramref name="fd"/> is
+    /// the guest's char device (owned, closed on Dispose after a goodbye byte) or the host's socket to qemu
+    /// (not owned: Dispose only unmaps and calls <paramref name="onSessionEnd"/>).</summary>
+    internal UnixRingTransport(Channel channel, int fd, byte* region, nuint regionSize, int ringBytes, string description,
+        long heapBytes, Action<byte[]>? onSessionEnd = null)
+        : this(fd, region, regionSize, ringBytes, channel == Channel.HostVmSession, description, heapBytes)
+    {
+        _channel = channel;
+        _onSessionEnd = onSessionEnd;
+        if (channel == Channel.HostVmSession)
+        {
+            _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+            if (_wakeFd < 0)
+                throw new IOException($"{description}: eventfd() failed ({Libc.Describe(Libc.Errno)})");
+        }
     }
 
     public string Description { get; }
@@ -464,24 +498,38 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     private void PollSocket(int timeoutMs)
     {
-        var pfd = new Libc.PollFd { fd = _socket, events = Libc.POLLIN };
-        int r = Libc.poll(&pfd, 1, timeoutMs);
+        Libc.PollFd* pfd = stackalloc Libc.PollFd[2];
+        pfd[0] = new Libc.PollFd { fd = _socket, events = Libc.POLLIN };
+        pfd[1] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+        int r = Libc.poll(pfd, _wakeFd >= 0 ? 2u : 1u, timeoutMs);
         if (r <= 0)
             return; // timeout or EINTR: the caller re-checks and recomputes the remaining time
-        if ((pfd.revents & Libc.POLLNVAL) != 0)
+        if (_wakeFd >= 0 && pfd[1].revents != 0)
+        {
+            _peerClosed = true; // Shutdown
+            return;
+        }
+        if ((pfd[0].revents & Libc.POLLNVAL) != 0)
         {
             _peerClosed = true;
             return;
         }
+        if (_peerClosed && _channel == Channel.HostVmSession)
+            return; // the session is over: what follows on the channel belongs to the next one
         DrainDoorbells();
     }
+
+    private nint ReadChannel(byte* buffer, int count) =>
+        _channel == Channel.OwnedSocket ? Libc.recv(_socket, buffer, (nuint)count, Libc.MSG_DONTWAIT) : Libc.read(_socket, buffer, (nuint)count);
 
     private void DrainDoorbells()
     {
         byte* buffer = stackalloc byte[64];
         while (true)
         {
-            nint n = Libc.recv(_socket, buffer, 64, Libc.MSG_DONTWAIT);
+            nint n = ReadChannel(buffer, 64);
+            if (n > 0 && _channel == Channel.HostVmSession && EndsSession(new ReadOnlySpan<byte>(buffer, (int)n)))
+                return;
             if (n == 64)
                 continue;
             if (n > 0)
@@ -500,13 +548,28 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         }
     }
 
+    /// <summary>Host VM session: anything but doorbells ends the session. A goodbye (0x00) is the guest's
+    /// orderly end; any other byte (normally the 'G' of the next preamble, from a guest process that died
+    /// without goodbye) is kept, with everything after it, for the listener.</summary>
+    private bool EndsSession(ReadOnlySpan<byte> bytes)
+    {
+        int i = bytes.IndexOfAnyExcept(VmDoorbell);
+        if (i < 0)
+            return false;
+        _leftover = bytes[i] == VmGoodbye ? bytes[(i + 1)..].ToArray() : bytes[i..].ToArray();
+        _peerClosed = true;
+        return true;
+    }
+
     private void RingDoorbell(bool throwIfClosed)
     {
-        byte bell = 1;
+        byte bell = VmDoorbell;
         while (true)
         {
             // Non-blocking: if the socket buffer is full the peer has unread doorbells already and will wake.
-            nint n = Libc.send(_socket, &bell, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+            nint n = _channel == Channel.OwnedSocket
+                ? Libc.send(_socket, &bell, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL)
+                : Libc.write(_socket, &bell, 1);
             if (n == 1)
                 return;
             int errno = Libc.Errno;
@@ -533,8 +596,23 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             return;
         _shutDown = true;
         _peerClosed = true;
-        // Unlike close(), shutdown() wakes our own threads blocked in poll() on this socket.
-        Libc.shutdown(_socket, Libc.SHUT_RDWR);
+        switch (_channel)
+        {
+            case Channel.OwnedSocket:
+                // Unlike close(), shutdown() wakes our own threads blocked in poll() on this socket.
+                Libc.shutdown(_socket, Libc.SHUT_RDWR);
+                break;
+            case Channel.HostVmSession:
+            {
+                // The socket outlives this session: wake our pollers through the eventfd instead.
+                ulong one = 1;
+                Libc.write(_wakeFd, &one, sizeof(ulong));
+                break;
+            }
+            default:
+                // A char device has no shutdown; blocked polls end at their timeout or the next doorbell.
+                break;
+        }
     }
 
     public void Dispose()
@@ -542,9 +620,43 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         _shutDown = true;
-        Libc.shutdown(_socket, Libc.SHUT_RDWR);
-        Libc.close(_socket);
+        switch (_channel)
+        {
+            case Channel.OwnedSocket:
+                Libc.shutdown(_socket, Libc.SHUT_RDWR);
+                Libc.close(_socket);
+                break;
+            case Channel.GuestCharDevice:
+                SendGoodbye();
+                Libc.close(_socket);
+                break;
+            case Channel.HostVmSession:
+                Libc.close(_wakeFd);
+                break;
+        }
         Libc.munmap(_region, _regionSize);
+        _onSessionEnd?.Invoke(_leftover);
+    }
+
+    /// <summary>Guest: tells the host this session is over (the port stays open on the host side, so it
+    /// would otherwise not know). Waits up to a second for room; a host that reads nothing gets nothing.</summary>
+    private void SendGoodbye()
+    {
+        byte bye = VmGoodbye;
+        long deadline = Libc.Deadline(1000);
+        while (true)
+        {
+            nint n = Libc.write(_socket, &bye, 1);
+            if (n == 1)
+                return;
+            int errno = Libc.Errno;
+            if (errno == Libc.EINTR)
+                continue;
+            if (errno != Libc.EAGAIN || Libc.RemainingMs(deadline) == 0)
+                return;
+            var pfd = new Libc.PollFd { fd = _socket, events = Libc.POLLOUT };
+            Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

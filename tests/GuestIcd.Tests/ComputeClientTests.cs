@@ -35,6 +35,17 @@ public class ComputeClientTests
     }
 
     [Fact]
+    public void DescriptorUpdateTemplatesWorkThroughTheIcd()
+    {
+        using var host = new HostSim();
+        var (exe, spv) = Built.Value;
+        var r = Repo.Run(exe, $"{spv} 4096 --template", host.ClientEnv(), timeoutMs: 120_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        Assert.Contains("descriptors written through a template", r.Stdout);
+        Assert.Contains("round 1: verified 4096 elements", r.Stdout);
+    }
+
+    [Fact]
     public void TheSameClientOnLavapipeDirectlyAgrees()
     {
         var (exe, spv) = Built.Value;

@@ -1733,6 +1733,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static void vkCmdPushDescriptorSetWithTemplateKHR(VkCommandBuffer commandBuffer, VkDescriptorUpdateTemplate descriptorUpdateTemplate, VkPipelineLayout layout, uint set, void* pData)
+    {
+        try
+        {
+            Entry.vkCmdPushDescriptorSetWithTemplateKHR(commandBuffer, descriptorUpdateTemplate, layout, set, pData);
+        }
+        catch (Exception e)
+        {
+            Entry.Fail(Tables.vkCmdPushDescriptorSetWithTemplateKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkCmdResetEvent(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags stageMask)
     {
         try
@@ -3626,12 +3639,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pCreateInfo;
-            a[2] = (ulong)pAllocator;
-            a[3] = (ulong)pDescriptorUpdateTemplate;
-            return (VkResult)(int)Generic.Call(Tables.vkCreateDescriptorUpdateTemplate, a);
+            return Entry.vkCreateDescriptorUpdateTemplate(device, pCreateInfo, pAllocator, pDescriptorUpdateTemplate);
         }
         catch (Exception e)
         {
@@ -4274,11 +4282,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)descriptorUpdateTemplate.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkDestroyDescriptorUpdateTemplate, a);
+            Entry.vkDestroyDescriptorUpdateTemplate(device, descriptorUpdateTemplate, pAllocator);
         }
         catch (Exception e)
         {
@@ -6706,6 +6710,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static void vkUpdateDescriptorSetWithTemplate(VkDevice device, VkDescriptorSet descriptorSet, VkDescriptorUpdateTemplate descriptorUpdateTemplate, void* pData)
+    {
+        try
+        {
+            Entry.vkUpdateDescriptorSetWithTemplate(device, descriptorSet, descriptorUpdateTemplate, pData);
+        }
+        catch (Exception e)
+        {
+            Entry.Fail(Tables.vkUpdateDescriptorSetWithTemplate, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkUpdateDescriptorSets(VkDevice device, uint descriptorWriteCount, VkWriteDescriptorSet* pDescriptorWrites, uint descriptorCopyCount, VkCopyDescriptorSet* pDescriptorCopies)
     {
         try
@@ -8041,6 +8058,9 @@ internal static unsafe partial class Entrypoints
             case 0xDE6711D4u:
                 if (name.SequenceEqual("vkGetPhysicalDeviceQueueFamilyProperties2KHR"u8)) { index = 411; return (nint)(delegate* unmanaged<VkPhysicalDevice, uint*, VkQueueFamilyProperties2*, void>)&vkGetPhysicalDeviceQueueFamilyProperties2; }
                 break;
+            case 0xDECDB927u:
+                if (name.SequenceEqual("vkUpdateDescriptorSetWithTemplateKHR"u8)) { index = 490; return (nint)(delegate* unmanaged<VkDevice, VkDescriptorSet, VkDescriptorUpdateTemplate, void*, void>)&vkUpdateDescriptorSetWithTemplate; }
+                break;
             case 0xE06F0976u:
                 if (name.SequenceEqual("vkCmdWriteAccelerationStructuresPropertiesNV"u8)) { index = 205; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, VkAccelerationStructureNV*, VkQueryType, VkQueryPool, uint, void>)&vkCmdWriteAccelerationStructuresPropertiesNV; }
                 break;
@@ -8101,8 +8121,14 @@ internal static unsafe partial class Entrypoints
             case 0xE95260C9u:
                 if (name.SequenceEqual("vkCmdSetFragmentShadingRateKHR"u8)) { index = 156; return (nint)(delegate* unmanaged<VkCommandBuffer, VkExtent2D*, VkFragmentShadingRateCombinerOpKHR*, void>)&vkCmdSetFragmentShadingRateKHR; }
                 break;
+            case 0xE9650EC4u:
+                if (name.SequenceEqual("vkUpdateDescriptorSetWithTemplate"u8)) { index = 490; return (nint)(delegate* unmanaged<VkDevice, VkDescriptorSet, VkDescriptorUpdateTemplate, void*, void>)&vkUpdateDescriptorSetWithTemplate; }
+                break;
             case 0xE9A91971u:
                 if (name.SequenceEqual("vkGetPrivateData"u8)) { index = 430; return (nint)(delegate* unmanaged<VkDevice, VkObjectType, ulong, VkPrivateDataSlot, ulong*, void>)&vkGetPrivateData; }
+                break;
+            case 0xE9D2872Eu:
+                if (name.SequenceEqual("vkCmdPushDescriptorSetWithTemplateKHR"u8)) { index = 114; return (nint)(delegate* unmanaged<VkCommandBuffer, VkDescriptorUpdateTemplate, VkPipelineLayout, uint, void*, void>)&vkCmdPushDescriptorSetWithTemplateKHR; }
                 break;
             case 0xEAAC343Eu:
                 if (name.SequenceEqual("vkGetDeferredOperationResultKHR"u8)) { index = 332; return (nint)(delegate* unmanaged<VkDevice, VkDeferredOperationKHR, VkResult>)&vkGetDeferredOperationResultKHR; }

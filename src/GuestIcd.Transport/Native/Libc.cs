@@ -27,6 +27,12 @@ internal static unsafe partial class Libc
     public const int ENOTCONN = 107;
     public const int ECONNREFUSED = 111;
     public const int EINPROGRESS = 115;
+    public const int EBUSY = 16;
+
+    // open
+    public const int O_RDWR = 0x2;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
 
     // sockets
     public const int AF_UNIX = 1;
@@ -203,6 +209,12 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint write(int fd, void* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "open", SetLastError = true)]
+    public static partial int open(byte* path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
+    public static partial int dup(int fd);
 
     [LibraryImport(Lib, EntryPoint = "unlink", SetLastError = true)]
     public static partial int unlink(byte* path);
