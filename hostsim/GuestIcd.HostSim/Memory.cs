@@ -164,6 +164,7 @@ internal sealed unsafe partial class Session
         void* mapped;
         map(device, memory, 0, VkConstants.VK_WHOLE_SIZE, 0, &mapped);
         _objects.CommitCreates();
+        _memorySizes[memory.Handle] = size;
         SharedBytes += size;
         return Result(r);
     }

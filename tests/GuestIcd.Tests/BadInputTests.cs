@@ -213,3 +213,32 @@ public class BadInputTests
         Assert.Contains("0 guest objects left", host.Log);
     }
 }
+
+public class ConcurrentGuestTests
+{
+    /// <summary>Two guests at once on one hostsim: one works, the other binds memory far outside its
+    /// allocation. The hostile one loses its session (VK_ERROR_DEVICE_LOST, a logged reason); the other
+    /// finishes with every element right.</summary>
+    [Fact]
+    public async Task AHostileGuestDoesNotDisturbAWorkingOne()
+    {
+        using var host = new HostSim();
+        var dir = Directory.CreateTempSubdirectory("guesticd-two").FullName;
+        var spv = Path.Combine(dir, "multiply.spv");
+        Assert.Equal(0, Repo.Run("glslc", $"-o {spv} native-shim/shaders/multiply.comp").ExitCode);
+        Assert.Equal(0, Repo.Run("cc", $"-std=c11 -O1 -o {dir}/compute native-shim/clients/compute.c -lvulkan").ExitCode);
+        Assert.Equal(0, Repo.Run("cc", $"-std=c11 -O1 -o {dir}/hostile native-shim/clients/hostile.c -lvulkan").ExitCode);
+
+        var good = Task.Run(() => Repo.Run($"{dir}/compute", $"{spv} 2000000", host.ClientEnv(), timeoutMs: 180_000));
+        var bad = Task.Run(() => Repo.Run($"{dir}/hostile", "", host.ClientEnv(), timeoutMs: 60_000));
+        var b = await bad;
+        var g = await good;
+        Assert.True(b.ExitCode == 0, b.Stdout + b.Stderr + host.Log);
+        Assert.Contains("vkBindBufferMemory(offset 1 GiB)=-4", b.Stdout); // VK_ERROR_DEVICE_LOST
+        Assert.Contains("vkDeviceWaitIdle=-4", b.Stdout);
+        Assert.Contains("vkBindBufferMemory: offset 1073741824 is outside the 4096-byte allocation", host.Log);
+        Assert.True(g.ExitCode == 0, g.Stdout + g.Stderr + host.Log);
+        Assert.Contains("round 1: verified 2000000 elements", g.Stdout);
+        Directory.Delete(dir, true);
+    }
+}

@@ -205,6 +205,8 @@ internal static unsafe class Trampolines
                 ((delegate* unmanaged<VkCommandBuffer, VkPipelineLayout, VkShaderStageFlags, uint, uint, void*, void>)fn)(new VkCommandBuffer((nint)a[0]), new VkPipelineLayout(a[1]), (VkShaderStageFlags)(uint)a[2], (uint)a[3], (uint)a[4], (void*)a[5]); return 0;
             case Tables.vkCmdPushDescriptorSetKHR:
                 ((delegate* unmanaged<VkCommandBuffer, VkPipelineBindPoint, VkPipelineLayout, uint, uint, VkWriteDescriptorSet*, void>)fn)(new VkCommandBuffer((nint)a[0]), (VkPipelineBindPoint)(int)a[1], new VkPipelineLayout(a[2]), (uint)a[3], (uint)a[4], (VkWriteDescriptorSet*)a[5]); return 0;
+            case Tables.vkCmdPushDescriptorSetWithTemplateKHR:
+                ((delegate* unmanaged<VkCommandBuffer, VkDescriptorUpdateTemplate, VkPipelineLayout, uint, void*, void>)fn)(new VkCommandBuffer((nint)a[0]), new VkDescriptorUpdateTemplate(a[1]), new VkPipelineLayout(a[2]), (uint)a[3], (void*)a[4]); return 0;
             case Tables.vkCmdResetEvent:
                 ((delegate* unmanaged<VkCommandBuffer, VkEvent, VkPipelineStageFlags, void>)fn)(new VkCommandBuffer((nint)a[0]), new VkEvent(a[1]), (VkPipelineStageFlags)(uint)a[2]); return 0;
             case Tables.vkCmdResetEvent2:
@@ -781,6 +783,8 @@ internal static unsafe class Trampolines
                 ((delegate* unmanaged<VkDevice, void>)fn)(new VkDevice((nint)a[0])); return 0;
             case Tables.vkUnmapMemory:
                 ((delegate* unmanaged<VkDevice, VkDeviceMemory, void>)fn)(new VkDevice((nint)a[0]), new VkDeviceMemory(a[1])); return 0;
+            case Tables.vkUpdateDescriptorSetWithTemplate:
+                ((delegate* unmanaged<VkDevice, VkDescriptorSet, VkDescriptorUpdateTemplate, void*, void>)fn)(new VkDevice((nint)a[0]), new VkDescriptorSet(a[1]), new VkDescriptorUpdateTemplate(a[2]), (void*)a[3]); return 0;
             case Tables.vkUpdateDescriptorSets:
                 ((delegate* unmanaged<VkDevice, uint, VkWriteDescriptorSet*, uint, VkCopyDescriptorSet*, void>)fn)(new VkDevice((nint)a[0]), (uint)a[1], (VkWriteDescriptorSet*)a[2], (uint)a[3], (VkCopyDescriptorSet*)a[4]); return 0;
             case Tables.vkUpdateVideoSessionParametersKHR:
