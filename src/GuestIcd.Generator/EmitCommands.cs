@@ -156,7 +156,9 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             if (parts.Count > 1 || IsPod(m.Type, m.PointerDepth))
             {
                 if (td.IsUnion && !IsPod(td.Name, 0)) { canIn = canOut = false; }
-                lines.Add(F("Pod", "Pod", "None", flags, off, size, 1, -1, 0, 0, 0, name));
+                var (elem, checkType) = parts.Count > 1 || m.BitField is not null || m.ArrayDims.Count > 0 || m.NoAutoValidity || name == "sType" || td.IsUnion
+                    ? ("Pod", -1) : EnumCheck(m.Type);
+                lines.Add(F("Pod", elem, "None", flags, off, size, 1, checkType, 0, 0, 0, name));
                 continue;
             }
             if (td.IsUnion) { canIn = canOut = false; break; }
@@ -220,6 +222,27 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
     }
 
     readonly Dictionary<int, List<string>> _typeFields = new();
+
+    readonly List<string> _checkedEnums = new();
+
+    /// <summary>What the host checks in a plain-data member: an enum's value (Elem Pod, Type = enum index), or a
+    /// nested plain struct that holds enums (Elem Struct, Type = struct index); nothing otherwise (-1).</summary>
+    (string Elem, int Type) EnumCheck(string type)
+    {
+        var td = cs.Def(type);
+        if (td is null) return ("Pod", -1);
+        if (td.Category == "enum" && reg.Enums.TryGetValue(td.Name, out var ed) && !ed.IsBitmask && ed.Values.Count > 0)
+        {
+            int i = _checkedEnums.IndexOf(td.Name);
+            if (i < 0) { i = _checkedEnums.Count; _checkedEnums.Add(td.Name); }
+            return ("Pod", i);
+        }
+        if (td.IsStruct && !td.IsUnion && HasEnums(td)) { Describe(td); return ("Struct", TypeIndex(td)); }
+        return ("Pod", -1);
+    }
+
+    bool HasEnums(TypeDef td) => td.Members.Any(m => m.PointerDepth == 0 && m.ArrayDims.Count == 0 && !m.NoAutoValidity && m.BitField is null && m.Name != "sType"
+        && cs.Def(m.Type) is { } mt && (mt.Category == "enum" && reg.Enums.TryGetValue(mt.Name, out var e) && !e.IsBitmask || mt.IsStruct && !mt.IsUnion && HasEnums(mt)));
 
     /// <summary>An enum value by name, following aliases (an alias entry has no value of its own).</summary>
     long EnumValue(string enumName, string valueName)
@@ -306,7 +329,11 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
                     lines.Add(F("Handle", "Pod", "None", hf, off, 8, 1, ObjType(ptd), 0, 0, 0, p.Name));
                 }
                 else if (ptd?.Category == "funcpointer" || ptd?.IsStruct == true) { ok = false; }
-                else lines.Add(F("Pod", "Pod", "None", flags, off, ValueSizeAlign(p.Type).Item1, 1, -1, 0, 0, 0, p.Name));
+                else
+                {
+                    var (elem, checkType) = p.NoAutoValidity ? ("Pod", -1) : EnumCheck(p.Type);
+                    lines.Add(F("Pod", elem, "None", flags, off, ValueSizeAlign(p.Type).Item1, 1, checkType, 0, 0, 0, p.Name));
+                }
                 continue;
             }
             if (p.ArrayDims.Count > 0) // const float blendConstants[4]
@@ -507,6 +534,15 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         foreach (var (c, i, _, _, _, _, _) in _cmds) sb.AppendLine($"    public const int {c.Name} = {i};");
         sb.AppendLine();
         // Extensions.
+        sb.AppendLine("    /// <summary>Valid values of each enum the host checks, sorted (binary search).</summary>");
+        sb.AppendLine("    public static readonly string[] CheckedEnumNames = [" + string.Join(", ", _checkedEnums.Select(e => $"\"{e}\"")) + "];");
+        sb.AppendLine("    public static readonly int[][] CheckedEnumValues =").AppendLine("    [");
+        foreach (var e in _checkedEnums)
+        {
+            var vals = reg.Enums[e].Values.Select(v => EnumValue(e, v.Name)).Distinct().OrderBy(v => v).Select(v => v.ToString());
+            sb.AppendLine($"        [{string.Join(", ", vals)}],");
+        }
+        sb.AppendLine("    ];").AppendLine();
         sb.AppendLine("    public static readonly ExtensionDesc[] Extensions =").AppendLine("    [");
         foreach (var f in reg.Features.Where(f => f.IsExtension && f.InCoreHeader))
         {

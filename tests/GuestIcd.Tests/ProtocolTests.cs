@@ -227,3 +227,47 @@ public unsafe class HotPathAllocationTests
         public void ExpectCreate(int t, ulong id, ulong* slot) { }
     }
 }
+
+public unsafe class EnumCheckTests
+{
+    /// <summary>A value outside an enum reaching the host driver is undefined behaviour in the host process.</summary>
+    [Fact]
+    public void TheHostRefusesAnOutOfRangeEnumAndAcceptsEveryRegistryValue()
+    {
+        var map = new IdentityMap();
+        var ci = new VkSamplerCreateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_SAMPLER_CREATE_INFO, magFilter = VkFilter.VK_FILTER_LINEAR };
+        ulong* args = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        VkSampler sampler;
+        args[0] = 3; args[1] = (ulong)&ci; args[2] = 0; args[3] = (ulong)&sampler;
+        string? Decode()
+        {
+            using var w = new WireWriter();
+            CommandCodec.EncodeRequest(Tables.vkCreateSampler, args, w, map, caps);
+            using var arena = new Arena();
+            ulong* hostArgs = stackalloc ulong[CommandCodec.MaxParams];
+            try
+            {
+                CommandCodec.DecodeRequest(Tables.vkCreateSampler, w.Written.Slice(MessageHeader.Size, (int)MessageHeader.Read(w.Written).ByteLength), hostArgs, caps, map, arena);
+                return null;
+            }
+            catch (ProtocolException e) { return e.Message; }
+        }
+        Assert.Null(Decode());
+        ci.magFilter = (VkFilter)1000015000; // VK_FILTER_CUBIC_EXT: an extension's value is a value of the enum
+        Assert.Null(Decode());
+        ci.magFilter = (VkFilter)77;
+        Assert.Equal("magFilter: 77 is not a value of VkFilter", Decode());
+        ci.magFilter = VkFilter.VK_FILTER_NEAREST;
+        ci.addressModeU = (VkSamplerAddressMode)(-5);
+        Assert.Equal("addressModeU: -5 is not a value of VkSamplerAddressMode", Decode());
+    }
+
+    sealed class IdentityMap : IHandleMap
+    {
+        public ulong ToWire(int t, ulong h) => h;
+        public ulong FromWire(int t, ulong id) => id;
+        public ulong Create(int t, out ulong handle) => handle = 9;
+        public void ExpectCreate(int t, ulong id, ulong* slot) { }
+    }
+}

@@ -36,7 +36,7 @@ public unsafe class StructRoundTripTests
         void Fill(int type, byte* p, int depth)
         {
             ref readonly var t = ref Tables.Types[type];
-            if (t.Pod) { rnd.NextBytes(new Span<byte>(p, t.Size)); return; }
+            if (t.Pod) { rnd.NextBytes(new Span<byte>(p, t.Size)); ValidEnums(type, p); return; }
             var fields = Tables.Fields.AsSpan(t.FirstField, t.FieldCount);
             var countsSet = new HashSet<int>();
             foreach (ref readonly var f in fields)
@@ -47,6 +47,7 @@ public unsafe class StructRoundTripTests
                     case FieldKind.Pod:
                         // Counts get their value from the array they measure (below); everything else is noise.
                         if (!countsSet.Contains(f.Offset)) rnd.NextBytes(new Span<byte>(at, f.Size));
+                        if (f.Type >= 0) ValidEnum(f, at);
                         break;
                     case FieldKind.PNext:
                         *(byte**)at = depth > 2 ? null : Chain(depth);
@@ -108,6 +109,21 @@ public unsafe class StructRoundTripTests
                     case ElemKind.Struct: Fill(f.Type, e, depth + 1); break;
                 }
             }
+        }
+
+        /// <summary>The host refuses enum values outside the registry's, so random data gets valid ones there.</summary>
+        void ValidEnum(in FieldDesc f, byte* at)
+        {
+            if (f.Elem == ElemKind.Struct) { ValidEnums(f.Type, at); return; }
+            var values = Tables.CheckedEnumValues[f.Type];
+            *(int*)at = values[rnd.Next(values.Length)];
+        }
+
+        void ValidEnums(int type, byte* p)
+        {
+            ref readonly var t = ref Tables.Types[type];
+            foreach (ref readonly var f in Tables.Fields.AsSpan(t.FirstField, t.FieldCount))
+                if (f.Kind == FieldKind.Pod && f.Type >= 0) ValidEnum(f, p + f.Offset);
         }
 
         byte* Chain(int depth)

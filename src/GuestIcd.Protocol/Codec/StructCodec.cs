@@ -139,7 +139,12 @@ public static unsafe class StructCodec
     public static void DecodeStruct(int type, byte* dst, ref WireReader r, IHandleMap m, Arena a, bool chained = false)
     {
         ref readonly var t = ref Tables.Types[type];
-        if (t.Pod) { r.Take(t.Size).CopyTo(new Span<byte>(dst, t.Size)); return; }
+        if (t.Pod)
+        {
+            r.Take(t.Size).CopyTo(new Span<byte>(dst, t.Size));
+            if (s_checksEnums[type]) CheckEnums(type, dst);
+            return;
+        }
         foreach (ref readonly var f in FieldsOf(type))
         {
             if (f.Kind == FieldKind.PNext && chained) continue;
@@ -152,7 +157,10 @@ public static unsafe class StructCodec
         byte* at = p + f.Offset;
         switch (f.Kind)
         {
-            case FieldKind.Pod: r.Take(f.Size).CopyTo(new Span<byte>(at, f.Size)); break;
+            case FieldKind.Pod:
+                r.Take(f.Size).CopyTo(new Span<byte>(at, f.Size));
+                if (f.Type >= 0) CheckPod(f, at);
+                break;
             case FieldKind.Skip: *(void**)at = null; break;
             case FieldKind.PNext: *(void**)at = DecodeChain(ref r, m, a); break;
             case FieldKind.Handle:
@@ -195,6 +203,36 @@ public static unsafe class StructCodec
         }
     }
 
+    // ------------------------------------------------------------------ enum values (host, requests)
+
+    /// <summary>Types whose plain-data members include enums: their values are checked after a block copy.</summary>
+    static readonly bool[] s_checksEnums = BuildChecks();
+
+    static bool[] BuildChecks()
+    {
+        var checks = new bool[Tables.Types.Length];
+        for (int t = 0; t < checks.Length; t++)
+            foreach (ref readonly var f in FieldsOf(t))
+                if (f.Kind == FieldKind.Pod && f.Type >= 0) { checks[t] = true; break; }
+        return checks;
+    }
+
+    /// <summary>An out-of-range enum reaching the driver is undefined behaviour in the host process, so the
+    /// decoder refuses it (noautovalidity members are not checked: the spec lets them hold anything).</summary>
+    static void CheckPod(in FieldDesc f, byte* at)
+    {
+        if (f.Elem == ElemKind.Struct) { CheckEnums(f.Type, at); return; }
+        int value = *(int*)at;
+        if (Array.BinarySearch(Tables.CheckedEnumValues[f.Type], value) < 0)
+            throw new ProtocolException($"{f.Name}: {value} is not a value of {Tables.CheckedEnumNames[f.Type]}");
+    }
+
+    static void CheckEnums(int type, byte* p)
+    {
+        foreach (ref readonly var f in FieldsOf(type))
+            if (f.Kind == FieldKind.Pod && f.Type >= 0) CheckPod(f, p + f.Offset);
+    }
+
     /// <summary>A NULL where the spec requires a pointer would crash the host driver, not just this guest.
     /// An array pointer may be NULL when its count is 0.</summary>
     static void RequireOptional(in FieldDesc f, byte* owner = null)
@@ -220,6 +258,7 @@ public static unsafe class StructCodec
                 {
                     int bytes = checked((int)(n * (ulong)f.Size));
                     r.Take(bytes).CopyTo(new Span<byte>(q, bytes));
+                    if (s_checksEnums[f.Type]) for (uint i = 0; i < n; i++) CheckEnums(f.Type, q + i * (ulong)f.Size);
                 }
                 else for (uint i = 0; i < n; i++) DecodeStruct(f.Type, q + i * (ulong)f.Size, ref r, m, a);
                 break;
