@@ -65,7 +65,8 @@ internal sealed unsafe class Connection : IDisposable
         }
         catch (TransportClosedException e)
         {
-            throw new IncompatibleHostException($"no hostsim reachable at {spec}: {e.Message}");
+            // auto names the unix default it ended up trying (a vm attempt, if any, was logged at info).
+            throw new IncompatibleHostException($"no hostsim reachable at {(spec == "auto" ? "unix:" + Handshake.DefaultSocketPath() : spec)}: {e.Message}");
         }
         catch (ArgumentException e)
         {

@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace GuestIcd.Vm.Tests;
+
+/// <summary>
+/// The ICD inside a real guest reaches hostsim on the host over the vm transport: rings and HOST_VISIBLE
+/// memory in an ivshmem BAR backed by a host file, doorbells over the virtio-serial port. Uses the build in
+/// GUESTICD_OUT (default out/: scripts/build.sh).
+/// </summary>
+public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper output) : IClassFixture<VmFixture>
+{
+    static string Out => Environment.GetEnvironmentVariable("GUESTICD_OUT") is { Length: > 0 } o ? o : "out";
+
+    static string Need(string rel)
+    {
+        var p = Path.Combine(Vm.Root, rel);
+        if (!File.Exists(p)) throw new FileNotFoundException($"{rel} is missing: build with `bash scripts/build.sh` first (or set GUESTICD_OUT)", p);
+        return p;
+    }
+
+    bool VmMissing()
+    {
+        if (vm.Available)
+        {
+            Assert.True(vm.Prepare.ExitCode == 0, "preparing the VM cache failed: " + vm.Prepare);
+            return false;
+        }
+        output.WriteLine("skipped: " + vm.Reason);
+        if (Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1")
+            Assert.Fail("qemu missing: install qemu-system-x86 (GUESTICD_REQUIRE_VM=1); harness said: " + vm.Reason);
+        return true;
+    }
+
+    /// <summary>hostsim listening on vm:SOCK,shm=FILE, its log collected.</summary>
+    sealed class VmHostSim : IDisposable
+    {
+        readonly Process _process;
+        readonly StringBuilder _log = new();
+        public string Socket { get; }
+        public string Shm { get; }
+        public string Log { get { lock (_log) return _log.ToString(); } }
+
+        public VmHostSim()
+        {
+            var id = Guid.NewGuid().ToString("N")[..12];
+            Socket = $"/tmp/guesticd-vm-e2e-{id}.sock";
+            Shm = $"/dev/shm/guesticd-vm-e2e-{id}.shm";
+            var psi = new ProcessStartInfo(Need($"{Out}/hostsim/guesticd-hostsim"))
+            {
+                RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            };
+            foreach (var a in new[] { "serve", "--listen", $"vm:{Socket},shm={Shm},size=268435456" }) psi.ArgumentList.Add(a);
+            _process = Process.Start(psi)!;
+            _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
+            _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
+            _process.BeginOutputReadLine();
+            _process.BeginErrorReadLine();
+            var sw = Stopwatch.StartNew();
+            while (!Log.Contains("listening on"))
+            {
+                if (_process.HasExited) throw new InvalidOperationException($"hostsim exited ({_process.ExitCode}):\n{Log}");
+                if (sw.ElapsedMilliseconds > 30_000) throw new TimeoutException("hostsim never logged 'listening on':\n" + Log);
+                Thread.Sleep(20);
+            }
+        }
+
+        public void Dispose()
+        {
+            if (!_process.HasExited) { _process.Kill(); _process.WaitForExit(); }
+            File.Delete(Socket);
+            File.Delete(Shm);
+        }
+    }
+
+    Vm.Result Show(Vm.Result r, VmHostSim host)
+    {
+        output.WriteLine(r.ToString());
+        output.WriteLine("--- hostsim\n" + host.Log);
+        return r;
+    }
+
+    static Dictionary<string, string?> GuestEnv(string transport) => new()
+    {
+        ["VK_DRIVER_FILES"] = Need($"{Out}/icd/guesticd_icd.x86_64.json"),
+        ["GUESTICD_TRANSPORT"] = transport,
+        ["GUESTICD_LOG"] = "info",
+        ["VK_LOADER_LAYERS_DISABLE"] = "*",
+    };
+
+    [Fact]
+    public void VulkaninfoInTheGuestSeesHostsimOverIvshmemAndVirtioSerial()
+    {
+        if (VmMissing()) return;
+        using var host = new VmHostSim();
+        var r = Show(Vm.Run(["--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", "vulkaninfo", "--summary"], GuestEnv("vm")), host);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("deviceName         = GuestIcd: llvmpipe", r.Stdout);
+        Assert.Matches(@"GuestIcd info: connected to llvmpipe .* over vm:/dev/vport\d+p\d+ \+ ivshmem /sys/bus/pci/devices/[0-9a-f:.]+/resource2", r.Stderr);
+        // The loader's probe and the instance: two sessions, one after the other, on the one port.
+        Assert.Contains("session 1 connected via vm:", host.Log);
+        Assert.Contains("session 2 connected via vm:", host.Log);
+        Assert.Contains("session 2 ended (guest disconnected)", host.Log);
+    }
+
+    [Fact]
+    public void ComputeInTheGuestVerifiesThroughTheSharedHeap()
+    {
+        if (VmMissing()) return;
+        // Built on the host; the guest sees the host's files at the same paths (read-only).
+        var tools = Path.Combine(Vm.Root, Out, "vm-tools");
+        Directory.CreateDirectory(tools);
+        var compute = Path.Combine(tools, "compute");
+        var spv = Path.Combine(tools, "multiply.spv");
+        var cc = Vm.RunProcess("cc", ["-O2", "-o", compute, Path.Combine(Vm.Root, "native-shim", "clients", "compute.c"), "-lvulkan"]);
+        Assert.True(cc.ExitCode == 0, "cc failed: " + cc);
+        var glslc = Vm.RunProcess("glslc", [Path.Combine(Vm.Root, "native-shim", "shaders", "multiply.comp"), "-o", spv]);
+        Assert.True(glslc.ExitCode == 0, "glslc failed: " + glslc);
+
+        using var host = new VmHostSim();
+        // auto: inside a guest with the port, the ICD picks vm by itself.
+        var r = Show(Vm.Run(["--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", compute, spv], GuestEnv("auto")), host);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("round 1: verified", r.Stdout);
+        Assert.Contains("over vm:/dev/vport", r.Stderr);
+        Assert.Contains("session 1 connected via vm:", host.Log);
+    }
+}
