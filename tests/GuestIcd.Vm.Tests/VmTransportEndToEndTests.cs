@@ -103,11 +103,9 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         Assert.Contains("session 2 ended (guest disconnected)", host.Log);
     }
 
-    [Fact]
-    public void ComputeInTheGuestVerifiesThroughTheSharedHeap()
+    /// <summary>The compute client and its shader, built on the host where the guest sees them (read-only, same paths).</summary>
+    static (string Compute, string Spv) BuildCompute()
     {
-        if (VmMissing()) return;
-        // Built on the host; the guest sees the host's files at the same paths (read-only).
         var tools = Path.Combine(Vm.Root, Out, "vm-tools");
         Directory.CreateDirectory(tools);
         var compute = Path.Combine(tools, "compute");
@@ -116,7 +114,51 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         Assert.True(cc.ExitCode == 0, "cc failed: " + cc);
         var glslc = Vm.RunProcess("glslc", [Path.Combine(Vm.Root, "native-shim", "shaders", "multiply.comp"), "-o", spv]);
         Assert.True(glslc.ExitCode == 0, "glslc failed: " + glslc);
+        return (compute, spv);
+    }
 
+    /// <summary>A VM killed in the middle of its work: hostsim releases everything that session created and
+    /// serves the next VM on the same listener.</summary>
+    [Fact]
+    public void KillingTheVmMidStreamReleasesItsObjectsAndHostsimKeepsServing()
+    {
+        if (VmMissing()) return;
+        var holder = Path.Combine(Vm.Root, Out, "vm-tools", "device_lost");
+        Directory.CreateDirectory(Path.GetDirectoryName(holder)!);
+        var cc = Vm.RunProcess("cc", ["-O2", "-o", holder, Path.Combine(Vm.Root, "native-shim", "clients", "device_lost.c"), "-lvulkan"]);
+        Assert.True(cc.ExitCode == 0, "cc failed: " + cc);
+        using var host = new VmHostSim();
+        // The client creates its instance, then waits on a stdin that never speaks; the test kills qemu once the
+        // instance's session (the one after the loader's probe) is under way.
+        var psi = new ProcessStartInfo("bash") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Vm.Root };
+        foreach (var a in new[] { Vm.Harness, "--timeout", "240", "--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", "sh", "-c", $"sleep 1000 | {holder}" })
+            psi.ArgumentList.Add(a);
+        foreach (var (k, v) in GuestEnv("vm")) psi.Environment[k] = v;
+        using (var vmProcess = Process.Start(psi)!)
+        {
+            var sw = Stopwatch.StartNew();
+            while (!host.Log.Contains("session 2: guest build") && sw.ElapsedMilliseconds < 200_000 && !vmProcess.HasExited) Thread.Sleep(100);
+            Assert.True(host.Log.Contains("session 2: guest build"), "the guest's instance never connected:\n" + host.Log);
+            Thread.Sleep(1000);
+            vmProcess.Kill(entireProcessTree: true);
+            vmProcess.WaitForExit();
+        }
+        // qemu's death closes the chardev socket: the session ends and releases what the guest left behind.
+        const string released = @"session 2 ended \((guest disconnected|transport closed)[^\n]*: [1-9]\d* commands[^\n]* [1-9]\d* guest objects left";
+        var wait = Stopwatch.StartNew();
+        while (!System.Text.RegularExpressions.Regex.IsMatch(host.Log, released) && wait.ElapsedMilliseconds < 20_000) Thread.Sleep(50);
+        Assert.Matches(released, host.Log);
+
+        var next = Show(Vm.Run(["--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", "vulkaninfo", "--summary"], GuestEnv("vm")), host);
+        Assert.Equal(0, next.ExitCode);
+        Assert.Contains("deviceName         = GuestIcd: llvmpipe", next.Stdout);
+    }
+
+    [Fact]
+    public void ComputeInTheGuestVerifiesThroughTheSharedHeap()
+    {
+        if (VmMissing()) return;
+        var (compute, spv) = BuildCompute();
         using var host = new VmHostSim();
         // auto: inside a guest with the port, the ICD picks vm by itself.
         var r = Show(Vm.Run(["--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", compute, spv], GuestEnv("auto")), host);
