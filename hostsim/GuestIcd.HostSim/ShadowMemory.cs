@@ -68,13 +68,19 @@ internal sealed unsafe partial class Session
     {
         var r = new WireReader(payload);
         var s = ShadowOf(ref r);
+        ulong from = r.U64();
         r.ExpectEnd();
-        Range(s, Tables.vkInvalidateMappedMemoryRanges);
+        if (from >= s.Size) throw new ProtocolException($"memory read from {from} beyond the {s.Size}-byte allocation");
+        if (from == 0) Range(s, Tables.vkInvalidateMappedMemoryRanges);
         _writer.Reset();
         int at = _writer.BeginReply(PrivateCommands.ReadMemory, _sequence);
+        int nextAt = _writer.Position;
+        _writer.U64(0);
         int countAt = _writer.Position;
         _writer.U32(0);
-        _writer.PatchU32(countAt, DirtyPages.AppendChanged(s.Mapped, s.Seen, s.Size, _writer));
+        uint runs = DirtyPages.AppendChanged(s.Mapped, s.Seen, s.Size, _writer, ref from);
+        _writer.PatchU32(countAt, runs);
+        _writer.PatchU64(nextAt, from);
         _writer.EndReply(at);
         transport.Write(_writer.Written);
         transport.Flush();

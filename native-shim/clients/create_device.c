@@ -1,6 +1,7 @@
 /* A minimal real client: instance, physical device, logical device and queue through the loader,
  * printing what it got so the test can compare it with the host's device. */
 #include <stdio.h>
+#include <string.h>
 #include <vulkan/vulkan.h>
 
 int main(void)
@@ -17,6 +18,18 @@ int main(void)
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(pd, &props);
     printf("device=%s type=%d\n", props.deviceName, props.deviceType);
+    /* Queries whose answers never change: asked many times, they must agree every time. */
+    for (int i = 0; i < 1000; i++) {
+        VkPhysicalDeviceProperties again;
+        VkFormatProperties fp;
+        vkGetPhysicalDeviceProperties(pd, &again);
+        vkGetPhysicalDeviceFormatProperties(pd, (VkFormat)(i % 100), &fp);
+        if (again.limits.maxImageDimension2D != props.limits.maxImageDimension2D || strcmp(again.deviceName, props.deviceName) != 0) {
+            printf("properties changed between calls\n");
+            return 5;
+        }
+    }
+    printf("2000 repeated queries agree\n");
     for (int round = 0; round < 3; round++) {
         float prio = 1.0f;
         VkDeviceQueueCreateInfo q = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueCount = 1, .pQueuePriorities = &prio };

@@ -139,7 +139,24 @@ internal sealed unsafe class Connection : IDisposable
             try
             {
                 if (_shadows.Count > 0 && ShadowSync.PushBefore[command]) PushShadows();
+                int start = _writer.Position;
                 CommandCodec.EncodeRequest(command, args, _writer, Handles, caps);
+                if (QueryCache.Cacheable[command])
+                {
+                    // A physical device's answers never change: the same question is answered from the first reply.
+                    var request = _writer.Written[start..];
+                    if (_queries.TryGet(request, out var cached))
+                    {
+                        _writer.Truncate(start);
+                        return CommandCodec.DecodeReply(command, cached, args, caps, Handles);
+                    }
+                    var key = request.ToArray();
+                    _writer.Truncate(start + key.Length);
+                    SendQueued();
+                    var reply = ReadReply(-1, cd.Id);
+                    _queries.Add(key, reply.ToArray());
+                    return CommandCodec.DecodeReply(command, reply, args, caps, Handles);
+                }
                 if (!cd.WantsReply)
                 {
                     if (_writer.Position >= BatchBytes) SendQueued();
@@ -191,6 +208,7 @@ internal sealed unsafe class Connection : IDisposable
     }
 
     readonly Dictionary<ulong, Shadow> _shadows = new();
+    readonly QueryCache _queries = new();
 
     /// <summary>A HOST_VISIBLE allocation on a connection without shared memory gets a local copy to map.</summary>
     public void AddShadow(ulong memory, ulong size)
@@ -229,16 +247,18 @@ internal sealed unsafe class Connection : IDisposable
     {
         lock (this)
             foreach (var (memory, s) in _shadows)
-            {
-                int at = _writer.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None);
-                _writer.U64(memory);
-                int countAt = _writer.Position;
-                _writer.U32(0);
-                uint runs = DirtyPages.AppendChanged(s.Data, s.Seen, s.Size, _writer);
-                if (runs == 0) { _writer.Truncate(at); continue; }
-                _writer.PatchU32(countAt, runs);
-                _writer.EndMessage(at);
-            }
+                for (ulong from = 0; from < s.Size;)
+                {
+                    int at = _writer.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None);
+                    _writer.U64(memory);
+                    int countAt = _writer.Position;
+                    _writer.U32(0);
+                    uint runs = DirtyPages.AppendChanged(s.Data, s.Seen, s.Size, _writer, ref from);
+                    if (runs == 0) { _writer.Truncate(at); continue; }
+                    _writer.PatchU32(countAt, runs);
+                    _writer.EndMessage(at);
+                    if (_writer.Position >= BatchBytes) SendQueued();
+                }
     }
 
     /// <summary>Fetches what the device wrote (after waits, invalidates).</summary>
@@ -249,13 +269,20 @@ internal sealed unsafe class Connection : IDisposable
 
     void Pull(ulong memory, Shadow s)
     {
-        int at = _writer.BeginMessage(PrivateCommands.ReadMemory, MessageFlags.ReplyWanted);
-        _writer.U64(memory);
-        _writer.EndMessage(at);
-        SendQueued();
-        var r = new WireReader(ReadReply(-1, PrivateCommands.ReadMemory));
-        DirtyPages.Apply(ref r, r.U32(), s.Data, s.Seen, s.Size);
-        r.ExpectEnd();
+        for (ulong from = 0; from < s.Size;)
+        {
+            int at = _writer.BeginMessage(PrivateCommands.ReadMemory, MessageFlags.ReplyWanted);
+            _writer.U64(memory);
+            _writer.U64(from);
+            _writer.EndMessage(at);
+            SendQueued();
+            var r = new WireReader(ReadReply(-1, PrivateCommands.ReadMemory));
+            ulong next = r.U64();
+            if (next <= from) throw new ProtocolException($"memory read did not advance ({from} → {next})");
+            DirtyPages.Apply(ref r, r.U32(), s.Data, s.Seen, s.Size);
+            r.ExpectEnd();
+            from = next;
+        }
     }
 
     void SendQueued()

@@ -13,7 +13,9 @@ public static class PrivateCommands
     /// u32 run count, then runs of {u64 offset, u32 length, bytes} (<see cref="Wire.DirtyPages"/>).</summary>
     public const uint WriteMemory = 4;
 
-    /// <summary>Guest → host: the pages of an allocation that changed on the host since the guest last saw them.
-    /// Payload: u64 memory id. Reply (command 5): u32 run count, then runs.</summary>
+    /// <summary>Guest → host: the pages of an allocation that changed on the host since the guest last saw them,
+    /// from an offset on, at most <see cref="Wire.DirtyPages.MaxBytesPerMessage"/> bytes per reply.
+    /// Payload: u64 memory id, u64 from. Reply (command 5): u64 where to continue (the size when done),
+    /// u32 run count, then runs.</summary>
     public const uint ReadMemory = 5;
 }

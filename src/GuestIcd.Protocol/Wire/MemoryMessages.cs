@@ -6,18 +6,24 @@ public static unsafe class DirtyPages
 {
     public const int PageSize = 4096;
 
+    /// <summary>Most bytes of page data one message carries: stream transports read a message whole, and a
+    /// large allocation travels as several.</summary>
+    public const ulong MaxBytesPerMessage = 2 << 20;
+
     /// <summary>Appends {u64 offset, u32 length, bytes} for every run of pages of <paramref name="current"/>
-    /// that differs from <paramref name="seen"/>, updating <paramref name="seen"/>; returns how many runs.</summary>
-    public static uint AppendChanged(byte* current, byte* seen, ulong size, WireWriter w)
+    /// that differs from <paramref name="seen"/>, from <paramref name="from"/> on, until about
+    /// <see cref="MaxBytesPerMessage"/> bytes are written; updates <paramref name="seen"/>, returns how many
+    /// runs, and sets <paramref name="from"/> to where the next message should continue (size when done).</summary>
+    public static uint AppendChanged(byte* current, byte* seen, ulong size, WireWriter w, ref ulong from)
     {
         uint runs = 0;
-        ulong page = 0;
-        while (page < size)
+        ulong page = from, written = 0;
+        while (page < size && written < MaxBytesPerMessage)
         {
             ulong len = Math.Min((ulong)PageSize, size - page);
             if (new ReadOnlySpan<byte>(current + page, (int)len).SequenceEqual(new ReadOnlySpan<byte>(seen + page, (int)len))) { page += len; continue; }
             ulong start = page;
-            while (page < size)
+            while (page < size && page - start < MaxBytesPerMessage)
             {
                 len = Math.Min((ulong)PageSize, size - page);
                 if (new ReadOnlySpan<byte>(current + page, (int)len).SequenceEqual(new ReadOnlySpan<byte>(seen + page, (int)len))) break;
@@ -28,8 +34,10 @@ public static unsafe class DirtyPages
             w.U32(checked((uint)runLen));
             w.Raw(current + start, (int)runLen);
             Buffer.MemoryCopy(current + start, seen + start, runLen, runLen);
+            written += runLen;
             runs++;
         }
+        from = page;
         return runs;
     }
 

@@ -41,6 +41,7 @@ public sealed class WireWriter : IDisposable
     public void Bytes(ReadOnlySpan<byte> b) { if (b.Length > 0) b.CopyTo(Reserve(b.Length)); }
     public unsafe void Raw(void* p, int n) => Bytes(new ReadOnlySpan<byte>(p, n));
     public void PatchU32(int at, uint v) => Unsafe.WriteUnaligned(ref _buf[at], v);
+    public void PatchU64(int at, ulong v) => Unsafe.WriteUnaligned(ref _buf[at], v);
 
     public void PadTo8()
     {
