@@ -15,6 +15,8 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
         "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
         "vkCmdPushDescriptorSetWithTemplateKHR",
+        "vkCreateFence", "vkDestroyFence", "vkGetFenceStatus", "vkResetFences", "vkWaitForFences", "vkQueueSubmit", "vkQueueSubmit2",
+        "vkQueueBindSparse",
     };
 
     /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>

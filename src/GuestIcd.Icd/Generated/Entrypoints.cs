@@ -3683,12 +3683,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pCreateInfo;
-            a[2] = (ulong)pAllocator;
-            a[3] = (ulong)pFence;
-            return (VkResult)(int)Generic.Call(Tables.vkCreateFence, a);
+            return Entry.vkCreateFence(device, pCreateInfo, pAllocator, pFence);
         }
         catch (Exception e)
         {
@@ -4325,11 +4320,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)fence.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkDestroyFence, a);
+            Entry.vkDestroyFence(device, fence, pAllocator);
         }
         catch (Exception e)
         {
@@ -5337,10 +5328,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)fence.Handle;
-            return (VkResult)(int)Generic.Call(Tables.vkGetFenceStatus, a);
+            return Entry.vkGetFenceStatus(device, fence);
         }
         catch (Exception e)
         {
@@ -6384,12 +6372,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)queue.Handle;
-            a[1] = (ulong)bindInfoCount;
-            a[2] = (ulong)pBindInfo;
-            a[3] = (ulong)fence.Handle;
-            return (VkResult)(int)Generic.Call(Tables.vkQueueBindSparse, a);
+            return Entry.vkQueueBindSparse(queue, bindInfoCount, pBindInfo, fence);
         }
         catch (Exception e)
         {
@@ -6418,12 +6401,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)queue.Handle;
-            a[1] = (ulong)submitCount;
-            a[2] = (ulong)pSubmits;
-            a[3] = (ulong)fence.Handle;
-            return (VkResult)(int)Generic.Call(Tables.vkQueueSubmit, a);
+            return Entry.vkQueueSubmit(queue, submitCount, pSubmits, fence);
         }
         catch (Exception e)
         {
@@ -6436,12 +6414,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)queue.Handle;
-            a[1] = (ulong)submitCount;
-            a[2] = (ulong)pSubmits;
-            a[3] = (ulong)fence.Handle;
-            return (VkResult)(int)Generic.Call(Tables.vkQueueSubmit2, a);
+            return Entry.vkQueueSubmit2(queue, submitCount, pSubmits, fence);
         }
         catch (Exception e)
         {
@@ -6566,11 +6539,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)fenceCount;
-            a[2] = (ulong)pFences;
-            return (VkResult)(int)Generic.Call(Tables.vkResetFences, a);
+            return Entry.vkResetFences(device, fenceCount, pFences);
         }
         catch (Exception e)
         {
@@ -6763,13 +6732,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)fenceCount;
-            a[2] = (ulong)pFences;
-            a[3] = (ulong)waitAll;
-            a[4] = (ulong)timeout;
-            return (VkResult)(int)Generic.Call(Tables.vkWaitForFences, a);
+            return Entry.vkWaitForFences(device, fenceCount, pFences, waitAll, timeout);
         }
         catch (Exception e)
         {
