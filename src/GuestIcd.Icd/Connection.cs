@@ -61,7 +61,7 @@ internal sealed unsafe class Connection : IDisposable
         ITransport transport;
         try
         {
-            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes, info: Log.Info);
+            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes, info: Log.Warn);
         }
         catch (TransportClosedException e)
         {
