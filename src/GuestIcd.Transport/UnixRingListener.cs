@@ -295,11 +295,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
         if (region == Libc.MAP_FAILED)
             throw Drop(index, $"mapping its shared memory failed ({Libc.Describe(Libc.Errno)})");
 
-        int pid = 0;
-        var credentials = default(Libc.UCred);
-        uint credentialsLength = (uint)sizeof(Libc.UCred);
-        if (Libc.getsockopt(p.Fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &credentials, &credentialsLength) == 0)
-            pid = credentials.pid;
+        int pid = PeerPid(p.Fd);
 
         // The mapping keeps the memory; the fd is no longer needed. The socket now belongs to the transport.
         Libc.close(p.Memfd);
@@ -312,13 +308,17 @@ public sealed unsafe class UnixRingListener : ITransportListener
     {
         Pending p = _pending[index];
         _pending.RemoveAt(index);
-        int pid = 0;
-        var credentials = default(Libc.UCred);
-        uint credentialsLength = (uint)sizeof(Libc.UCred);
-        if (Libc.getsockopt(p.Fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &credentials, &credentialsLength) == 0)
-            pid = credentials.pid;
+        int pid = PeerPid(p.Fd);
         ClosePending(p);
         return new TransportClosedException($"{Description}: dropped guest pid {pid}: it {reason}");
+    }
+
+    /// <summary>The guest's process id, for log lines (0 when the kernel cannot say).</summary>
+    private static int PeerPid(int fd)
+    {
+        var credentials = default(Libc.UCred);
+        uint credentialsLength = (uint)sizeof(Libc.UCred);
+        return Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &credentials, &credentialsLength) == 0 ? credentials.pid : 0;
     }
 
     private static void ClosePending(Pending p)
