@@ -29,13 +29,10 @@ internal sealed unsafe partial class Session
     ulong Execute(int cmd, ulong* a)
     {
         ulong result;
-        // Objects allocated from a pool, and pools that free their objects wholesale.
-        switch (cmd)
-        {
-            case Tables.vkAllocateDescriptorSets: _objects.PendingParent = ((VkDescriptorSetAllocateInfo*)a[1])->descriptorPool.Handle; break;
-            case Tables.vkAllocateCommandBuffers: _objects.PendingParent = ((VkCommandBufferAllocateInfo*)a[1])->commandPool.Handle; break;
-            case Tables.vkDestroyDescriptorPool or Tables.vkResetDescriptorPool or Tables.vkDestroyCommandPool: _objects.RemoveChildren(a[1]); break;
-        }
+        _objects.PendingOwner = OwnerOf(cmd, a);
+        if (_objects.PendingOverLimit) return RefuseOverObjectQuota(cmd);
+        // A reset pool frees its sets; destroyed pools, devices and instances take their children with them (Teardown.cs).
+        if (cmd == Tables.vkResetDescriptorPool) _objects.ForgetChildren(_objects.IdOf(ObjDescriptorPool, a[1]));
         switch (cmd)
         {
             case Tables.vkCreateInstance:
@@ -51,8 +48,10 @@ internal sealed unsafe partial class Session
                 result = EnumeratePhysicalDeviceGroups(a);
                 break;
             case Tables.vkDestroyInstance:
-                StopValidation(new VkInstance((nint)a[0]));
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
+                result = DestroyInstance(a);
+                break;
+            case Tables.vkDestroyDevice:
+                result = DestroyDevice(a);
                 break;
             case Tables.vkCreateBuffer:
                 result = CreateBuffer(a);
@@ -61,13 +60,10 @@ internal sealed unsafe partial class Session
                 result = CreateImage(a);
                 break;
             case Tables.vkAllocateMemory:
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
-                if (result == 0) _memorySizes[*(ulong*)a[3]] = ((VkMemoryAllocateInfo*)a[1])->allocationSize;
-                if (_heap == null && result == 0) ShadowIfMappable(a);
+                result = AllocateMemory(a);
                 break;
             case Tables.vkFreeMemory:
-                DropShadow(a[1]);
-                _memorySizes.Remove(a[1]);
+                ForgetMemory(a[1]);
                 result = Trampolines.Invoke(cmd, Fn(cmd), a);
                 break;
             case Tables.vkBindBufferMemory or Tables.vkBindImageMemory:
@@ -108,7 +104,6 @@ internal sealed unsafe partial class Session
                     Id, cd.Name, (VkResult)(int)(uint)result);
         }
         ForgetDestroyed(cmd, a);
-        if (cmd == Tables.vkDestroyInstance && (ulong)_instance.Handle == a[0]) { _instance = default; Array.Clear(_fns); }
         return result;
     }
 
@@ -180,34 +175,5 @@ internal sealed unsafe partial class Session
                 for (ulong i = 0; i < n; i++) _objects.RemoveHost(f.Type, ((ulong*)a[f.Offset / 8])[i]);
             }
         }
-    }
-
-    /// <summary>A guest that leaves (or is thrown out) without cleaning up must not leak host objects.</summary>
-    void ReleaseAll()
-    {
-        var live = _objects.All.OrderByDescending(kv => kv.Value.Order).ToList();
-        foreach (var (_, e) in live)
-        {
-            try
-            {
-                if (e.Type == ObjDevice)
-                {
-                    var wait = (delegate* unmanaged<VkDevice, VkResult>)HostVulkan.GetInstanceProcAddr(_instance, "vkDeviceWaitIdle");
-                    var destroy = (delegate* unmanaged<VkDevice, void*, void>)HostVulkan.GetInstanceProcAddr(_instance, "vkDestroyDevice");
-                    wait(new VkDevice((nint)e.Host));
-                    destroy(new VkDevice((nint)e.Host), null);
-                }
-            }
-            catch (Exception ex) { log.LogWarning("session {Session}: releasing a device failed: {Error}", Id, ex.Message); }
-        }
-        foreach (var (_, e) in live)
-        {
-            if (e.Type != ObjInstance) continue;
-            StopValidation(new VkInstance((nint)e.Host));
-            var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(new VkInstance((nint)e.Host), "vkDestroyInstance");
-            destroy(new VkInstance((nint)e.Host), null);
-        }
-        _instance = default;
-        foreach (var m in _shadows.Keys.ToList()) DropShadow(m);
     }
 }

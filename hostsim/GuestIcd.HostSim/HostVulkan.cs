@@ -20,6 +20,10 @@ internal static unsafe class HostVulkan
         fixed (byte* p = buf) return s_gipa(instance, p);
     }
 
+    /// <summary>A function the loader itself exports (its dispatching trampoline): valid whatever instance the
+    /// object was made from, and whether or not the session's current instance still exists.</summary>
+    public static nint Export(string name) => NativeLibrary.GetExport(s_lib, name);
+
     public static string Str(ReadOnlySpan<byte> fixedChars)
     {
         int n = fixedChars.IndexOf((byte)0);

@@ -28,7 +28,11 @@ internal sealed unsafe partial class Session
             ci->enabledExtensionCount++;
         }
         var r = Trampolines.Invoke(Tables.vkCreateDevice, Fn(Tables.vkCreateDevice), a);
-        if ((int)(uint)r == 0) _physicalDevices[(*(VkDevice*)a[3]).Handle] = new VkPhysicalDevice((nint)a[0]);
+        if ((int)(uint)r == 0)
+        {
+            _physicalDevices[(*(VkDevice*)a[3]).Handle] = new VkPhysicalDevice((nint)a[0]);
+            RememberQueueFamily(*(VkDevice*)a[3], ci);
+        }
         return r;
     }
 
@@ -136,7 +140,12 @@ internal sealed unsafe partial class Session
         var device = new VkDevice((nint)a[0]);
         var ai = (VkMemoryAllocateInfo*)a[1];
         if (ai->allocationSize > size) throw new ProtocolException($"allocation of {ai->allocationSize} bytes in a {size}-byte shared range");
+        _objects.PendingOwner = _objects.IdOf(ObjDevice, a[0]);
+        if (_objects.PendingOverLimit) return RefuseOverObjectQuota(Tables.vkAllocateMemory);
+        if (!WithinMemoryQuota(size)) { _objects.DiscardCreates(); return Result(VK_ERROR_OUT_OF_DEVICE_MEMORY); }
         void* host = _heap + offset;
+        // The guest's allocator reuses freed ranges: what it sees must start zeroed all the same.
+        ZeroShared((byte*)host, size);
 
         var props = new VkMemoryHostPointerPropertiesEXT { sType = VkStructureType.VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT };
         var query = (delegate* unmanaged<VkDevice, VkExternalMemoryHandleTypeFlagBits, void*, VkMemoryHostPointerPropertiesEXT*, VkResult>)
@@ -165,9 +174,66 @@ internal sealed unsafe partial class Session
         map(device, memory, 0, VkConstants.VK_WHOLE_SIZE, 0, &mapped);
         _objects.CommitCreates();
         _memorySizes[memory.Handle] = size;
+        _memoryBytes += size;
         SharedBytes += size;
         return Result(r);
     }
 
     public ulong SharedBytes;
+
+    Quotas Limits => options.Quotas ?? Quotas.Default;
+
+    /// <summary>Device memory this session holds now (driver allocations and imported heap ranges), against
+    /// <see cref="Quotas.DeviceMemoryBytes"/>.</summary>
+    ulong _memoryBytes;
+
+    bool WithinMemoryQuota(ulong bytes)
+    {
+        if (bytes <= Limits.DeviceMemoryBytes - Math.Min(_memoryBytes, Limits.DeviceMemoryBytes)) return true;
+        log.LogWarning("session {Session}: an allocation of {Bytes} bytes refused (VK_ERROR_OUT_OF_DEVICE_MEMORY): the session holds {Held} of its {Quota}-byte device-memory quota",
+            Id, bytes, _memoryBytes, Limits.DeviceMemoryBytes);
+        return false;
+    }
+
+    /// <summary>vkAllocateMemory of driver memory (no shared heap, or a type the heap does not serve): within the
+    /// quota, and zeroed before the guest sees it.</summary>
+    ulong AllocateMemory(ulong* a)
+    {
+        var device = new VkDevice((nint)a[0]);
+        var ai = (VkMemoryAllocateInfo*)a[1];
+        if (!WithinMemoryQuota(ai->allocationSize)) return Result(VK_ERROR_OUT_OF_DEVICE_MEMORY);
+        var r = Trampolines.Invoke(Tables.vkAllocateMemory, Fn(Tables.vkAllocateMemory), a);
+        if (r != 0) return r;
+        var memory = *(VkDeviceMemory*)a[3];
+        _memorySizes[memory.Handle] = ai->allocationSize;
+        _memoryBytes += ai->allocationSize;
+        if (_heap == null) ShadowIfMappable(a);
+        ZeroNewMemory(device, memory, ai);
+        return r;
+    }
+
+    /// <summary>Before the memory is freed (by the guest, or by teardown): its shadow and its quota go.</summary>
+    void ForgetMemory(ulong memory)
+    {
+        DropShadow(memory);
+        if (_memorySizes.Remove(memory, out var size)) _memoryBytes -= size;
+    }
+
+    bool _reportedObjectQuota;
+
+    /// <summary>A creation past the object quota: a creation the guest waits for gets VK_ERROR_OUT_OF_HOST_MEMORY;
+    /// one it does not wait for could only fail later at first use, so the session ends now with the reason.</summary>
+    ulong RefuseOverObjectQuota(int cmd)
+    {
+        _objects.DiscardCreates();
+        ref readonly var cd = ref Tables.Commands[cmd];
+        if (!cd.WantsReply) throw new ProtocolException($"{cd.Name} would take the session past its quota of {Limits.Objects} objects");
+        if (!_reportedObjectQuota)
+        {
+            _reportedObjectQuota = true;
+            log.LogWarning("session {Session}: {Command} refused (VK_ERROR_OUT_OF_HOST_MEMORY): the session holds {Count} objects, its quota",
+                Id, cd.Name, _objects.GuestCount);
+        }
+        return Result(VK_ERROR_OUT_OF_HOST_MEMORY);
+    }
 }

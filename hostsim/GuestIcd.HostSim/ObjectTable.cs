@@ -3,25 +3,41 @@ using GuestIcd.Protocol.Wire;
 
 namespace GuestIcd.HostSim;
 
-/// <summary>One session's objects: guest id → host handle. The single source of truth for what a guest
-/// owns; an unknown, foreign or wrong-type id is a protocol error that ends only this session.</summary>
+/// <summary>One session's objects: guest id → host handle, and who owns whom. The single source of truth for
+/// what a guest owns; an unknown, foreign or wrong-type id is a protocol error that ends only this session.
+/// Ownership is a tree (instance → physical device → device → its objects; pool → its sets or command
+/// buffers) so that teardown can destroy children before parents whatever order the guest left them in,
+/// and so that forgetting a parent forgets everything under it.</summary>
 internal sealed unsafe class ObjectTable : IHandleMap
 {
-    /// <param name="Parent">The pool a descriptor set or command buffer came from: freed with it.</param>
-    public readonly record struct Entry(ulong Host, int Type, ulong Order, ulong Parent = 0);
+    /// <param name="Order">Creation order (children are always created after what they refer to).</param>
+    /// <param name="Owner">The guest id of the object this one was created from (0 for instances).</param>
+    public readonly record struct Entry(ulong Host, int Type, ulong Order, ulong Owner = 0);
 
     /// <summary>Ids of objects the host found (physical devices, queues) carry the top bit; the guest's own never do.</summary>
     public const ulong HostChosen = 1UL << 63;
 
     readonly Dictionary<ulong, Entry> _byId = new();
     readonly Dictionary<(int, ulong), ulong> _byHost = new();
+    readonly Dictionary<ulong, HashSet<ulong>> _children = new();
     readonly List<(int Type, ulong Id, nint Slot)> _pending = new();
     ulong _nextHostId = HostChosen, _order;
+    int _guestCount;
 
     public int Count => _byId.Count;
-    /// <summary>Objects the guest created and still owns (what a disconnect must release).</summary>
-    public int GuestCount => _byId.Keys.Count(id => (id & HostChosen) == 0);
+    /// <summary>Objects the guest created and still owns (what a disconnect must release; what the object quota counts).</summary>
+    public int GuestCount => _guestCount;
     public IEnumerable<KeyValuePair<ulong, Entry>> All => _byId;
+
+    /// <summary>Most objects the guest may own at once (the session's object quota).</summary>
+    public int Limit = int.MaxValue;
+
+    /// <summary>The message being executed would take the guest past <see cref="Limit"/>.</summary>
+    public bool PendingOverLimit => _pending.Count > 0 && (long)_guestCount + _pending.Count > Limit;
+
+    /// <summary>Called for every entry the table forgets (destroyed, freed with its pool or parent, or released),
+    /// so per-object state kept elsewhere can go with it.</summary>
+    public event Action<ulong, Entry>? Forgotten;
 
     public ulong FromWire(int objectType, ulong id)
     {
@@ -36,7 +52,7 @@ internal sealed unsafe class ObjectTable : IHandleMap
         if (handle == 0) return 0;
         if (_byHost.TryGetValue((objectType, handle), out var id)) return id;
         id = ++_nextHostId;
-        Add(objectType, id, handle);
+        Add(objectType, id, handle, PendingOwner);
         return id;
     }
 
@@ -50,8 +66,9 @@ internal sealed unsafe class ObjectTable : IHandleMap
         _pending.Add((objectType, id, (nint)slot));
     }
 
-    /// <summary>Set before an allocate-from-pool command: the pool the new objects belong to.</summary>
-    public ulong PendingParent;
+    /// <summary>Set before a command runs: the guest id of the object that owns what it creates or finds (the
+    /// pool for an allocate-from-pool command, otherwise its dispatchable handle).</summary>
+    public ulong PendingOwner;
 
     /// <summary>After a successful create/allocate: the driver's handles now belong to the guest's ids.</summary>
     public void CommitCreates()
@@ -59,36 +76,65 @@ internal sealed unsafe class ObjectTable : IHandleMap
         foreach (var (type, id, slot) in _pending)
         {
             ulong host = *(ulong*)slot;
-            if (host != 0) Add(type, id, host, PendingParent);
+            if (host != 0) Add(type, id, host, PendingOwner);
         }
         _pending.Clear();
-        PendingParent = 0;
     }
+
+    public void DiscardCreates() => _pending.Clear();
+
+    public bool TryGet(ulong id, out Entry entry) => _byId.TryGetValue(id, out entry);
+
+    /// <summary>The guest id of a host handle this session knows (0 if none).</summary>
+    public ulong IdOf(int type, ulong host) => host != 0 && _byHost.TryGetValue((type, host), out var id) ? id : 0;
+
+    /// <summary>The nearest owner of <paramref name="id"/> (itself included) of type <paramref name="type"/>; 0 if none.</summary>
+    public ulong AncestorOfType(ulong id, int type)
+    {
+        for (int hops = 0; id != 0 && hops < 8 && _byId.TryGetValue(id, out var e); hops++, id = e.Owner)
+            if (e.Type == type) return id;
+        return 0;
+    }
+
+    /// <summary>The ids directly owned by <paramref name="owner"/>.</summary>
+    public IReadOnlyCollection<ulong> ChildrenOf(ulong owner) => _children.TryGetValue(owner, out var c) ? c : [];
 
     /// <summary>A destroyed or reset pool takes its descriptor sets or command buffers with it.</summary>
-    public void RemoveChildren(ulong parentHost)
+    public void ForgetChildren(ulong owner)
     {
-        if (parentHost == 0) return;
-        List<(int, ulong)>? gone = null;
-        foreach (var (_, e) in _byId) if (e.Parent == parentHost) (gone ??= new()).Add((e.Type, e.Host));
-        if (gone is not null) foreach (var (t, h) in gone) RemoveHost(t, h);
+        if (!_children.TryGetValue(owner, out var c)) return;
+        foreach (var child in c.ToArray()) Forget(child);
     }
 
-    public void DiscardCreates()
+    void Add(int type, ulong id, ulong host, ulong owner)
     {
-        _pending.Clear();
-        PendingParent = 0;
-    }
-
-    void Add(int type, ulong id, ulong host, ulong parent = 0)
-    {
-        _byId[id] = new Entry(host, type, ++_order, parent);
+        if (owner != 0 && !_byId.ContainsKey(owner)) owner = 0;
+        _byId[id] = new Entry(host, type, ++_order, owner);
         _byHost[(type, host)] = id;
+        if (owner != 0)
+        {
+            if (!_children.TryGetValue(owner, out var c)) _children[owner] = c = new();
+            c.Add(id);
+        }
+        if ((id & HostChosen) == 0) _guestCount++;
     }
 
+    /// <summary>The driver destroyed this object: forget it and everything it owned.</summary>
     public void RemoveHost(int type, ulong host)
     {
-        if (host == 0) return;
-        if (_byHost.Remove((type, host), out var id)) _byId.Remove(id);
+        if (host != 0 && _byHost.TryGetValue((type, host), out var id)) Forget(id);
+    }
+
+    /// <summary>Forgets <paramref name="id"/> and, first, everything under it.</summary>
+    public void Forget(ulong id)
+    {
+        if (!_byId.TryGetValue(id, out var e)) return;
+        if (_children.Remove(id, out var kids)) foreach (var k in kids) Forget(k);
+        _byId.Remove(id);
+        // Two ids never share a host handle of one type, but a driver may reuse a freed handle: only drop ours.
+        if (_byHost.TryGetValue((e.Type, e.Host), out var mapped) && mapped == id) _byHost.Remove((e.Type, e.Host));
+        if (e.Owner != 0 && _children.TryGetValue(e.Owner, out var siblings)) siblings.Remove(id);
+        if ((id & HostChosen) == 0) _guestCount--;
+        Forgotten?.Invoke(id, e);
     }
 }

@@ -15,9 +15,16 @@ var secretFile = new Option<string?>("--secret-file") { Description = "file hold
 var tlsCert = new Option<string?>("--tls-cert") { Description = "serve tcp:/vsock: over TLS with this certificate (PKCS#12 without password, or PEM)" };
 var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert, when the certificate file does not hold it" };
 var validation = new Option<bool>("--validation") { Description = "run the Khronos validation layer on every guest's instance and log what it reports" };
+var config = new Option<string?>("--config") { Description = "JSON configuration file; its \"quotas\" section sets per-session quotas (see Quotas.cs)" };
+var quotaMemory = new Option<ulong?>("--quota-memory-mb") { Description = "device memory one session may hold, driver allocations and shared heap together (default 4096)" };
+var quotaHeap = new Option<ulong?>("--quota-heap-mb") { Description = "largest shared heap a unix-transport guest may bring (default 16384)" };
+var quotaObjects = new Option<int?>("--quota-objects") { Description = "objects one session may own at once (default 100000)" };
+var quotaReply = new Option<uint?>("--quota-reply-kb") { Description = "largest reply one command may ask the host to build (default 16384)" };
+var quotaMessage = new Option<uint?>("--quota-message-kb") { Description = "largest message the host accepts (default and most 65536)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
-var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, logLevel };
+var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, logLevel,
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage };
 serve.SetAction(parse =>
 {
     using var logs = LoggerFactory.Create(b => b
@@ -38,6 +45,19 @@ serve.SetAction(parse =>
         if (parts.Length != 2 || !ushort.TryParse(parts[0], out major) || !ushort.TryParse(parts[1], out minor))
         { log.LogError("--protocol-version wants MAJOR.MINOR, got {Value}", pv); return 2; }
     }
+    Quotas quotas;
+    try
+    {
+        quotas = parse.GetValue(config) is { } cf ? Quotas.FromConfig(cf) : Quotas.Default;
+        if (parse.GetValue(quotaMemory) is { } qm) quotas = quotas with { DeviceMemoryBytes = qm << 20 };
+        if (parse.GetValue(quotaHeap) is { } qh) quotas = quotas with { SharedHeapBytes = qh << 20 };
+        if (parse.GetValue(quotaObjects) is { } qo) quotas = quotas with { Objects = qo };
+        if (parse.GetValue(quotaReply) is { } qr) quotas = quotas with { ReplyBytes = qr << 10 };
+        if (parse.GetValue(quotaMessage) is { } qs) quotas = quotas with { MessageBytes = qs << 10 };
+        quotas.Check();
+    }
+    catch (Exception e) when (e is ArgumentException or IOException) { log.LogError("bad quotas: {Error}", e.Message); return 2; }
+    log.LogInformation("per-session quotas: {Quotas}", quotas);
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
     var listeners = new List<ITransportListener>();
     try
@@ -46,6 +66,8 @@ serve.SetAction(parse =>
         if (security is null && (parse.GetValue(tlsCert) ?? parse.GetValue(tlsKey)) is not null)
             throw new ArgumentException("--tls-cert and --tls-key need --secret-file");
         foreach (var spec in specs) listeners.Add(Transports.Listen(spec, security));
+        foreach (var li in listeners)
+            if (li is UnixRingListener u) u.MaxHeapBytes = (long)quotas.SharedHeapBytes;
     }
     catch (Exception e) when (e is ArgumentException or IOException)
     {
@@ -57,7 +79,7 @@ serve.SetAction(parse =>
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation)), logs).Run(stop.Token);
+    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation), Quotas: quotas), logs).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;

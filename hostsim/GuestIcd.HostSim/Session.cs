@@ -16,8 +16,8 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     readonly byte* _heap = transport is ISharedHeap sh ? sh.HeapBase : null;
     readonly ulong _heapBytes = transport is ISharedHeap sh2 ? (ulong)sh2.HeapBytes : 0;
     public readonly int Id = id;
-    readonly ObjectTable _objects = new();
-    readonly Arena _arena = new();
+    readonly ObjectTable _objects = new() { Limit = (options.Quotas ?? Quotas.Default).Objects };
+    readonly Arena _arena = new(limit: (nuint)(options.Quotas ?? Quotas.Default).DecodeBytes) { OutputLimit = (options.Quotas ?? Quotas.Default).ReplyBytes };
     readonly WireWriter _writer = new();
     byte[] _payload = ArrayPool<byte>.Shared.Rent(1 << 16);
     ulong _sequence;
@@ -94,6 +94,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
 
     ReadOnlySpan<byte> ReadPayload(MessageHeader h, int timeoutMs)
     {
+        if (h.ByteLength > Limits.MessageBytes) throw new ProtocolException($"message of {h.ByteLength} bytes exceeds the session's {Limits.MessageBytes}-byte message quota");
         int padded = h.WireBytesAfterHeader;
         if (_payload.Length < padded)
         {

@@ -36,14 +36,15 @@ internal sealed unsafe partial class Session
         var map = (delegate* unmanaged<VkDevice, VkDeviceMemory, ulong, ulong, VkMemoryMapFlags, void**, VkResult>)Fn(Tables.vkMapMemory);
         void* mapped;
         if (map(device, memory, 0, VkConstants.VK_WHOLE_SIZE, 0, &mapped) != VkResult.VK_SUCCESS) return;
-        var seen = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(ai->allocationSize, 1), 4096);
-        NativeMemory.Clear(seen, (nuint)ai->allocationSize);
+        // What the guest has seen starts as zeros (its copy is zeroed, and so is the memory): pages that stay
+        // zero never cost the host anything.
+        var seen = ZeroedPages(ai->allocationSize);
         _shadows[memory.Handle] = new HostShadow { Device = device, Memory = memory, Mapped = (byte*)mapped, Seen = seen, Size = ai->allocationSize };
     }
 
     void DropShadow(ulong memory)
     {
-        if (_shadows.Remove(memory, out var s)) NativeMemory.AlignedFree(s.Seen);
+        if (_shadows.Remove(memory, out var s)) FreePages(s.Seen, s.Size);
     }
 
     HostShadow ShadowOf(ref WireReader r)

@@ -346,7 +346,7 @@ public static unsafe class StructCodec
         }
         ulong expected = Count(f, args);
         if (n != expected) throw new ProtocolException($"{f.Name}: room for {n} outputs sent but its length says {expected}");
-        byte* q = (byte*)a.Alloc((nuint)n * (nuint)f.Size);
+        byte* q = (byte*)a.AllocOutput((nuint)n * (nuint)f.Size);
         *slot = q;
         switch (f.Elem)
         {
@@ -363,7 +363,7 @@ public static unsafe class StructCodec
                         if (hops == MaxChain) throw new ProtocolException($"{f.Name}: output chain longer than {MaxChain}");
                         int ti = Tables.TypeOfSType((int)st);
                         if (ti < 0 || !Tables.Types[ti].CanOut) throw new ProtocolException($"{f.Name}: unknown output sType {(int)st}");
-                        byte* node = (byte*)a.Alloc((nuint)Tables.Types[ti].Size);
+                        byte* node = (byte*)a.AllocOutput((nuint)Tables.Types[ti].Size);
                         *(uint*)node = st;
                         *link = node;
                         link = (byte**)(node + PNextOffset);

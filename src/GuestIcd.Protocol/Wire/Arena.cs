@@ -7,17 +7,30 @@ namespace GuestIcd.Protocol.Wire;
 public sealed unsafe class Arena : IDisposable
 {
     byte* _base;
-    nuint _size, _used;
-    readonly nuint _limit;
+    nuint _size, _used, _outputs;
+    readonly nuint _limit, _initial;
 
     public Arena(nuint initial = 1 << 16, nuint limit = 256u << 20)
     {
-        _size = initial;
+        _size = _initial = initial;
         _limit = limit;
         _base = (byte*)NativeMemory.AlignedAlloc(_size, 64);
     }
 
     public nuint Used => _used;
+
+    /// <summary>Most bytes of outputs one message may ask for: outputs are sized by counts the sender chose and
+    /// become the reply, so they are bounded apart from (and well below) the decode limit.</summary>
+    public nuint OutputLimit { get; set; } = nuint.MaxValue;
+
+    /// <summary>Room for outputs (what the reply will carry), counted against <see cref="OutputLimit"/>.</summary>
+    public void* AllocOutput(nuint bytes, nuint align = 8)
+    {
+        if (bytes > OutputLimit - _outputs)
+            throw new ProtocolException($"outputs of more than {OutputLimit} bytes asked for by one message (reply quota)");
+        _outputs += bytes;
+        return Alloc(bytes, align);
+    }
 
     public void* Alloc(nuint bytes, nuint align = 8)
     {
@@ -49,6 +62,14 @@ public sealed unsafe class Arena : IDisposable
         foreach (var p in _retired) NativeMemory.AlignedFree((void*)p);
         _retired.Clear();
         _used = 0;
+        _outputs = 0;
+        // One large message must not leave the session holding its high-water mark for good.
+        if (_size > 16 * _initial)
+        {
+            NativeMemory.AlignedFree(_base);
+            _size = _initial;
+            _base = (byte*)NativeMemory.AlignedAlloc(_size, 64);
+        }
     }
 
     public void Dispose()
