@@ -29,6 +29,7 @@ internal sealed unsafe partial class Session
         [LibraryImport("libc", SetLastError = true)] public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
         [LibraryImport("libc", SetLastError = true)] public static partial int munmap(nint addr, nuint length);
         [LibraryImport("libc", SetLastError = true)] public static partial int madvise(nint addr, nuint length, int advice);
+        [LibraryImport("libc")] public static partial int malloc_trim(nuint pad);
     }
 
     /// <summary>Zeroed memory that costs nothing until written (anonymous pages read as the zero page).</summary>

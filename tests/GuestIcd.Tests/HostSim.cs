@@ -23,9 +23,14 @@ public sealed class HostSim : IDisposable
     readonly Process _process;
     readonly StringBuilder _log = new();
     public string SocketPath { get; }
+    public int Pid => _process.Id;
+    public bool HasExited => _process.HasExited;
     public string Log { get { lock (_log) return _log.ToString(); } }
 
-    public HostSim(params string[] extraArgs)
+    public HostSim(params string[] extraArgs) : this(null, extraArgs) { }
+
+    /// <param name="env">Extra environment for the hostsim process itself.</param>
+    public HostSim(IDictionary<string, string>? env, params string[] extraArgs)
     {
         var dir = Path.Combine(Path.GetTempPath(), "guesticd-test-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
@@ -35,6 +40,7 @@ public sealed class HostSim : IDisposable
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
         foreach (var a in new[] { "serve", "--listen", "unix:" + SocketPath }.Concat(extraArgs)) psi.ArgumentList.Add(a);
+        if (env is not null) foreach (var (k, v) in env) psi.Environment[k] = v;
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
         _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
