@@ -101,6 +101,21 @@ public class TeardownTests(ITestOutputHelper output)
         Directory.Delete(dir, true);
     }
 
+    /// <summary>The host's own teardown and zeroing are valid usage: under `serve --validation`, sessions whose guest
+    /// destroyed parents first, was killed while holding memory, or had memory zeroed on the device (the transfer path
+    /// forced) end with the layer reporting nothing.</summary>
+    [Fact]
+    public void TeardownAndZeroingAreCleanUnderTheValidationLayer()
+    {
+        using var host = new Host(Via.UnixNoHeap, new Dictionary<string, string> { ["GUESTICD_ZERO_BY_TRANSFER"] = "1" }, "--validation");
+        Assert.Contains("instance destroyed before its device", host.Run("instance-first").Stdout);
+        Assert.Contains("done", host.Run("device-first").Stdout);
+        Assert.Contains("every allocation read as zeros", host.Run("zero 64").Stdout);
+        StartAndKill(host, "hold 16", 1);
+        host.Sim.WaitForLog("validation: 0 errors, 0 warnings", 4, 60_000);
+        Assert.DoesNotMatch(@"validation: [1-9]|validation: 0 errors, [1-9]", host.Sim.Log);
+    }
+
     /// <summary>The children the host destroyed with their parent are forgotten: using one later is an unknown id
     /// that ends only that session, where it used to reach the driver as a destroyed object.</summary>
     [Theory]
