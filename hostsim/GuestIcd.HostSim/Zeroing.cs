@@ -15,8 +15,8 @@ namespace GuestIcd.HostSim;
 ///   cleared (fresh pages stay unbacked); uncached (write-combined) types are cleared outright, since reading
 ///   them is slow;
 /// - driver memory the host cannot map (device-local on a GPU): vkCmdFillBuffer through temporary buffers on a
-///   queue of the device. Memory dedicated to an image, lazily allocated or protected memory is not zeroed
-///   that way (no buffer may be bound to it, and the host cannot read it back either); that is logged once.
+///   queue of the device. Memory no buffer may be bound to (dedicated to an image, an image-only type, lazily
+///   allocated or protected) cannot be zeroed that way and is not mappable either; that is logged once.
 /// GUESTICD_ZERO_BY_TRANSFER=1 in hostsim's environment uses the transfer path wherever it is possible, so
 /// the GPU path is exercised on hosts (lavapipe) whose memory is all mappable.</summary>
 internal sealed unsafe partial class Session
@@ -107,7 +107,7 @@ internal sealed unsafe partial class Session
         if (!_reportedUnzeroed)
         {
             _reportedUnzeroed = true;
-            log.LogWarning("session {Session}: memory type {Type} ({Flags}) cannot be zeroed by the host (dedicated image, lazily allocated or protected memory); it is handed out as the driver gave it",
+            log.LogWarning("session {Session}: memory type {Type} ({Flags}) cannot be zeroed by the host (not mappable, and no buffer may be bound to it: dedicated to an image, image-only, lazily allocated or protected); it is handed out as the driver gave it",
                 Id, ai->memoryTypeIndex, flags);
         }
     }
