@@ -15,9 +15,10 @@ var secretFile = new Option<string?>("--secret-file") { Description = "file hold
 var tlsCert = new Option<string?>("--tls-cert") { Description = "serve tcp:/vsock: over TLS with this certificate (PKCS#12 without password, or PEM)" };
 var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert, when the certificate file does not hold it" };
 var validation = new Option<bool>("--validation") { Description = "run the Khronos validation layer on every guest's instance and log what it reports" };
+var strict = new Option<bool>("--strict") { Description = "also run the Khronos validation layer in blocking mode: a call it reports as an error is skipped and ends that guest's session (implies --validation)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
-var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, logLevel };
+var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel };
 serve.SetAction(parse =>
 {
     using var logs = LoggerFactory.Create(b => b
@@ -57,7 +58,7 @@ serve.SetAction(parse =>
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation)), logs).Run(stop.Token);
+    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict)), logs).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;
