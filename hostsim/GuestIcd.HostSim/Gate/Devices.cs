@@ -84,33 +84,7 @@ internal sealed unsafe partial class ValidUsageGate
                 break;
             }
             case Tables.vkCreateDevice: RecordCreateDevice(a); break;
-            case Tables.vkGetPhysicalDeviceFeatures2: HideUnsafeFeatures(((VkPhysicalDeviceFeatures2*)a[1])->pNext); break;
         }
-    }
-
-    /// <summary>Features whose use lets a guest's shaders address host memory directly are never offered:
-    /// on a CPU driver a buffer device address is a host pointer.</summary>
-    static void HideUnsafeFeatures(void* chain)
-    {
-        for (var n = (VkBaseOutStructure*)chain; n != null; n = n->pNext)
-            switch (n->sType)
-            {
-                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES:
-                    ((VkPhysicalDeviceVulkan12Features*)n)->bufferDeviceAddress = 0;
-                    ((VkPhysicalDeviceVulkan12Features*)n)->bufferDeviceAddressCaptureReplay = 0;
-                    ((VkPhysicalDeviceVulkan12Features*)n)->bufferDeviceAddressMultiDevice = 0;
-                    break;
-                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_BUFFER_DEVICE_ADDRESS_FEATURES:
-                    ((VkPhysicalDeviceBufferDeviceAddressFeatures*)n)->bufferDeviceAddress = 0;
-                    ((VkPhysicalDeviceBufferDeviceAddressFeatures*)n)->bufferDeviceAddressCaptureReplay = 0;
-                    ((VkPhysicalDeviceBufferDeviceAddressFeatures*)n)->bufferDeviceAddressMultiDevice = 0;
-                    break;
-                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_BUFFER_DEVICE_ADDRESS_FEATURES_EXT:
-                    ((VkPhysicalDeviceBufferDeviceAddressFeaturesEXT*)n)->bufferDeviceAddress = 0;
-                    ((VkPhysicalDeviceBufferDeviceAddressFeaturesEXT*)n)->bufferDeviceAddressCaptureReplay = 0;
-                    ((VkPhysicalDeviceBufferDeviceAddressFeaturesEXT*)n)->bufferDeviceAddressMultiDevice = 0;
-                    break;
-            }
     }
 
     T InstanceFn<T>(string name) where T : unmanaged
@@ -173,7 +147,8 @@ internal sealed unsafe partial class ValidUsageGate
                 case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES when ((VkPhysicalDeviceVulkan12Features*)node)->bufferDeviceAddress != 0:
                 case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_BUFFER_DEVICE_ADDRESS_FEATURES when ((VkPhysicalDeviceBufferDeviceAddressFeatures*)node)->bufferDeviceAddress != 0:
                 case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_BUFFER_DEVICE_ADDRESS_FEATURES_EXT when ((VkPhysicalDeviceBufferDeviceAddressFeaturesEXT*)node)->bufferDeviceAddress != 0:
-                    Log("vkCreateDevice: bufferDeviceAddress is not offered to guests: shaders would address host memory");
+                    // Still reported by the queries (guests see the host's features as they are), refused here.
+                    Log("vkCreateDevice: bufferDeviceAddress is not served to guests: on a CPU driver a device address is a host pointer");
                     result = Result(VkResult.VK_ERROR_FEATURE_NOT_PRESENT);
                     return false;
             }
