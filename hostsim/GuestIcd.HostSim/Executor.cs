@@ -1,3 +1,4 @@
+using GuestIcd.HostSim.Gate;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
 using GuestIcd.Protocol.Wire;
@@ -16,14 +17,25 @@ internal sealed unsafe partial class Session
 
     static ulong Result(VkResult r) => unchecked((ulong)(uint)(int)r);
 
-    /// <summary>Allocation sizes: an offset beyond an allocation would have the driver touch memory the
-    /// guest does not own (host memory, or another guest's heap pages).</summary>
+    /// <summary>Allocation sizes of this session (the gate checks binds and ranges against its own copy).</summary>
     readonly Dictionary<ulong, ulong> _memorySizes = new();
 
-    void CheckMemoryOffset(ulong memory, ulong offset, string command)
+    ValidUsageGate? _gateInstance;
+    /// <summary>The valid-usage gate between decoder and driver (Gate/).</summary>
+    ValidUsageGate _gate => _gateInstance ??= NewGate();
+
+    ValidUsageGate NewGate()
     {
-        if (!_memorySizes.TryGetValue(memory, out var size)) throw new ProtocolException($"{command}: memory 0x{memory:X} is not an allocation of this session");
-        if (offset >= size) throw new ProtocolException($"{command}: offset {offset} is outside the {size}-byte allocation");
+        var g = new ValidUsageGate(name => HostVulkan.GetInstanceProcAddr(_instance, name), _arena);
+        g.Logger = m => log.LogWarning("session {Session}: {Reason}", Id, m);
+        // Memory the guest freed while still bound is freed here once its last resource is gone.
+        g.FreeMemory = (device, memory) =>
+        {
+            ulong* args = stackalloc ulong[CommandCodec.MaxParams];
+            args[0] = device; args[1] = memory; args[2] = 0;
+            Execute(Tables.vkFreeMemory, args);
+        };
+        return g;
     }
 
     ulong Execute(int cmd, ulong* a)
@@ -64,28 +76,6 @@ internal sealed unsafe partial class Session
                 break;
             case Tables.vkFreeMemory:
                 ForgetMemory(a[1]);
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
-                break;
-            case Tables.vkBindBufferMemory or Tables.vkBindImageMemory:
-                CheckMemoryOffset(a[2], a[3], Tables.Commands[cmd].Name);
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
-                break;
-            case Tables.vkBindBufferMemory2:
-                for (uint i = 0; i < (uint)a[1]; i++) CheckMemoryOffset(((VkBindBufferMemoryInfo*)a[2])[i].memory.Handle, ((VkBindBufferMemoryInfo*)a[2])[i].memoryOffset, "vkBindBufferMemory2");
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
-                break;
-            case Tables.vkBindImageMemory2:
-                for (uint i = 0; i < (uint)a[1]; i++) CheckMemoryOffset(((VkBindImageMemoryInfo*)a[2])[i].memory.Handle, ((VkBindImageMemoryInfo*)a[2])[i].memoryOffset, "vkBindImageMemory2");
-                result = Trampolines.Invoke(cmd, Fn(cmd), a);
-                break;
-            case Tables.vkFlushMappedMemoryRanges or Tables.vkInvalidateMappedMemoryRanges:
-                for (uint i = 0; i < (uint)a[1]; i++)
-                {
-                    var range = ((VkMappedMemoryRange*)a[2])[i];
-                    CheckMemoryOffset(range.memory.Handle, range.offset, Tables.Commands[cmd].Name);
-                    if (range.size != VkConstants.VK_WHOLE_SIZE && range.size > _memorySizes[range.memory.Handle] - range.offset)
-                        throw new ProtocolException($"{Tables.Commands[cmd].Name}: range [{range.offset}, +{range.size}) outside the {_memorySizes[range.memory.Handle]}-byte allocation");
-                }
                 result = Trampolines.Invoke(cmd, Fn(cmd), a);
                 break;
             default:

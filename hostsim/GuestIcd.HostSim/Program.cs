@@ -15,6 +15,7 @@ var secretFile = new Option<string?>("--secret-file") { Description = "file hold
 var tlsCert = new Option<string?>("--tls-cert") { Description = "serve tcp:/vsock: over TLS with this certificate (PKCS#12 without password, or PEM)" };
 var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert, when the certificate file does not hold it" };
 var validation = new Option<bool>("--validation") { Description = "run the Khronos validation layer on every guest's instance and log what it reports" };
+var strict = new Option<bool>("--strict") { Description = "also run the Khronos validation layer in blocking mode: a call it reports as an error is skipped and ends that guest's session (implies --validation)" };
 var config = new Option<string?>("--config") { Description = "JSON configuration file; its \"quotas\" section sets per-session quotas (see Quotas.cs)" };
 var quotaMemory = new Option<ulong?>("--quota-memory-mb") { Description = "device memory one session may hold, driver allocations and shared heap together (default 4096)" };
 var quotaHeap = new Option<ulong?>("--quota-heap-mb") { Description = "largest shared heap a unix-transport guest may bring (default 16384)" };
@@ -23,7 +24,7 @@ var quotaReply = new Option<uint?>("--quota-reply-kb") { Description = "largest 
 var quotaMessage = new Option<uint?>("--quota-message-kb") { Description = "largest message the host accepts (default and most 65536)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
-var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, logLevel,
+var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
     config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage };
 serve.SetAction(parse =>
 {
@@ -79,7 +80,7 @@ serve.SetAction(parse =>
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation), Quotas: quotas), logs).Run(stop.Token);
+    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas), logs).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;

@@ -139,7 +139,14 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
         if (Tables.Commands[cmd].Level != CommandLevel.Global && args[0] == 0)
             throw new ProtocolException($"{Tables.Commands[cmd].Name} with a NULL dispatchable handle");
-        ulong result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
+        // The valid-usage gate (Gate/): refuses what would make the driver misbehave, or answers for it.
+        ulong result;
+        if (_gate.Check(cmd, args, out result))
+        {
+            result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
+            if (options.Strict) ThrowIfValidationBlocked(cmd);
+            _gate.Record(cmd, args, result);
+        }
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
             _writer.Reset();

@@ -151,9 +151,11 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             var (size, _) = parts.Count > 1 || m.BitField is not null ? (4, 4) : SizeAlign(m);
             int count = 1;
             foreach (var d in m.ArrayDims) count *= cs.ArrayCount(d);
-            string flags = m.IsOptional ? "FieldFlags.Optional" : "FieldFlags.None";
-            if (Selected.Contains(td.Name + "." + name)) flags = "FieldFlags.Optional | FieldFlags.Selected";
             var mtd = cs.Def(m.Type);
+            // A noautovalidity handle may be VK_NULL_HANDLE where other members say it is ignored; the host's gate decides.
+            string flags = m.IsOptional || m.NoAutoValidity && mtd?.Category == "handle" ? "FieldFlags.Optional" : "FieldFlags.None";
+            if (Selected.Contains(td.Name + "." + name)) flags = "FieldFlags.Optional | FieldFlags.Selected";
+            if (m.PointerDepth == 1 && mtd?.Category == "handle" && m.ElementsOptional) flags += " | FieldFlags.NullElements";
             if (name == "pNext") { lines.Add(F("PNext", "Pod", "None", flags, off, 8, 1, -1, 0, 0, 0, name)); continue; }
             if (parts.Count > 1 || IsPod(m.Type, m.PointerDepth))
             {
@@ -393,7 +395,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             }
             if (ptd?.Category == "handle")
             {
-                string hf = flags + dir;
+                string hf = flags + dir + (p.ElementsOptional ? " | FieldFlags.NullElements" : "");
                 if (!isConst && creates) hf += " | FieldFlags.Create";
                 if (isConst && destroys) hf += " | FieldFlags.Destroy";
                 lines.Add(F("Pointer", "Handle", mode, hf, off, 8, 1, ObjType(ptd), lenOff, lenSize, lenMember, p.Name));

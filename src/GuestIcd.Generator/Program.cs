@@ -45,6 +45,7 @@ files["src/GuestIcd.Vulkan/Generated/FixedArrays.cs"] = types.FixedArrays();
 files["native-shim/Generated/layout_check.c"] = types.LayoutC();
 files["tests/GuestIcd.Tests/Generated/GeneratedLayout.cs"] = types.LayoutCs();
 foreach (var (k, v) in new EmitCommands(reg, cs).All()) files[k] = v;
+files["hostsim/GuestIcd.HostSim/Generated/Formats.cs"] = EmitFormats.Formats(registry, reg);
 
 foreach (var (rel, text) in files)
 {

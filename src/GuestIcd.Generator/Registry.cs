@@ -275,6 +275,9 @@ sealed class MemberDef
     public int? BitField;
     public List<string> ArrayDims = new();
     public bool IsOptional => Optional is not null && Optional.Split(',')[0] == "true";
+    /// <summary>The elements an array pointer points to may be VK_NULL_HANDLE (optional="…,true", or noautovalidity:
+    /// explicit valid-usage rules decide, and the host's gate checks them).</summary>
+    public bool ElementsOptional => NoAutoValidity || Optional is not null && Optional.Split(',') is { Length: > 1 } o && o[1] == "true";
 }
 
 sealed class EnumDef

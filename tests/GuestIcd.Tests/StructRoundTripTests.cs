@@ -53,7 +53,8 @@ public unsafe class StructRoundTripTests
                         *(byte**)at = depth > 2 ? null : Chain(depth);
                         break;
                     case FieldKind.Handle:
-                        for (int i = 0; i < f.Count; i++) ((ulong*)at)[i] = (ulong)rnd.Next(0, 1000);
+                        // The host refuses VK_NULL_HANDLE where the registry requires a handle.
+                        for (int i = 0; i < f.Count; i++) ((ulong*)at)[i] = (ulong)rnd.Next((f.Flags & FieldFlags.Optional) != 0 ? 0 : 1, 1000);
                         break;
                     case FieldKind.Struct:
                         for (int i = 0; i < f.Count; i++) Fill(f.Type, at + i * f.Size, depth + 1);
@@ -105,7 +106,7 @@ public unsafe class StructRoundTripTests
                 switch (f.Elem)
                 {
                     case ElemKind.Pod: rnd.NextBytes(new Span<byte>(e, f.Size)); break;
-                    case ElemKind.Handle: *(ulong*)e = (ulong)rnd.Next(0, 1000); break;
+                    case ElemKind.Handle: *(ulong*)e = (ulong)rnd.Next((f.Flags & FieldFlags.NullElements) != 0 ? 0 : 1, 1000); break;
                     case ElemKind.Struct: Fill(f.Type, e, depth + 1); break;
                 }
             }

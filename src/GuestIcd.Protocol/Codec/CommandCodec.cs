@@ -49,6 +49,8 @@ public static unsafe class CommandCodec
                 StructCodec.DecodeShape(f, (byte*)args, ref r, m, a);
                 capacities[i] = *(byte**)((byte*)args + f.Offset) == null ? 0 : (f.Flags & FieldFlags.InOut) != 0 ? 1 : StructCodec.Count(f, (byte*)args);
             }
+            // The dispatchable first parameter: the session refuses NULL there with its own message.
+            else if (i == 0 && f.Kind == FieldKind.Handle) args[0] = m.FromWire(f.Type, r.U64());
             else StructCodec.DecodeField(f, (byte*)args, ref r, m, a);
         }
         r.ExpectEnd();

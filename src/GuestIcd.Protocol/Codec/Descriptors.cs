@@ -52,6 +52,8 @@ public enum FieldFlags : byte
     Destroy = 16,
     /// <summary>Only meaningful for some values of a sibling member; see <see cref="Selectors"/>.</summary>
     Selected = 32,
+    /// <summary>An array of handles whose elements may be VK_NULL_HANDLE; without it a NULL element is refused.</summary>
+    NullElements = 64,
 }
 
 public readonly record struct FieldDesc(

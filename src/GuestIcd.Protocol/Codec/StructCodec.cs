@@ -164,7 +164,7 @@ public static unsafe class StructCodec
             case FieldKind.Skip: *(void**)at = null; break;
             case FieldKind.PNext: *(void**)at = DecodeChain(ref r, m, a); break;
             case FieldKind.Handle:
-                for (int i = 0; i < f.Count; i++) ((ulong*)at)[i] = m.FromWire(f.Type, r.U64());
+                for (int i = 0; i < f.Count; i++) ((ulong*)at)[i] = DecodeHandle(f, ref r, m, (f.Flags & FieldFlags.Optional) != 0);
                 break;
             case FieldKind.Struct:
                 for (int i = 0; i < f.Count; i++) DecodeStruct(f.Type, at + i * f.Size, ref r, m, a);
@@ -252,7 +252,9 @@ public static unsafe class StructCodec
                 r.Take(bytes).CopyTo(new Span<byte>(q, bytes));
                 break;
             }
-            case ElemKind.Handle: for (uint i = 0; i < n; i++) ((ulong*)q)[i] = m.FromWire(f.Type, r.U64()); break;
+            case ElemKind.Handle:
+                for (uint i = 0; i < n; i++) ((ulong*)q)[i] = DecodeHandle(f, ref r, m, (f.Flags & FieldFlags.NullElements) != 0);
+                break;
             case ElemKind.Struct:
                 if (Tables.Types[f.Type].Pod)
                 {
@@ -263,6 +265,15 @@ public static unsafe class StructCodec
                 else for (uint i = 0; i < n; i++) DecodeStruct(f.Type, q + i * (ulong)f.Size, ref r, m, a);
                 break;
         }
+    }
+
+    /// <summary>VK_NULL_HANDLE where the registry requires a handle reaches drivers that dereference it
+    /// (the implicit "-parameter" valid usage), so it is refused here, before any driver code runs.</summary>
+    static ulong DecodeHandle(in FieldDesc f, ref WireReader r, IHandleMap m, bool mayBeNull)
+    {
+        ulong id = r.U64();
+        if (id == 0 && !mayBeNull) throw new ProtocolException($"{f.Name} is VK_NULL_HANDLE where the spec requires a valid handle (its -parameter valid usage)");
+        return m.FromWire(f.Type, id);
     }
 
     static byte* DecodeString(ref WireReader r, Arena a, in FieldDesc f)
