@@ -54,6 +54,15 @@ internal sealed unsafe partial class Session
                 StopValidation(new VkInstance((nint)a[0]));
                 result = Trampolines.Invoke(cmd, Fn(cmd), a);
                 break;
+            // Blocking calls run in bounded slices (Waits.cs); the rest record what those need.
+            case Tables.vkWaitForFences: result = WaitForFences(a); break;
+            case Tables.vkWaitSemaphores: result = WaitSemaphores(a); break;
+            case Tables.vkQueueWaitIdle: result = QueueWaitIdle(a); break;
+            case Tables.vkDeviceWaitIdle: result = DeviceWaitIdle(a); break;
+            case Tables.vkGetQueryPoolResults: result = GetQueryPoolResults(a); break;
+            case Tables.vkGetDeviceQueue or Tables.vkGetDeviceQueue2: result = GetDeviceQueue(cmd, a); break;
+            case Tables.vkCreateSemaphore or Tables.vkDestroySemaphore or Tables.vkCreateEvent or Tables.vkDestroyEvent: result = TrackWaitable(cmd, a); break;
+            case Tables.vkDestroyDevice: result = DestroyDevice(a); break;
             case Tables.vkCreateBuffer:
                 result = CreateBuffer(a);
                 break;
@@ -186,15 +195,16 @@ internal sealed unsafe partial class Session
     void ReleaseAll()
     {
         var live = _objects.All.OrderByDescending(kv => kv.Value.Order).ToList();
+        bool busy = false;
         foreach (var (_, e) in live)
         {
             try
             {
                 if (e.Type == ObjDevice)
                 {
-                    var wait = (delegate* unmanaged<VkDevice, VkResult>)HostVulkan.GetInstanceProcAddr(_instance, "vkDeviceWaitIdle");
                     var destroy = (delegate* unmanaged<VkDevice, void*, void>)HostVulkan.GetInstanceProcAddr(_instance, "vkDestroyDevice");
-                    wait(new VkDevice((nint)e.Host));
+                    // Bounded: the guest may have left work waiting forever (Waits.cs).
+                    if (!DrainDevice(new VkDevice((nint)e.Host))) { busy = true; continue; }
                     destroy(new VkDevice((nint)e.Host), null);
                 }
             }
@@ -202,7 +212,7 @@ internal sealed unsafe partial class Session
         }
         foreach (var (_, e) in live)
         {
-            if (e.Type != ObjInstance) continue;
+            if (e.Type != ObjInstance || busy) continue;
             StopValidation(new VkInstance((nint)e.Host));
             var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(new VkInstance((nint)e.Host), "vkDestroyInstance");
             destroy(new VkInstance((nint)e.Host), null);

@@ -23,6 +23,8 @@ public sealed class HostSim : IDisposable
     readonly Process _process;
     readonly StringBuilder _log = new();
     public string SocketPath { get; }
+    /// <summary>The hostsim process (tests that stop it, count its threads, or find its workers).</summary>
+    public int Pid => _process.Id;
     public string Log { get { lock (_log) return _log.ToString(); } }
 
     public HostSim(params string[] extraArgs)
