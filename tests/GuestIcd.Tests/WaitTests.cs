@@ -155,6 +155,34 @@ public class WaitTests(ITestOutputHelper output)
         Assert.True(after <= baseline + 2, $"hostsim has {after} threads, {baseline} before the guests came\n{host.Log}");
     }
 
+    /// <summary>The host end of TCP (System.IO.Pipelines over the socket) notices the guest leaving too.</summary>
+    [Fact]
+    public void OverTcpAGuestKilledInsideAnEndlessWaitIsReleasedAtOnce()
+    {
+        var secretFile = Path.Combine(Directory.CreateTempSubdirectory("guesticd-secret").FullName, "secret");
+        File.WriteAllText(secretFile, Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)));
+        int port;
+        using (var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0)) { probe.Start(); port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port; }
+        using var host = new HostSim("--listen", $"tcp:127.0.0.1:{port}", "--secret-file", secretFile);
+        host.WaitForLog($"listening on tcp:127.0.0.1:{port}", 10_000);
+        var env = new Dictionary<string, string>
+        {
+            ["VK_DRIVER_FILES"] = HostSim.Manifest, ["GUESTICD_TRANSPORT"] = $"tcp:127.0.0.1:{port}",
+            ["GUESTICD_SECRET_FILE"] = secretFile, ["VK_LOADER_LAYERS_DISABLE"] = "*",
+        };
+        using var bad = new Running("fence", env);
+        bad.WaitForLine("waiting", 30_000);
+        Thread.Sleep(300);
+        var sw = Stopwatch.StartNew();
+        bad.Kill();
+        host.WaitForLog("guest left during vkWaitForFences", 5_000);
+        output.WriteLine($"tcp: session ended {sw.ElapsedMilliseconds} ms after SIGKILL");
+        Assert.True(sw.ElapsedMilliseconds < 3_000, host.Log);
+        host.WaitForLog("timeline signals)", 5_000);
+        Assert.DoesNotContain("still busy", host.Log);
+        Directory.Delete(Path.GetDirectoryName(secretFile)!, true);
+    }
+
     static readonly Regex Timed = new(@"(fence|semaphore) wait (\d+) ms = (-?\d+) in ([\d.]+) ms");
 
     /// <summary>Each wait's result and how long it took, as the client measured it.</summary>
