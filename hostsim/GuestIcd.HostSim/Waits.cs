@@ -26,6 +26,9 @@ internal sealed unsafe partial class Session
     readonly Dictionary<ulong, ulong> _queueDevice = new();
     /// <summary>Per queue, the host's own fence for idle waits (created on first use, destroyed with the device).</summary>
     readonly Dictionary<ulong, ulong> _idleFences = new();
+    /// <summary>Idle fences submitted and not yet seen signaled (a guest that left mid-wait leaves them so):
+    /// submitting one again would be invalid, so teardown waits on them as they are.</summary>
+    readonly HashSet<ulong> _idleFencesInFlight = new();
     /// <summary>Objects teardown can release from the host side: timeline semaphores and host-settable events, with their device.</summary>
     readonly Dictionary<ulong, ulong> _timelines = new(), _events = new();
 
@@ -179,7 +182,8 @@ internal sealed unsafe partial class Session
     };
 
     /// <summary>Puts the host's fence behind the work submitted to each of <paramref name="queues"/> (an
-    /// empty submit's fence signals once everything submitted before it has completed).</summary>
+    /// empty submit's fence signals once everything submitted before it has completed); a fence still in
+    /// flight is already there.</summary>
     VkResult SubmitIdleFences(VkDevice device, ReadOnlySpan<ulong> queues, VkFence* fences, in IdleFns fns)
     {
         for (int i = 0; i < queues.Length; i++)
@@ -192,9 +196,11 @@ internal sealed unsafe partial class Session
                 if (cr != VK_SUCCESS) return cr;
                 _idleFences[queues[i]] = f = created.Handle;
             }
+            fences[i] = new VkFence(f);
+            if (_idleFencesInFlight.Contains(f)) continue;
             var r = fns.Submit(new VkQueue((nint)queues[i]), 0, null, new VkFence(f));
             if (r != VK_SUCCESS) return r;
-            fences[i] = new VkFence(f);
+            _idleFencesInFlight.Add(f);
         }
         return VK_SUCCESS;
     }
@@ -209,8 +215,14 @@ internal sealed unsafe partial class Session
         var r = SubmitIdleFences(dev, queues, fences, fns);
         if (r != VK_SUCCESS) return r;
         r = WaitFencesSliced(fns.Wait, dev, (uint)queues.Length, fences, 1, long.MaxValue, command);
-        if (r == VK_SUCCESS) fns.Reset(dev, (uint)queues.Length, fences);
+        if (r == VK_SUCCESS) ResetIdleFences(dev, queues.Length, fences, fns);
         return r;
+    }
+
+    void ResetIdleFences(VkDevice device, int count, VkFence* fences, in IdleFns fns)
+    {
+        fns.Reset(device, (uint)count, fences);
+        for (int i = 0; i < count; i++) _idleFencesInFlight.Remove(fences[i].Handle);
     }
 
     ulong QueueWaitIdle(ulong* a)
@@ -242,6 +254,7 @@ internal sealed unsafe partial class Session
         foreach (var q in QueuesOf(device))
         {
             if (_idleFences.Remove(q, out var f) && destroyFence != null) destroyFence(new VkDevice((nint)device), new VkFence(f), null);
+            _idleFencesInFlight.Remove(f);
             _queueDevice.Remove(q);
         }
         foreach (var (s, d) in _timelines.ToList()) if (d == device) _timelines.Remove(s);

@@ -174,17 +174,21 @@ internal sealed unsafe class Connection : IDisposable
                     if (_writer.Position >= BatchBytes) SendQueued();
                     return 0;
                 }
+                long sentAt = Stopwatch.GetTimestamp();
                 SendQueued();
                 if (waitDeadline != long.MaxValue)
                 {
-                    if (!TryReadReply(waitDeadline, cd.Id, out int length))
+                    if (!TryReadReply(waitDeadline + GraceTicks, cd.Id, out int length))
                     {
                         _abandoned.Enqueue(_sent - 1);
                         return unchecked((ulong)(uint)(int)VkResult.VK_TIMEOUT);
                     }
                     return DecodeWaitReply(command, length, args, caps);
                 }
-                ulong result = CommandCodec.DecodeReply(command, ReadReply(-1, cd.Id), args, caps, Handles);
+                var answer = ReadReply(-1, cd.Id);
+                // Clamped: a call the host takes long to run (vkCreateDevice) says nothing about its latency.
+                _roundTrip += (Math.Min(Stopwatch.GetTimestamp() - sentAt, Stopwatch.Frequency / 1000) - _roundTrip) / 8;
+                ulong result = CommandCodec.DecodeReply(command, answer, args, caps, Handles);
                 if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
                 return result;
             }
@@ -195,12 +199,17 @@ internal sealed unsafe class Connection : IDisposable
         }
     }
 
-    /// <summary>How long the host may take to answer a wait beyond its timeout (it measures the timeout from
-    /// the request's arrival) before the wait returns VK_TIMEOUT here without the host's answer.</summary>
-    const long WaitGraceMicroseconds = 2000;
+    /// <summary>Round trip of recent calls that did not wait (Stopwatch ticks; a moving average of 1/8).</summary>
+    long _roundTrip;
 
-    /// <summary>The local deadline (Stopwatch ticks) of a wait with a timeout, long.MaxValue for every other
-    /// call and for timeouts too long to matter (UINT64_MAX is "forever").</summary>
+    /// <summary>How long the host may take to answer a wait beyond its timeout (it measures the timeout from
+    /// the request's arrival) before the wait returns VK_TIMEOUT here without the host's answer: 2 ms plus
+    /// eight recent round trips (at most 10 ms in all), so a host that is merely busy still gets to answer a
+    /// poll of something already signaled, and a stopped one costs the application only milliseconds.</summary>
+    long GraceTicks => Stopwatch.Frequency / 500 + 8 * _roundTrip;
+
+    /// <summary>The local deadline (Stopwatch ticks, before the grace) of a wait with a timeout, long.MaxValue
+    /// for every other call and for timeouts too long to matter (UINT64_MAX is "forever").</summary>
     static long WaitDeadline(int command, ulong* args)
     {
         ulong timeoutNs = command switch
@@ -210,8 +219,8 @@ internal sealed unsafe class Connection : IDisposable
             _ => ulong.MaxValue,
         };
         if (timeoutNs >= 1UL << 60) return long.MaxValue;
-        ulong us = timeoutNs / 1000 + WaitGraceMicroseconds, f = (ulong)Stopwatch.Frequency;
-        return Stopwatch.GetTimestamp() + (long)(us / 1_000_000 * f + us % 1_000_000 * f / 1_000_000) + 1;
+        ulong f = (ulong)Stopwatch.Frequency;
+        return Stopwatch.GetTimestamp() + (long)(timeoutNs / 1_000_000_000 * f + timeoutNs % 1_000_000_000 * f / 1_000_000_000) + 1;
     }
 
     ulong DecodeWaitReply(int command, int length, ulong* args, ulong* caps)
