@@ -65,6 +65,14 @@ internal sealed unsafe partial class Session
             case Tables.vkDestroyDevice:
                 result = DestroyDevice(a);
                 break;
+            // Blocking calls run in bounded slices (Waits.cs); the rest record what those need.
+            case Tables.vkWaitForFences: result = WaitForFences(a); break;
+            case Tables.vkWaitSemaphores: result = WaitSemaphores(a); break;
+            case Tables.vkQueueWaitIdle: result = QueueWaitIdle(a); break;
+            case Tables.vkDeviceWaitIdle: result = DeviceWaitIdle(a); break;
+            case Tables.vkGetQueryPoolResults: result = GetQueryPoolResults(a); break;
+            case Tables.vkGetDeviceQueue or Tables.vkGetDeviceQueue2: result = GetDeviceQueue(cmd, a); break;
+            case Tables.vkCreateSemaphore or Tables.vkDestroySemaphore or Tables.vkCreateEvent or Tables.vkDestroyEvent: result = TrackWaitable(cmd, a); break;
             case Tables.vkCreateBuffer:
                 result = CreateBuffer(a);
                 break;

@@ -89,8 +89,7 @@ internal sealed unsafe partial class Session
     /// last, after whatever was bound to it) and forgotten. The device itself stays.</summary>
     void ReleaseDeviceChildren(ulong deviceId, VkDevice device)
     {
-        // Nothing may be destroyed while the device still uses it.
-        s_deviceWaitIdle(device);
+        // The caller drained the device (DrainDevice): nothing may be destroyed while the device still uses it.
         var kids = new List<ObjectTable.Entry>();
         foreach (var k in _objects.ChildrenOf(deviceId))
             if ((k & ObjectTable.HostChosen) == 0 && _objects.TryGet(k, out var e)) kids.Add(e);
@@ -105,35 +104,43 @@ internal sealed unsafe partial class Session
         _objects.ForgetChildren(deviceId);
     }
 
-    void ReleaseDevice(ulong deviceId)
+    /// <summary>Returns false when the device is still busy after its bounded drain: it and its instance are
+    /// then left alive, since destroying them under running work is undefined.</summary>
+    bool ReleaseDevice(ulong deviceId)
     {
-        if (!_objects.TryGet(deviceId, out var e)) return;
+        if (!_objects.TryGet(deviceId, out var e)) return true;
         var device = new VkDevice((nint)e.Host);
+        // Bounded: the guest may have left work waiting forever (Waits.cs).
+        if (!DrainDevice(device)) return false;
         ReleaseDeviceChildren(deviceId, device);
         s_destroyDevice(device, null);
         _physicalDevices.Remove(device.Handle);
         _objects.Forget(deviceId);
+        return true;
     }
 
     /// <summary>The instance's devices (with all they own) and its own children, destroyed and forgotten.</summary>
-    void ReleaseInstanceChildren(ulong instanceId, VkInstance instance)
+    bool ReleaseInstanceChildren(ulong instanceId, VkInstance instance)
     {
+        bool idle = true;
         foreach (var pd in _objects.ChildrenOf(instanceId).ToArray())
             foreach (var d in _objects.ChildrenOf(pd).ToArray())
-                if (_objects.TryGet(d, out var e) && e.Type == ObjDevice) ReleaseDevice(d);
+                if (_objects.TryGet(d, out var e) && e.Type == ObjDevice) idle &= ReleaseDevice(d);
+        if (!idle) return false;
         var kids = new List<ObjectTable.Entry>();
         foreach (var k in _objects.ChildrenOf(instanceId))
             if ((k & ObjectTable.HostChosen) == 0 && _objects.TryGet(k, out var e)) kids.Add(e);
         kids.Sort((x, y) => y.Order.CompareTo(x.Order));
         foreach (var e in kids) DestroyOne((ulong)instance.Handle, e, name => HostVulkan.GetInstanceProcAddr(instance, name));
         _objects.ForgetChildren(instanceId);
+        return true;
     }
 
     void ReleaseInstance(ulong instanceId)
     {
         if (!_objects.TryGet(instanceId, out var e)) return;
         var instance = new VkInstance((nint)e.Host);
-        ReleaseInstanceChildren(instanceId, instance);
+        if (!ReleaseInstanceChildren(instanceId, instance)) return;
         StopValidation(instance);
         var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(instance, "vkDestroyInstance");
         destroy(instance, null);

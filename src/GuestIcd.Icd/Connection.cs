@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
@@ -29,6 +31,13 @@ internal sealed unsafe class Connection : IDisposable
     byte[] _reply = ArrayPool<byte>.Shared.Rent(4096);
     volatile bool _lost;
     string _lostReason = "";
+    /// <summary>The host numbers every message after the hello from 0 and echoes the number in its reply:
+    /// this is the number of the next message sent (counting starts once the handshake is done).</summary>
+    ulong _sent;
+    bool _numbered;
+    /// <summary>Replies to waits whose timeout passed here before the host answered (a slow or stopped host):
+    /// they still arrive, in order, and are recognised by their sequence number and skipped.</summary>
+    readonly Queue<ulong> _abandoned = new();
 
     Connection(int index, ITransport transport)
     {
@@ -110,6 +119,7 @@ internal sealed unsafe class Connection : IDisposable
         if (!reply.Accepted)
             throw new IncompatibleHostException($"hostsim refused protocol {major}.{minor} (host speaks {reply.Major}.{reply.Minor}): {reply.Reason}");
         Host = reply;
+        _numbered = true;
         Log.Info($"connected to {reply.HostDriver} over {_transport.Description}, protocol {reply.Major}.{reply.Minor}");
     }
 
@@ -133,6 +143,8 @@ internal sealed unsafe class Connection : IDisposable
     {
         ref readonly var cd = ref Tables.Commands[command];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        // A wait's timeout runs from the application's call and holds even when the host does not answer.
+        long waitDeadline = WaitDeadline(command, args);
         lock (this)
         {
             if (_lost) throw new DeviceLostException(_lostReason);
@@ -162,8 +174,21 @@ internal sealed unsafe class Connection : IDisposable
                     if (_writer.Position >= BatchBytes) SendQueued();
                     return 0;
                 }
+                long sentAt = Stopwatch.GetTimestamp();
                 SendQueued();
-                ulong result = CommandCodec.DecodeReply(command, ReadReply(-1, cd.Id), args, caps, Handles);
+                if (waitDeadline != long.MaxValue)
+                {
+                    if (!TryReadReply(waitDeadline + GraceTicks, cd.Id, out int length))
+                    {
+                        _abandoned.Enqueue(_sent - 1);
+                        return unchecked((ulong)(uint)(int)VkResult.VK_TIMEOUT);
+                    }
+                    return DecodeWaitReply(command, length, args, caps);
+                }
+                var answer = ReadReply(-1, cd.Id);
+                // Clamped: a call the host takes long to run (vkCreateDevice) says nothing about its latency.
+                _roundTrip += (Math.Min(Stopwatch.GetTimestamp() - sentAt, Stopwatch.Frequency / 1000) - _roundTrip) / 8;
+                ulong result = CommandCodec.DecodeReply(command, answer, args, caps, Handles);
                 if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
                 return result;
             }
@@ -172,6 +197,37 @@ internal sealed unsafe class Connection : IDisposable
                 throw Lost(cd.Name, e);
             }
         }
+    }
+
+    /// <summary>Round trip of recent calls that did not wait (Stopwatch ticks; a moving average of 1/8).</summary>
+    long _roundTrip;
+
+    /// <summary>How long the host may take to answer a wait beyond its timeout (it measures the timeout from
+    /// the request's arrival) before the wait returns VK_TIMEOUT here without the host's answer: 2 ms plus
+    /// eight recent round trips (at most 10 ms in all), so a host that is merely busy still gets to answer a
+    /// poll of something already signaled, and a stopped one costs the application only milliseconds.</summary>
+    long GraceTicks => Stopwatch.Frequency / 500 + 8 * _roundTrip;
+
+    /// <summary>The local deadline (Stopwatch ticks, before the grace) of a wait with a timeout, long.MaxValue
+    /// for every other call and for timeouts too long to matter (UINT64_MAX is "forever").</summary>
+    static long WaitDeadline(int command, ulong* args)
+    {
+        ulong timeoutNs = command switch
+        {
+            Tables.vkWaitForFences => args[4],
+            Tables.vkWaitSemaphores => args[2], // vkWaitSemaphoresKHR is the same command
+            _ => ulong.MaxValue,
+        };
+        if (timeoutNs >= 1UL << 60) return long.MaxValue;
+        ulong f = (ulong)Stopwatch.Frequency;
+        return Stopwatch.GetTimestamp() + (long)(timeoutNs / 1_000_000_000 * f + timeoutNs % 1_000_000_000 * f / 1_000_000_000) + 1;
+    }
+
+    ulong DecodeWaitReply(int command, int length, ulong* args, ulong* caps)
+    {
+        ulong result = CommandCodec.DecodeReply(command, _reply.AsSpan(0, length), args, caps, Handles);
+        if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
+        return result;
     }
 
     /// <summary>vkAllocateMemory backed by the range [offset, offset+size) of the shared heap.</summary>
@@ -290,7 +346,17 @@ internal sealed unsafe class Connection : IDisposable
         if (_writer.Position == 0) return;
         _transport.Write(_writer.Written);
         _transport.Flush();
+        if (_numbered) _sent += CountMessages(_writer.Written);
         _writer.Reset();
+    }
+
+    /// <summary>Messages in a batch: each is its header and payload, padded to 8 (DESIGN.md §3).</summary>
+    static ulong CountMessages(ReadOnlySpan<byte> batch)
+    {
+        ulong n = 0;
+        for (int at = 0; at + MessageHeader.Size <= batch.Length; n++)
+            at += MessageHeader.Padded(MessageHeader.Size + (int)BinaryPrimitives.ReadUInt32LittleEndian(batch[(at + 8)..]));
+        return n;
     }
 
     DeviceLostException Lost(string during, Exception e)
@@ -303,18 +369,47 @@ internal sealed unsafe class Connection : IDisposable
 
     ReadOnlySpan<byte> ReadReply(int timeoutMs, uint expectedCommand)
     {
+        long deadline = timeoutMs < 0 ? long.MaxValue : Stopwatch.GetTimestamp() + timeoutMs * Stopwatch.Frequency / 1000;
+        if (!TryReadReply(deadline, expectedCommand, out int length)) throw new TimeoutException($"no reply within {timeoutMs} ms");
+        return _reply.AsSpan(0, length);
+    }
+
+    static int RemainingMs(long deadline)
+    {
+        if (deadline == long.MaxValue) return -1;
+        long left = deadline - Stopwatch.GetTimestamp();
+        return left <= 0 ? 0 : (int)Math.Min(int.MaxValue, (left * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
+    }
+
+    /// <summary>Reads the reply to the last request into <see cref="_reply"/>, skipping replies to abandoned
+    /// waits. False when no reply began by <paramref name="deadline"/>: nothing was consumed, and the reply
+    /// will come later.</summary>
+    bool TryReadReply(long deadline, uint expectedCommand, out int length)
+    {
         Span<byte> header = stackalloc byte[ReplyHeader.Size];
-        if (!_transport.ReadExactly(header, timeoutMs)) throw new TimeoutException($"no reply within {timeoutMs} ms");
-        var h = ReplyHeader.Read(header);
-        if (h.Command != expectedCommand) throw new ProtocolException($"reply for command 0x{h.Command:X8} while waiting for 0x{expectedCommand:X8}");
-        int padded = MessageHeader.Padded((int)h.ByteLength);
-        if (_reply.Length < padded)
+        while (true)
         {
-            ArrayPool<byte>.Shared.Return(_reply);
-            _reply = ArrayPool<byte>.Shared.Rent(padded);
+            if (!_transport.ReadExactly(header, RemainingMs(deadline))) { length = 0; return false; }
+            var h = ReplyHeader.Read(header);
+            int padded = MessageHeader.Padded((int)h.ByteLength);
+            if (_reply.Length < padded)
+            {
+                ArrayPool<byte>.Shared.Return(_reply);
+                _reply = ArrayPool<byte>.Shared.Rent(padded);
+            }
+            // The host sends a reply whole; one that stops halfway leaves the stream out of step for good.
+            int rest = deadline == long.MaxValue ? -1 : Math.Max(RemainingMs(deadline), 1000);
+            if (!_transport.ReadExactly(_reply.AsSpan(0, padded), rest)) throw new ProtocolException("reply cut short");
+            if (_abandoned.Count > 0 && h.Sequence == _abandoned.Peek())
+            {
+                _abandoned.Dequeue();
+                continue;
+            }
+            if (h.Command != expectedCommand) throw new ProtocolException($"reply for command 0x{h.Command:X8} while waiting for 0x{expectedCommand:X8}");
+            if (_numbered && h.Sequence != _sent - 1) throw new ProtocolException($"reply numbered {h.Sequence} while waiting for the reply to message {_sent - 1}");
+            length = (int)h.ByteLength;
+            return true;
         }
-        if (!_transport.ReadExactly(_reply.AsSpan(0, padded), timeoutMs < 0 ? -1 : timeoutMs)) throw new TimeoutException("reply cut short");
-        return _reply.AsSpan(0, (int)h.ByteLength);
     }
 
     public void Dispose()

@@ -20,6 +20,11 @@ public interface ITransport : IDisposable
     /// <see cref="TransportClosedException"/>).</summary>
     bool ReadExactly(Span<byte> buffer, int timeoutMs);
 
+    /// <summary>True once the peer has closed the connection or died. Checks the connection itself now (one
+    /// non-blocking poll, nothing consumed), so a thread busy elsewhere, such as a host waiting in the driver
+    /// for a guest, can notice the guest leaving; bytes the peer sent before leaving may still be unread.</summary>
+    bool PeerClosed { get; }
+
     /// <summary>Human-readable peer description for log lines (socket path, address).</summary>
     string Description { get; }
 }

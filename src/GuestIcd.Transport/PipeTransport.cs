@@ -70,6 +70,8 @@ public sealed class PipeTransport : ITransport
     /// this so that a guest which stops reading cannot park a host thread forever.</summary>
     public int WriteTimeoutMs { get; set; } = -1;
 
+    public bool PeerClosed => _broken || Volatile.Read(ref _disposed) != 0 || PeerLiveness.HungUp(_socket);
+
     // ================================================================== reading
 
     public bool ReadExactly(Span<byte> buffer, int timeoutMs)

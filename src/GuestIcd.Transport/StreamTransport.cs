@@ -129,6 +129,8 @@ public sealed class StreamTransport : ITransport
 
     // ================================================================== ITransport
 
+    public bool PeerClosed => _broken || Volatile.Read(ref _disposed) != 0 || PeerLiveness.HungUp(_socket);
+
     public void Write(ReadOnlySpan<byte> data)
     {
         ThrowIfUnusable();

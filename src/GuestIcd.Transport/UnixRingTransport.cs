@@ -339,6 +339,33 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     // ================================================================== ITransport
 
+    public bool PeerClosed
+    {
+        get
+        {
+            if (_peerClosed || Volatile.Read(ref _disposed) != 0)
+                return true;
+            // An owned socket carries only doorbells, so its end is the peer's end: never read it here.
+            if (PeerLiveness.HungUp(_socket, rdhup: _channel == Channel.OwnedSocket, out short revents))
+                return true;
+            if (_channel == Channel.HostVmSession && (revents & Libc.POLLIN) != 0)
+            {
+                // A VM channel outlives the session: its end is a byte (goodbye or the next preamble), so the
+                // channel is drained here, unless one of our threads is already polling it and will do so.
+                lock (_gate)
+                {
+                    if (!_pollerActive)
+                    {
+                        DrainDoorbells();
+                        _wakeEpoch++;
+                        Monitor.PulseAll(_gate);
+                    }
+                }
+            }
+            return _peerClosed;
+        }
+    }
+
     public void Write(ReadOnlySpan<byte> data)
     {
         ThrowIfUnusable();

@@ -112,6 +112,36 @@ public sealed unsafe class VmTransportTests : IDisposable
         }
     });
 
+    /// <summary>A host busy elsewhere (a wait in the driver) asks whether its guest is still there: doorbells
+    /// are not an end, a goodbye or the next guest's preamble is, and the next session still starts.</summary>
+    [Fact]
+    public void PeerClosedSeesTheGoodbyeAndTheNextPreambleButNotDoorbells() => WithinTime(20_000, () =>
+    {
+        var first = GuestSession();
+        using (var host = AcceptSession())
+        {
+            RoundTrip(first, host, "doorbells");
+            first.Write([1]);
+            first.Flush();
+            Assert.False(host.PeerClosed);
+            first.Dispose();
+            Assert.True(SpinWait.SpinUntil(() => host.PeerClosed, 2000));
+        }
+        var dead = GuestSession();
+        using (var host = AcceptSession())
+        {
+            RoundTrip(dead, host, "dies without goodbye");
+            Assert.False(host.PeerClosed);
+            var next = GuestSession();
+            Assert.True(SpinWait.SpinUntil(() => host.PeerClosed, 2000));
+            host.Dispose();
+            using var host3 = AcceptSession();
+            RoundTrip(next, host3, "next process");
+            next.Dispose();
+        }
+        dead.Dispose(); // its late goodbye falls between sessions
+    });
+
     [Fact]
     public void AGuestThatDiedWithoutGoodbyeIsEndedByTheNextPreamble() => WithinTime(20_000, () =>
     {
