@@ -27,6 +27,8 @@ internal sealed unsafe partial class Session
     ValidUsageGate NewGate()
     {
         var g = new ValidUsageGate(name => HostVulkan.GetInstanceProcAddr(_instance, name), _arena);
+        g.DeviceAlive = h => _objects.IdOf(ObjDevice, h) != 0;
+        g.WaitIdle = device => IdleWait(device, QueuesOf(device), "a destroy that waits for the device");
         g.Logger = m => log.LogWarning("session {Session}: {Reason}", Id, m);
         // Memory the guest freed while still bound is freed here once its last resource is gone.
         g.FreeMemory = (device, memory) =>

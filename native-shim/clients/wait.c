@@ -109,6 +109,16 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* Reset before any work is in flight: a host-side reset of a pool the device may be using waits for the
+     * device first (the gate), and the wait under test is the query wait itself. */
+    VkQueryPool pool = VK_NULL_HANDLE;
+    if (strcmp(mode, "query") == 0)
+    {
+        VkQueryPoolCreateInfo qpci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 1 };
+        if (vkCreateQueryPool(device, &qpci, NULL, &pool) != VK_SUCCESS) return 12;
+        vkResetQueryPool(device, pool, 0, 1);
+    }
+
     VkResult s = submit_blocked();
     printf("blocked submit = %d\n", s);
     if (s != VK_SUCCESS) return 7;
@@ -140,13 +150,6 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    VkQueryPool pool = VK_NULL_HANDLE;
-    if (strcmp(mode, "query") == 0)
-    {
-        VkQueryPoolCreateInfo qpci = { .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 1 };
-        if (vkCreateQueryPool(device, &qpci, NULL, &pool) != VK_SUCCESS) return 12;
-        vkResetQueryPool(device, pool, 0, 1);
-    }
     printf("waiting\n");
     fflush(stdout);
     VkResult w;

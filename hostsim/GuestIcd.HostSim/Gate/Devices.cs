@@ -65,10 +65,6 @@ internal sealed unsafe partial class ValidUsageGate
         switch (cmd)
         {
             case Tables.vkCreateDevice: return CheckCreateDevice(a, ref result);
-            case Tables.vkDestroyInstance:
-                if (_devices.Count > 0)
-                    Fail(cmd, "VUID-vkDestroyInstance-instance-00629", $"{_devices.Count} device(s) of this instance are still alive");
-                break;
         }
         return true;
     }
@@ -84,6 +80,11 @@ internal sealed unsafe partial class ValidUsageGate
                 break;
             }
             case Tables.vkCreateDevice: RecordCreateDevice(a); break;
+            // An application bug, not an attack (VUID-vkDestroyInstance-instance-00629): the session's cascade
+            // (Teardown.cs) destroyed the devices still alive, so their state goes too.
+            case Tables.vkDestroyInstance:
+                foreach (var dev in _devices.Values.ToList()) if (!DeviceAlive(dev.Handle)) ForgetDevice(dev);
+                break;
         }
     }
 
@@ -238,10 +239,18 @@ internal sealed unsafe partial class ValidUsageGate
     void Drain(DeviceState dev)
     {
         if (!dev.Busy) return;
-        var wait = dev.Fn<nint>("vkDeviceWaitIdle", _instanceProc);
-        if (wait != 0) ((delegate* unmanaged<nint, VkResult>)wait)((nint)dev.Handle);
+        if (WaitIdle is { } bounded) bounded(dev.Handle);
+        else
+        {
+            var wait = dev.Fn<nint>("vkDeviceWaitIdle", _instanceProc);
+            if (wait != 0) ((delegate* unmanaged<nint, VkResult>)wait)((nint)dev.Handle);
+        }
         dev.Busy = false;
     }
+
+    /// <summary>The session's idle wait in bounded slices (Waits.cs): the driver's own vkDeviceWaitIdle would
+    /// never return on work the guest left blocked, and would hide the guest leaving.</summary>
+    public Action<ulong>? WaitIdle;
 
     public Action<string>? Logger;
     void Log(string message) => Logger?.Invoke(message);

@@ -19,6 +19,8 @@ namespace GuestIcd.HostSim.Gate;
 internal sealed unsafe partial class ValidUsageGate
 {
     readonly Func<string, nint> _instanceProc;
+    /// <summary>Whether the session still holds a device (host handle): its teardown cascade may have destroyed it.</summary>
+    public Func<ulong, bool> DeviceAlive = _ => true;
     readonly Arena _arena;
 
     /// <summary>The session's real vkFreeMemory path (device, memory), run when memory the guest freed while
