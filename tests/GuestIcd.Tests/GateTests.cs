@@ -45,7 +45,7 @@ public class GateTests
     [InlineData("other-device", Lost, "vkCmdFillBuffer: dstBuffer belongs to another device (VUID-vkCmdFillBuffer-commonparent)")]
     [InlineData("freed-memory", Lost, "vkCmdFillBuffer: dstBuffer is bound to memory the guest freed")]
     [InlineData("destroyed-buffer", Lost, "vkQueueSubmit: the command buffer is invalid: something it recorded was destroyed")]
-    [InlineData("destroy-instance-first", "destroyed the instance first", "(VUID-vkDestroyInstance-instance-00629)")]
+    [InlineData("destroy-instance-first", "destroyed the instance first", "ended (guest disconnected)")] // survived: the teardown cascades
     // commands and features the device did not enable
     [InlineData("core-above-version", Lost, "vkCmdSetCullMode: a VK_VERSION_1_3 command, above the API version the guest's instance asked for")]
     [InlineData("extension-not-enabled", Lost, "vkCmdSetLineStippleEXT: a command of VK_EXT_line_rasterization, which this device did not enable")]
@@ -70,7 +70,7 @@ public class GateTests
         Assert.Contains("round 0: verified 1000000 elements", g.Stdout);
         Assert.Contains("round 1: verified 1000000 elements", g.Stdout);
         // Only the misbehaving session ended (none, where the spec's precise result answered); hostsim still serves.
-        Assert.Equal(guestSees == Lost || guestSees.EndsWith("= -4") || guestSees.EndsWith("result=-4") || mode == "destroy-instance-first" ? 1 : 0,
+        Assert.Equal(guestSees == Lost || guestSees.EndsWith("= -4") || guestSees.EndsWith("result=-4") ? 1 : 0,
             System.Text.RegularExpressions.Regex.Count(host.Log, "ended by a protocol error"));
         var again = Repo.Run(gate, $"{spv} ok", host.ClientEnv(), timeoutMs: 60_000);
         Assert.True(again.ExitCode == 0 && again.Stdout.Contains("vkQueueWaitIdle result=0"), again.Stdout + again.Stderr + host.Log);

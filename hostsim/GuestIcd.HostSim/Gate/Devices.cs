@@ -65,10 +65,6 @@ internal sealed unsafe partial class ValidUsageGate
         switch (cmd)
         {
             case Tables.vkCreateDevice: return CheckCreateDevice(a, ref result);
-            case Tables.vkDestroyInstance:
-                if (_devices.Count > 0)
-                    Fail(cmd, "VUID-vkDestroyInstance-instance-00629", $"{_devices.Count} device(s) of this instance are still alive");
-                break;
         }
         return true;
     }
@@ -84,6 +80,12 @@ internal sealed unsafe partial class ValidUsageGate
                 break;
             }
             case Tables.vkCreateDevice: RecordCreateDevice(a); break;
+            // An application bug the host survives (VUID-vkDestroyInstance-instance-00629): the session's
+            // teardown destroyed the devices and their children with the instance; the gate forgets them,
+            // so any later use of one is refused as a dead object.
+            case Tables.vkDestroyInstance:
+                foreach (var dev in _devices.Values.ToList()) ForgetDevice(dev);
+                break;
         }
     }
 
