@@ -67,8 +67,8 @@ internal sealed unsafe partial class ValidUsageGate
     /// <summary>[offset, offset+size) inside the buffer, without overflow.</summary>
     static void InBuffer(int cmd, BufferState b, ulong offset, ulong size, string vuidOffset, string vuidSize, string what)
     {
-        if (offset >= b.Size) Fail(cmd, vuidOffset, $"{what} offset {offset} is outside the {b.Size}-byte buffer");
-        if (size > b.Size - offset) Fail(cmd, vuidSize, $"{what} [{offset}, +{size}) runs past the {b.Size}-byte buffer");
+        if (offset >= b.Size) Fail(cmd, V(cmd, vuidOffset), $"{what} offset {offset} is outside the {b.Size}-byte buffer");
+        if (size > b.Size - offset) Fail(cmd, V(cmd, vuidSize), $"{what} [{offset}, +{size}) runs past the {b.Size}-byte buffer");
     }
 
     void CheckCopyBuffer(int cmd, ulong src, ulong dst, uint count, VkBufferCopy* regions)
@@ -79,8 +79,8 @@ internal sealed unsafe partial class ValidUsageGate
         {
             var r = regions[i];
             if (r.size == 0) Fail(cmd, "VUID-VkBufferCopy-size-01988", "region size is 0");
-            InBuffer(cmd, s, r.srcOffset, r.size, $"VUID-{N(cmd)}-srcOffset-00113", $"VUID-{N(cmd)}-size-00115", "source");
-            InBuffer(cmd, d, r.dstOffset, r.size, $"VUID-{N(cmd)}-dstOffset-00114", $"VUID-{N(cmd)}-size-00116", "destination");
+            InBuffer(cmd, s, r.srcOffset, r.size, "srcOffset-00113", "size-00115", "source");
+            InBuffer(cmd, d, r.dstOffset, r.size, "dstOffset-00114", "size-00116", "destination");
         }
     }
 

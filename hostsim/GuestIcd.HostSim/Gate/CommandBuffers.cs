@@ -292,7 +292,7 @@ internal sealed unsafe partial class ValidUsageGate
             case Tables.vkCmdSetEvent2: CheckDependency(cmd, (VkDependencyInfo*)a[2]); break;
             case Tables.vkCmdBeginQuery or Tables.vkCmdEndQuery: Query(cmd, a[1], (uint)a[2], 1, cmd == Tables.vkCmdBeginQuery ? "VUID-vkCmdBeginQuery-query-00802" : "VUID-vkCmdEndQuery-query-00810"); break;
             case Tables.vkCmdResetQueryPool: Query(cmd, a[1], (uint)a[2], (uint)a[3], "VUID-vkCmdResetQueryPool-firstQuery-00797"); break;
-            case Tables.vkCmdWriteTimestamp or Tables.vkCmdWriteTimestamp2: Query(cmd, a[2], (uint)a[3], 1, $"VUID-{N(cmd)}-query-04904"); break;
+            case Tables.vkCmdWriteTimestamp or Tables.vkCmdWriteTimestamp2: Query(cmd, a[2], (uint)a[3], 1, "query-04904"); break;
             case Tables.vkCmdCopyQueryPoolResults:
             {
                 var q = Query(cmd, a[1], (uint)a[2], (uint)a[3], "VUID-vkCmdCopyQueryPoolResults-firstQuery-00821");
@@ -333,7 +333,7 @@ internal sealed unsafe partial class ValidUsageGate
     QueryPoolState Query(int cmd, ulong pool, uint first, uint count, string vuid)
     {
         var q = Lookup(_queryPools, cmd, pool, "queryPool");
-        if (first >= q.Count || count > q.Count - first) Fail(cmd, vuid, $"queries [{first}, +{count}) of a pool of {q.Count}");
+        if (first >= q.Count || count > q.Count - first) Fail(cmd, V(cmd, vuid), $"queries [{first}, +{count}) of a pool of {q.Count}");
         return q;
     }
 

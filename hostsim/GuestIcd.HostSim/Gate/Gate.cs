@@ -267,6 +267,10 @@ internal sealed unsafe partial class ValidUsageGate
 
     static string N(int cmd) => Tables.Commands[cmd].Name;
 
+    /// <summary>A VUID given whole, or as the part after "VUID-{command}-": built only when a check fails,
+    /// so the hot path allocates no strings.</summary>
+    static string V(int cmd, string vuid) => vuid.StartsWith("VUID-", StringComparison.Ordinal) ? vuid : $"VUID-{N(cmd)}-{vuid}";
+
     /// <summary>The commands recorded into command buffers: every vkCmd*.</summary>
     static readonly bool[] s_isCmd = Tables.Commands.Select(c => c.Name.StartsWith("vkCmd", StringComparison.Ordinal)).ToArray();
 }

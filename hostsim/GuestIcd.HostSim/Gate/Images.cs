@@ -121,10 +121,10 @@ internal sealed unsafe partial class ValidUsageGate
     /// <summary>The box [offset, offset+extent) inside the mip level.</summary>
     static void Box(int cmd, ImageState i, uint mip, VkOffset3D o, VkExtent3D e, string vuid)
     {
-        if (o.x < 0 || o.y < 0 || o.z < 0) Fail(cmd, vuid, $"offset ({o.x},{o.y},{o.z}) is negative");
-        if (e.width == 0 || e.height == 0 || e.depth == 0) Fail(cmd, vuid, "a region with a zero extent");
+        if (o.x < 0 || o.y < 0 || o.z < 0) Fail(cmd, V(cmd, vuid), $"offset ({o.x},{o.y},{o.z}) is negative");
+        if (e.width == 0 || e.height == 0 || e.depth == 0) Fail(cmd, V(cmd, vuid), "a region with a zero extent");
         if ((ulong)o.x + e.width > i.Width(mip) || (ulong)o.y + e.height > i.Height(mip) || (ulong)o.z + e.depth > i.Depth(mip))
-            Fail(cmd, vuid, $"region ({o.x},{o.y},{o.z})+{e.width}x{e.height}x{e.depth} runs past mip {mip} ({i.Width(mip)}x{i.Height(mip)}x{i.Depth(mip)})");
+            Fail(cmd, V(cmd, vuid), $"region ({o.x},{o.y},{o.z})+{e.width}x{e.height}x{e.depth} runs past mip {mip} ({i.Width(mip)}x{i.Height(mip)}x{i.Depth(mip)})");
     }
 
     /// <summary>The buffer side of one buffer↔image region: the last byte it reaches, from the texel block.</summary>
@@ -154,7 +154,7 @@ internal sealed unsafe partial class ValidUsageGate
         uint layers = r.imageSubresource.layerCount == VkConstants.VK_REMAINING_ARRAY_LAYERS ? img.Layers - r.imageSubresource.baseArrayLayer : r.imageSubresource.layerCount;
         UInt128 slices = d * layers;
         UInt128 end = r.bufferOffset + ((slices - 1) * heightBlocks * rowBlocks + (h - 1) * rowBlocks + w) * elem;
-        if (end > b.Size) Fail(cmd, vuidBuffer, $"the region reaches byte {end} of the {b.Size}-byte buffer");
+        if (end > b.Size) Fail(cmd, V(cmd, vuidBuffer), $"the region reaches byte {end} of the {b.Size}-byte buffer");
     }
 
     void CheckBufferImageCopies(int cmd, ulong buffer, ulong image, uint count, VkBufferImageCopy* regions, bool toImage)
@@ -162,7 +162,7 @@ internal sealed unsafe partial class ValidUsageGate
         var b = UsedBuffer(cmd, buffer, toImage ? "srcBuffer" : "dstBuffer");
         var img = UsedImage(cmd, image, toImage ? "dstImage" : "srcImage");
         for (uint i = 0; i < count; i++)
-            BufferImageRegion(cmd, b, img, regions[i], toImage ? $"VUID-{N(cmd)}-pRegions-00171" : $"VUID-{N(cmd)}-pRegions-00183", $"VUID-{N(cmd)}-pRegions-06218");
+            BufferImageRegion(cmd, b, img, regions[i], toImage ? "pRegions-00171" : "pRegions-00183", "pRegions-06218");
     }
 
     void CheckBufferImageCopies2(int cmd, ulong buffer, ulong image, uint count, VkBufferImageCopy2* regions, bool toImage)
@@ -186,7 +186,7 @@ internal sealed unsafe partial class ValidUsageGate
     {
         Layers(cmd, s, ss, "srcSubresource");
         Layers(cmd, d, ds, "dstSubresource");
-        Box(cmd, s, ss.mipLevel, so, e, $"VUID-{N(cmd)}-srcOffset-00144");
+        Box(cmd, s, ss.mipLevel, so, e, "srcOffset-00144");
         // Copies between formats of different block extents scale the destination extent (compressed ↔ uncompressed).
         var fs = Formats.Of(s.Format);
         var fd = Formats.Of(d.Format);
@@ -197,7 +197,7 @@ internal sealed unsafe partial class ValidUsageGate
             de.width = Math.Max(1, (uint)((ulong)(e.width + sw - 1) / sw * dw));
             de.height = Math.Max(1, (uint)((ulong)(e.height + sh - 1) / sh * dh));
         }
-        Box(cmd, d, ds.mipLevel, dO, de, $"VUID-{N(cmd)}-dstOffset-00150");
+        Box(cmd, d, ds.mipLevel, dO, de, "dstOffset-00150");
         if (fs.BlockSize != fd.BlockSize) Fail(cmd, $"VUID-{N(cmd)}-srcImage-01548", $"formats {s.Format} and {d.Format} differ in texel block size");
     }
 
@@ -226,15 +226,15 @@ internal sealed unsafe partial class ValidUsageGate
         uint w = i.Width(mip), h = i.Height(mip), d = i.Depth(mip);
         if (a.x < 0 || a.y < 0 || a.z < 0 || b.x < 0 || b.y < 0 || b.z < 0
             || (uint)a.x > w || (uint)b.x > w || (uint)a.y > h || (uint)b.y > h || (uint)a.z > d || (uint)b.z > d)
-            Fail(cmd, vuid, $"blit corners ({a.x},{a.y},{a.z})-({b.x},{b.y},{b.z}) outside mip {mip} ({w}x{h}x{d})");
+            Fail(cmd, V(cmd, vuid), $"blit corners ({a.x},{a.y},{a.z})-({b.x},{b.y},{b.z}) outside mip {mip} ({w}x{h}x{d})");
     }
 
     void CheckBlit(int cmd, ImageState s, ImageState d, in VkImageSubresourceLayers ss, VkOffset3D s0, VkOffset3D s1, in VkImageSubresourceLayers ds, VkOffset3D d0, VkOffset3D d1)
     {
         Layers(cmd, s, ss, "srcSubresource");
         Layers(cmd, d, ds, "dstSubresource");
-        Corners(cmd, s, ss.mipLevel, s0, s1, $"VUID-{N(cmd)}-srcOffset-00243");
-        Corners(cmd, d, ds.mipLevel, d0, d1, $"VUID-{N(cmd)}-dstOffset-00248");
+        Corners(cmd, s, ss.mipLevel, s0, s1, "srcOffset-00243");
+        Corners(cmd, d, ds.mipLevel, d0, d1, "dstOffset-00248");
         if (s.Samples != VkSampleCountFlagBits.VK_SAMPLE_COUNT_1_BIT || d.Samples != VkSampleCountFlagBits.VK_SAMPLE_COUNT_1_BIT)
             Fail(cmd, $"VUID-{N(cmd)}-srcImage-00233", "blit of a multisampled image");
     }
@@ -268,8 +268,8 @@ internal sealed unsafe partial class ValidUsageGate
             var r = regions[i];
             Layers(cmd, s, r.srcSubresource, "srcSubresource");
             Layers(cmd, d, r.dstSubresource, "dstSubresource");
-            Box(cmd, s, r.srcSubresource.mipLevel, r.srcOffset, r.extent, $"VUID-{N(cmd)}-srcOffset-00269");
-            Box(cmd, d, r.dstSubresource.mipLevel, r.dstOffset, r.extent, $"VUID-{N(cmd)}-dstOffset-00272");
+            Box(cmd, s, r.srcSubresource.mipLevel, r.srcOffset, r.extent, "srcOffset-00269");
+            Box(cmd, d, r.dstSubresource.mipLevel, r.dstOffset, r.extent, "dstOffset-00272");
         }
     }
 
