@@ -37,6 +37,7 @@ public abstract class SocketTransportListener : ITransportListener
     private readonly CancellationTokenSource _stop = new();
     private Thread? _acceptThread;
     private int _pendingHandshakes;
+    private int _queuedReports;
     private int _disposed;
 
     private readonly record struct Outcome(PipeTransport? Transport, string? Error);
@@ -110,6 +111,7 @@ public abstract class SocketTransportListener : ITransportListener
         }
         if (outcome.Transport != null)
             return outcome.Transport;
+        Interlocked.Decrement(ref _queuedReports);
         throw new TransportClosedException(outcome.Error!);
     }
 
@@ -239,8 +241,13 @@ public abstract class SocketTransportListener : ITransportListener
         stream.Dispose();
         socket.Dispose();
         // Reports are bounded too: a flood that nobody reads must not grow the queue without end.
-        if (error != null && _outcomes.Reader.Count < MaxPendingHandshakes)
-            _outcomes.Writer.TryWrite(new Outcome(null, $"{Description}: dropped guest {peer}: it {error}"));
+        if (error != null && Interlocked.Increment(ref _queuedReports) <= MaxPendingHandshakes)
+        {
+            if (!_outcomes.Writer.TryWrite(new Outcome(null, $"{Description}: dropped guest {peer}: it {error}")))
+                Interlocked.Decrement(ref _queuedReports);
+        }
+        else if (error != null)
+            Interlocked.Decrement(ref _queuedReports);
     }
 
     public void Dispose()
