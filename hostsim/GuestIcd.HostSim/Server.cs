@@ -70,8 +70,7 @@ internal sealed class Server(IReadOnlyList<ITransportListener> listeners, Server
             t.Dispose();
             return;
         }
-        // The vm channel outlives its sessions and is read by its listener between them: it stays here.
-        if (supervisor is null || t is UnixRingTransport { IsHandoffCapable: false })
+        if (supervisor is null || t is UnixRingTransport { IsHandoffCapable: false, IsVmSession: false })
         {
             using var session = new Session(id, t, options, _log);
             session.Run();

@@ -9,7 +9,8 @@ using Microsoft.Extensions.Logging;
 namespace GuestIcd.HostSim;
 
 /// <summary>What a worker is told about its session: sent as JSON with the fds over the control socket.</summary>
-/// <param name="Kind">"ring": fds are the guest's socket, its shared memory, the status page.
+/// <param name="Kind">"ring": fds are the guest's socket, its shared memory, the status page. "vm": the
+/// worker's end of the doorbell relay socketpair, the vm's shared file, the status page.
 /// "stream": fds are the worker's end of the relay socketpair and the status page.</param>
 internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options);
 
@@ -110,6 +111,20 @@ internal sealed unsafe class Supervisor : IDisposable
             int controlFd = (int)worker.Control.Handle;
             switch (transport)
             {
+                case UnixRingTransport { IsVmSession: true } vm:
+                {
+                    // The vm channel carries every session of its VM: the parent keeps it and relays doorbells.
+                    int* pair = stackalloc int[2];
+                    if (WorkerNative.socketpair(WorkerNative.AF_UNIX, WorkerNative.SOCK_STREAM | WorkerNative.SOCK_CLOEXEC, 0, pair) != 0)
+                        throw new IOException($"socketpair failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+                    int local = pair[0], remote = pair[1];
+                    var handedOver = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    var thread = new Thread(() => RelayVm(id, vm, worker, controlFd, local, remote, status, handedOver)) { IsBackground = true, Name = "vm relay " + id };
+                    thread.Start();
+                    handedOver.Task.GetAwaiter().GetResult();
+                    relay = Task.Run(thread.Join);
+                    break;
+                }
                 case UnixRingTransport ring:
                 {
                     var handoff = ring.Detach(out int socketFd, out int memfd);
@@ -164,6 +179,40 @@ internal sealed unsafe class Supervisor : IDisposable
         // The control socket's only job was the hand-off; the worker's exit is what we watch.
         worker.Control.Dispose();
         new Thread(() => Watch(id, worker.Process, status, relay)) { IsBackground = true, Name = "watch session " + id }.Start();
+    }
+
+    /// <summary>Runs the vm session's doorbell relay; when it ends, makes sure the worker is gone (it
+    /// maps the vm's memory, which the next session reuses) before the listener may read on.</summary>
+    void RelayVm(int id, UnixRingTransport vm, Worker worker, int controlFd, int local, int remote, WorkerStatus status, TaskCompletionSource handedOver)
+    {
+        try
+        {
+            vm.RelayVmSession(local, (handoff, shmFd) =>
+            {
+                try { Send(controlFd, new WorkerAssignment(id, "vm", handoff, vm.Description, _options), [remote, shmFd, status.Fd]); }
+                finally
+                {
+                    WorkerNative.close(shmFd);
+                    WorkerNative.close(remote);
+                }
+                handedOver.TrySetResult();
+            });
+        }
+        catch (Exception e)
+        {
+            handedOver.TrySetException(e);
+        }
+        finally
+        {
+            WorkerNative.close(local);
+            if (!worker.Process.WaitForExit(5000))
+            {
+                _log.LogWarning("session {Session}: worker pid {Pid} still running 5 s after its vm session ended; killed", id, worker.Process.Id);
+                Kill(worker.Process);
+                worker.Process.WaitForExit();
+            }
+            vm.Dispose();
+        }
     }
 
     void Watch(int id, Process process, WorkerStatus status, Task relay)

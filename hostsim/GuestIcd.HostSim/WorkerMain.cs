@@ -50,14 +50,18 @@ internal static unsafe class WorkerMain
         socket.Dispose();
         if (body is null) return 0; // the supervisor stopped while we were warm
         var assignment = JsonSerializer.Deserialize<WorkerAssignment>(body) ?? throw new InvalidDataException("empty assignment");
-        int expected = assignment.Kind == "ring" ? 3 : 2;
+        int expected = assignment.Kind is "ring" or "vm" ? 3 : 2;
         if (fds.Count != expected) throw new InvalidDataException($"assignment {assignment.Kind} came with {fds.Count} fds, not {expected}");
 
         ApplyLimits(WorkerLimits.For(assignment.Options), log, assignment.Session);
         using var status = WorkerStatus.Open(fds[^1]);
-        ITransport transport = assignment.Kind == "ring"
-            ? UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("ring assignment without ring state"), fds[0], fds[1])
-            : PipeTransport.OverSocket(fds[0], assignment.Description);
+        ITransport transport = assignment.Kind switch
+        {
+            "ring" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("ring assignment without ring state"), fds[0], fds[1]),
+            // The doorbells come relayed over a socketpair; the rings and heap are the vm's shared file.
+            "vm" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("vm assignment without ring state"), fds[0], fds[1], sealedMemfd: false),
+            _ => PipeTransport.OverSocket(fds[0], assignment.Description),
+        };
         var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page };
         using (session) session.Run();
         return 0;

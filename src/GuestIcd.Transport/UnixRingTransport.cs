@@ -146,6 +146,65 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     /// <summary>True when <see cref="Detach"/> can hand this connection to another process.</summary>
     public bool IsHandoffCapable => IsHost && _channel == Channel.OwnedSocket && _memfd >= 0 && _disposed == 0;
 
+    /// <summary>True for a host vm session whose rings can be served by another process through
+    /// <see cref="RelayVmSession"/>.</summary>
+    public bool IsVmSession => IsHost && _channel == Channel.HostVmSession && _memfd >= 0 && _disposed == 0;
+
+    /// <summary>Host vm session: lets another process serve the rings while this thread relays the doorbells
+    /// between the shared vm channel and <paramref name="workerSocket"/> (one byte each way means "re-check").
+    /// <paramref name="started"/> receives what the other process needs (<see cref="Resume"/> with
+    /// <c>sealedMemfd: false</c>) and a duplicate of the shared file's fd (the caller sends and closes it);
+    /// it runs before any relaying. Returns when the session ends on the guest's side (goodbye, next
+    /// preamble, qemu gone; the channel bytes past the end are kept for the listener) or the other process
+    /// closes its end (it exited or died). The caller must make sure the other process no longer touches
+    /// the memory before it disposes this transport, which lets the listener read the next session.</summary>
+    public void RelayVmSession(int workerSocket, Action<Handoff, int> started)
+    {
+        if (!IsVmSession)
+            throw new InvalidOperationException($"{Description}: not a host vm session");
+        int fd = Libc.fcntl(_memfd, 1030 /* F_DUPFD_CLOEXEC: a plain dup could leak into a process spawned meanwhile */, 0);
+        if (fd < 0)
+            throw new IOException($"{Description}: dup failed ({Libc.Describe(Libc.Errno)})");
+        started(new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description), fd);
+        Libc.PollFd* pfd = stackalloc Libc.PollFd[3];
+        byte* buffer = stackalloc byte[256];
+        byte bell = VmDoorbell;
+        while (!_peerClosed)
+        {
+            pfd[0] = new Libc.PollFd { fd = _socket, events = Libc.POLLIN };
+            pfd[1] = new Libc.PollFd { fd = workerSocket, events = Libc.POLLIN };
+            pfd[2] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+            int r = Libc.poll(pfd, 3, -1);
+            if (r < 0 && Libc.Errno == Libc.EINTR)
+                continue;
+            if (r < 0 || pfd[2].revents != 0 || (pfd[0].revents & Libc.POLLNVAL) != 0)
+                break;
+            if (pfd[0].revents != 0)
+            {
+                nint n = Libc.read(_socket, buffer, 256);
+                if (n == 0 || (n < 0 && Libc.Errno is not (Libc.EINTR or Libc.EAGAIN)))
+                    break; // qemu went away
+                if (n > 0)
+                {
+                    if (EndsSession(new ReadOnlySpan<byte>(buffer, (int)n)))
+                        break;
+                    // Non-blocking: a full socketpair already holds a doorbell the worker has not read.
+                    Libc.send(workerSocket, &bell, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+                }
+            }
+            if (pfd[1].revents != 0)
+            {
+                nint n = Libc.recv(workerSocket, buffer, 256, Libc.MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && Libc.Errno is not (Libc.EINTR or Libc.EAGAIN)))
+                    break; // the worker closed its end: it ended the session or died
+                if (n > 0)
+                    Libc.write(_socket, &bell, 1);
+            }
+        }
+        _peerClosed = true;
+        Libc.shutdown(workerSocket, Libc.SHUT_RDWR);
+    }
+
     /// <summary>Host side, listener-owned socket only: stops using this connection without ending it and
     /// returns what <see cref="Resume"/> needs in another process. The caller gets the socket and the memfd
     /// (to send with SCM_RIGHTS and then close); this object unmaps and is disposed. No other thread may be
@@ -153,7 +212,7 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     public Handoff Detach(out int socketFd, out int memfd)
     {
         if (!IsHost || _channel != Channel.OwnedSocket || _memfd < 0)
-            throw new InvalidOperationException($"{Description}: only a listener's unix connection can be handed off");
+            throw new InvalidOperationException($"{Description}: only a listener's unix connection can be handed off; a vm session is relayed (RelayVmSession)");
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             throw new ObjectDisposedException(Description);
         var handoff = new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description);
@@ -169,7 +228,7 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     /// <paramref name="memfd"/> (checked again: sealed, the right size) and takes ownership of both fds,
     /// including on failure.</summary>
     /// <exception cref="TransportClosedException">The memory is not what the hand-off says.</exception>
-    public static UnixRingTransport Resume(Handoff handoff, int socketFd, int memfd)
+    public static UnixRingTransport Resume(Handoff handoff, int socketFd, int memfd, bool sealedMemfd = true)
     {
         byte* region = null;
         nuint size = 0;
@@ -179,9 +238,17 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
                 || handoff.HeapBytes < 0 || handoff.HeapBytes > MaxHeapBytes)
                 throw new TransportClosedException($"{handoff.Description}: hand-off with a {handoff.RingBytes}-byte ring and a {handoff.HeapBytes}-byte heap");
             long expected = SharedSize(handoff.RingBytes) + handoff.HeapBytes;
-            int seals = Libc.fcntl(memfd, Libc.F_GET_SEALS, 0);
-            if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0 || Libc.lseek(memfd, 0, Libc.SEEK_END) != expected)
-                throw new TransportClosedException($"{handoff.Description}: handed-off memory is not a sealed memfd of {expected} bytes");
+            if (sealedMemfd)
+            {
+                int seals = Libc.fcntl(memfd, Libc.F_GET_SEALS, 0);
+                if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0 || Libc.lseek(memfd, 0, Libc.SEEK_END) != expected)
+                    throw new TransportClosedException($"{handoff.Description}: handed-off memory is not a sealed memfd of {expected} bytes");
+            }
+            else if (Libc.lseek(memfd, 0, Libc.SEEK_END) < expected)
+            {
+                // The vm's shared file belongs to the host (qemu and hostsim), not to the guest; it only has to be big enough.
+                throw new TransportClosedException($"{handoff.Description}: handed-off shared file is smaller than {expected} bytes");
+            }
             size = (nuint)expected;
             region = (byte*)Libc.mmap(null, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
             if (region == Libc.MAP_FAILED)
