@@ -60,7 +60,7 @@ internal sealed unsafe class Supervisor : IDisposable
     readonly Dictionary<int, TaskCompletionSource<Socket>> _starting = new();
     readonly Dictionary<int, Socket> _arrived = new();
     readonly Queue<Worker> _warm = new();
-    readonly BlockingCollection<TaskCompletionSource<Worker>> _spawnRequests = new();
+    readonly BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> _spawnRequests = new();
     readonly HashSet<Process> _live = new();
     int _refilling;
     volatile bool _disposed;
@@ -284,11 +284,21 @@ internal sealed unsafe class Supervisor : IDisposable
         });
     }
 
+    /// <summary>Starts a worker and waits until it has connected back (warmed up). Only the fork+exec
+    /// happens on the spawner thread, so a burst of sessions starts its workers in parallel.</summary>
     Worker Spawn()
     {
-        var request = new TaskCompletionSource<Worker>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sw = Stopwatch.StartNew();
+        var request = new TaskCompletionSource<(Process, Task<Socket>)>(TaskCreationOptions.RunContinuationsAsynchronously);
         _spawnRequests.Add(request);
-        return request.Task.GetAwaiter().GetResult();
+        var (process, connected) = request.Task.GetAwaiter().GetResult();
+        if (!connected.Wait(ConnectTimeoutMs))
+        {
+            lock (_lock) _starting.Remove(process.Id);
+            Kill(process);
+            throw new TimeoutException($"worker pid {process.Id} did not connect within {ConnectTimeoutMs} ms");
+        }
+        return new Worker(process, connected.Result, sw.Elapsed.TotalMilliseconds);
     }
 
     void SpawnLoop()
@@ -300,9 +310,8 @@ internal sealed unsafe class Supervisor : IDisposable
         }
     }
 
-    Worker StartWorker()
+    (Process, Task<Socket>) StartWorker()
     {
-        var sw = Stopwatch.StartNew();
         var limits = WorkerLimits.For(_options);
         string exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which executable hostsim runs from");
         var psi = new ProcessStartInfo(exe) { UseShellExecute = false };
@@ -329,13 +338,7 @@ internal sealed unsafe class Supervisor : IDisposable
             if (_arrived.Remove(process.Id, out var early)) tcs.SetResult(early);
             else _starting[process.Id] = tcs;
         }
-        if (!tcs.Task.Wait(ConnectTimeoutMs))
-        {
-            lock (_lock) _starting.Remove(process.Id);
-            Kill(process);
-            throw new TimeoutException($"worker pid {process.Id} did not connect within {ConnectTimeoutMs} ms");
-        }
-        return new Worker(process, tcs.Task.Result, sw.Elapsed.TotalMilliseconds);
+        return (process, tcs.Task);
     }
 
     void AcceptWorkers()
