@@ -25,7 +25,9 @@ internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, u
     /// <summary>The session's device-memory quota bounds what the driver allocates in private memory (the
     /// shared heap is a shared mapping and RLIMIT_DATA does not count it); the rest is the runtime's.</summary>
     public static WorkerLimits For(ServerOptions options) =>
-        new(DefaultGcHeapBytes + Overhead + (options.Quotas ?? Quotas.Default).DeviceMemoryBytes, 1024, DefaultGcHeapBytes);
+        // Twice the quota: a backstop well above what the quota lets through (the driver's own copies and
+        // bookkeeping come on top), so only a runaway worker ever meets it.
+        new(DefaultGcHeapBytes + Overhead + 2 * (options.Quotas ?? Quotas.Default).DeviceMemoryBytes, 1024, DefaultGcHeapBytes);
 }
 
 /// <summary>

@@ -214,7 +214,7 @@ public class IsolationTests
         Assert.DoesNotContain(links, l => l.Contains(Path.GetDirectoryName(host.SocketPath)!));
         // The listening socket is in hostsim's own table (so the check above could have found it), not the worker's.
         string listenInode = File.ReadAllLines("/proc/net/unix").Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            .First(f => f.Length >= 8 && f[^1] == host.SocketPath)[6];
+            .First(f => f.Length >= 8 && f[^1] == host.SocketPath && f[3] == "00010000" /* listening; accepted sockets show the path too */)[6];
         Assert.DoesNotContain($"socket:[{listenInode}]", sockets);
         var otherLinks = Directory.GetFiles($"/proc/{otherWorker}/fd").Select(Target);
         Assert.Empty(sockets.Intersect(otherLinks));
