@@ -24,13 +24,21 @@ var quotaReply = new Option<uint?>("--quota-reply-kb") { Description = "largest 
 var quotaMessage = new Option<uint?>("--quota-message-kb") { Description = "largest message the host accepts (default and most 65536)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
+var inProcess = new Option<bool>("--in-process") { Description = "run sessions on threads of this process instead of one worker process each (debugging; a driver crash then ends every session)" };
+var warmWorkers = new Option<int>("--warm-workers") { Description = "worker processes kept started and waiting for a session (an application opens two: the loader's probe, then its instance)", DefaultValueFactory = _ => 2 };
+var handshakeTimeout = new Option<int>("--handshake-timeout-ms") { Description = "how long a new connection has for its transport handshake, authentication and hello", DefaultValueFactory = _ => 2000 };
+var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a worker sent SIGUSR2 faults inside native code like a driver bug would (tests the crash handling)", Hidden = true };
+
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage };
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable };
+ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => b
+    .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
+    .AddFilter(_ => true).SetMinimumLevel(level));
+
+
 serve.SetAction(parse =>
 {
-    using var logs = LoggerFactory.Create(b => b
-        .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
-        .AddFilter(_ => true).SetMinimumLevel(parse.GetValue(logLevel)));
+    using var logs = Logs(parse.GetValue(logLevel));
     var log = logs.CreateLogger("hostsim");
     var names = HostVulkan.DeviceNames();
     if (names.Count == 0) { log.LogError("the host's Vulkan loader reports no physical device"); return 1; }
@@ -80,7 +88,11 @@ serve.SetAction(parse =>
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas), logs).Run(stop.Token);
+    var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
+        Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas);
+    using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable));
+    log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
+    new Server(listeners, options, logs, supervisor).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;
@@ -94,5 +106,13 @@ info.SetAction(_ =>
     return 0;
 });
 
-var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, info };
+// Hidden: what `serve` starts for each session (Supervisor); its settings come from the supervisor.
+var worker = new Command("worker", "one guest session in a process of its own (started by serve)") { Hidden = true };
+worker.SetAction(_ =>
+{
+    using var logs = Logs(Enum.TryParse<LogLevel>(Environment.GetEnvironmentVariable("GUESTICD_WORKER_LOG_LEVEL"), out var l) ? l : LogLevel.Information);
+    return WorkerMain.Run(logs);
+});
+
+var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, info, worker };
 return root.Parse(args).Invoke();

@@ -1,20 +1,31 @@
+using GuestIcd.Protocol;
+using GuestIcd.Protocol.Wire;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
 
 namespace GuestIcd.HostSim;
 
+/// <param name="HandshakeTimeoutMs">From connect to the end of the hello (transport handshake,
+/// authentication and hello each get this long): short, so silent peers are dropped quickly.</param>
 internal sealed record ServerOptions(string DeviceName, ushort ProtocolMajor, ushort ProtocolMinor,
-    int HandshakeTimeoutMs = 5000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null);
+    int HandshakeTimeoutMs = 2000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null);
 
-/// <summary>Accepts guests on every listener and runs each in its own session thread, so a guest that
-/// misbehaves or hangs affects no other.</summary>
-internal sealed class Server(IReadOnlyList<ITransportListener> listeners, ServerOptions options, ILoggerFactory logs)
+/// <summary>Accepts guests on every listener, does each one's hello on a thread of its own, and then runs
+/// the session in a worker process (<see cref="Supervisor"/>), or with <c>--in-process</c> on that thread,
+/// so a guest that misbehaves, hangs or crashes the driver affects no other.</summary>
+internal sealed class Server(IReadOnlyList<ITransportListener> listeners, ServerOptions options, ILoggerFactory logs, Supervisor? supervisor)
 {
     readonly ILogger _log = logs.CreateLogger("hostsim");
     int _sessions;
 
     public void Run(CancellationToken stop)
     {
+        foreach (var l in listeners)
+        {
+            // The listeners' own handshakes (ring preamble, TLS, secret) get the same short deadline.
+            if (l is UnixRingListener u) u.HandshakeTimeoutMs = options.HandshakeTimeoutMs;
+            else if (l is SocketTransportListener t) t.HandshakeTimeoutMs = options.HandshakeTimeoutMs;
+        }
         var threads = listeners.Select(l => new Thread(() => AcceptLoop(l, stop)) { IsBackground = true, Name = "accept " + l.Description }).ToList();
         foreach (var t in threads) t.Start();
         foreach (var t in threads) t.Join();
@@ -36,8 +47,35 @@ internal sealed class Server(IReadOnlyList<ITransportListener> listeners, Server
             if (t is null) break;
             int id = Interlocked.Increment(ref _sessions);
             _log.LogInformation("session {Session} connected via {Peer}", id, t.Description);
-            var session = new Session(id, t, options, _log);
-            new Thread(() => { using (session) session.Run(); }) { IsBackground = true, Name = "session " + id }.Start();
+            new Thread(() => Start(id, t)) { IsBackground = true, Name = "session " + id }.Start();
         }
+    }
+
+    void Start(int id, ITransport t)
+    {
+        bool ok;
+        try
+        {
+            ok = SupervisorHandshake.Run(id, t, options, _log);
+        }
+        catch (Exception e) when (e is ProtocolException or TransportClosedException or InvalidDataException)
+        {
+            _log.LogWarning("session {Session} ended (bad hello: {Reason})", id, e.Message);
+            t.Dispose();
+            return;
+        }
+        if (!ok)
+        {
+            _log.LogInformation("session {Session} ended (refused at hello)", id);
+            t.Dispose();
+            return;
+        }
+        if (supervisor is null || t is UnixRingTransport { IsHandoffCapable: false, IsVmSession: false })
+        {
+            using var session = new Session(id, t, options, _log);
+            session.Run();
+            return;
+        }
+        supervisor.Serve(id, t);
     }
 }

@@ -8,8 +8,10 @@ using Microsoft.Extensions.Logging;
 
 namespace GuestIcd.HostSim;
 
-/// <summary>One guest connection: handshake, then decode → execute → reply until the guest leaves or
-/// breaks the rules. Everything the guest created lives in this session's <see cref="ObjectTable"/>.</summary>
+/// <summary>One guest connection after its handshake (<see cref="SupervisorHandshake"/>): decode → execute →
+/// reply until the guest leaves or breaks the rules. Everything the guest created lives in this session's
+/// <see cref="ObjectTable"/>. Runs in a worker process (<see cref="WorkerMain"/>) or, with
+/// <c>serve --in-process</c>, on a thread of hostsim.</summary>
 internal sealed unsafe partial class Session(int id, ITransport transport, ServerOptions options, ILogger log) : IDisposable
 {
     /// <summary>The guest's shared heap mapped here, when its transport has one (HOST_VISIBLE memory lives there).</summary>
@@ -24,6 +26,10 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     readonly nint[] _fns = new nint[Tables.Commands.Length];
     VkInstance _instance;
 
+    /// <summary>Where the command being executed is recorded (one store per command) so that a supervisor
+    /// can name it when the worker dies: wire id in the low 32 bits, commands so far in the high 32.</summary>
+    public ulong* Progress = WorkerStatus.Sink;
+
     // Metrics (DESIGN.md §6).
     public long Commands, BytesIn, Replies, Errors;
     public int LiveObjects => _objects.GuestCount;
@@ -34,7 +40,6 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         string end;
         try
         {
-            if (!Handshake()) return;
             while (ServeOne()) { }
             end = "guest disconnected";
         }
@@ -56,40 +61,6 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         ReportValidation();
         log.LogInformation("session {Session} ended ({End}): {Commands} commands, {Bytes} bytes in, {Replies} replies, {Errors} errors, {Live} guest objects left",
             Id, end, Commands, BytesIn, Replies, Errors, leaked);
-    }
-
-    bool Handshake()
-    {
-        Span<byte> hdr = stackalloc byte[MessageHeader.Size];
-        if (!transport.ReadExactly(hdr, options.HandshakeTimeoutMs))
-        {
-            log.LogWarning("session {Session}: no hello within {Ms} ms; closing", Id, options.HandshakeTimeoutMs);
-            return false;
-        }
-        var h = MessageHeader.Read(hdr);
-        if (h.Command != Protocol.Handshake.HelloCommand) throw new ProtocolException($"first message is 0x{h.Command:X8}, not a hello");
-        var hello = Protocol.Handshake.ReadHello(ReadPayload(h, options.HandshakeTimeoutMs));
-        var (ok, major, minor) = Protocol.Handshake.Negotiate(hello.Major, hello.Minor, options.ProtocolMajor, options.ProtocolMinor);
-        HelloReply reply;
-        if (!ok)
-        {
-            var reason = $"guest speaks protocol {hello.Major}.{hello.Minor}, host speaks {options.ProtocolMajor}.{options.ProtocolMinor}: no common major version";
-            log.LogWarning("session {Session} refused: {Reason}", Id, reason);
-            reply = new HelloReply(false, options.ProtocolMajor, options.ProtocolMinor, reason, options.DeviceName, 0, []);
-        }
-        else
-        {
-            var wanted = hello.Extensions.ToHashSet();
-            var exts = HostVulkan.InstanceExtensions().Where(e => wanted.Contains(e.Name)).Select(e => new ExtensionVersion(e.Name, e.Spec)).ToArray();
-            reply = new HelloReply(true, major, minor, "", options.DeviceName, HostVulkan.InstanceVersion(), exts);
-            log.LogInformation("session {Session}: guest build {Build}, registry 1.3.{Reg}, protocol {Major}.{Minor} agreed, serving {Device}",
-                Id, hello.BuildId, hello.RegistryVersion, major, minor, options.DeviceName);
-        }
-        _writer.Reset();
-        Protocol.Handshake.Write(reply, _writer);
-        transport.Write(_writer.Written);
-        transport.Flush();
-        return ok;
     }
 
     ReadOnlySpan<byte> ReadPayload(MessageHeader h, int timeoutMs)
@@ -116,6 +87,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         }
         catch (TransportClosedException) { return false; }
         var h = MessageHeader.Read(hdr);
+        *Progress = ((ulong)(uint)(Commands + 1) << 32) | h.Command;
         var payload = ReadPayload(h, options.MessageTimeoutMs);
         if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
         if (h.Command == PrivateCommands.ReadMemory) { Commands++; ReadMemory(payload); _sequence++; return true; }

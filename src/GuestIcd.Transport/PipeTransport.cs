@@ -213,6 +213,79 @@ public sealed class PipeTransport : ITransport
         return awaiter.GetResult();
     }
 
+    // ================================================================== hand-off to another process
+
+    /// <summary>A host transport over an already connected stream socket <paramref name="fd"/> (a worker
+    /// process's end of the socketpair its parent relays a guest through). Takes ownership of the fd.</summary>
+    public static PipeTransport OverSocket(int fd, string description)
+    {
+        var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
+        return new PipeTransport(socket, new NetworkStream(socket, ownsSocket: false), isTls: false, description);
+    }
+
+    /// <summary>Relays plaintext both ways between this (authenticated, maybe TLS) connection and
+    /// <paramref name="local"/> until either side ends; then ends both. Bytes already buffered from the
+    /// guest go first. Used by a parent that authenticated the guest and lets a worker process serve it;
+    /// nothing else may use this transport meanwhile. Disposes this transport and <paramref name="local"/>.</summary>
+    public async Task RelayAsync(Socket local)
+    {
+        ThrowIfUnusable();
+        Task toLocal = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    ReadResult result = await _reader.ReadAsync().ConfigureAwait(false);
+                    foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                    {
+                        for (int sent = 0; sent < segment.Length;)
+                            sent += await local.SendAsync(segment[sent..], SocketFlags.None).ConfigureAwait(false);
+                    }
+                    _reader.AdvanceTo(result.Buffer.End);
+                    if (result.IsCompleted || result.IsCanceled)
+                        break;
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        });
+        Task toGuest = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    int n = await local.ReceiveAsync(_writer.GetMemory(64 << 10), SocketFlags.None).ConfigureAwait(false);
+                    if (n == 0)
+                        break;
+                    _writer.Advance(n);
+                    FlushResult flushed = await _writer.FlushAsync().ConfigureAwait(false);
+                    if (flushed.IsCompleted || flushed.IsCanceled)
+                        break;
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        });
+        await Task.WhenAny(toLocal, toGuest).ConfigureAwait(false);
+        // Whichever side ended, the session is over: wake the other copy loop and release both ends.
+        try
+        {
+            local.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        Shutdown();
+        _reader.CancelPendingRead();
+        await Task.WhenAll(toLocal, toGuest).ConfigureAwait(false);
+        local.Dispose();
+        Dispose();
+    }
+
     // ================================================================== lifetime
 
     /// <summary>Ends the connection: the peer sees EOF, and this side's blocked or later calls throw

@@ -71,6 +71,25 @@ public sealed unsafe class SharedRing
 
     public int Capacity => _capacity;
 
+    /// <summary>This side's private counters (see <see cref="Resume"/>). Taken from our own fields, never
+    /// from shared memory, so handing a ring to another process does not make it trust the peer more.</summary>
+    public readonly record struct State(ulong Head, ulong PublishedHead, ulong LastTail, ulong Tail, ulong LastHead);
+
+    /// <summary>The private counters, for handing this ring to another process.</summary>
+    public State Save() => new(_head, _publishedHead, _lastTail, _tail, _lastHead);
+
+    /// <summary>Continues where <paramref name="state"/> (from <see cref="Save"/> of the same ring in
+    /// another process) left off: the counters are private state, so a ring that changes hands mid-stream
+    /// must carry them along rather than start from zero.</summary>
+    public void Resume(State state)
+    {
+        // Consistent counters are the invariant every check above relies on; a hand-off cannot break them.
+        if (state.PublishedHead > state.Head || state.Head - state.LastTail > (ulong)_capacity
+            || state.LastHead < state.Tail || state.LastHead - state.Tail > (ulong)_capacity)
+            throw new ArgumentException($"inconsistent ring state {state}", nameof(state));
+        (_head, _publishedHead, _lastTail, _tail, _lastHead) = (state.Head, state.PublishedHead, state.LastTail, state.Tail, state.LastHead);
+    }
+
     public static bool IsValidCapacity(int capacity) =>
         capacity >= MinCapacity && (capacity & (capacity - 1)) == 0;
 

@@ -14,27 +14,41 @@ namespace GuestIcd.Transport;
 /// </summary>
 /// <remarks>
 /// A guest that connects and says nothing, or says the wrong thing, never holds up another: handshakes run
-/// concurrently, at most <see cref="MaxPendingHandshakes"/> at a time (further guests wait in the kernel's
-/// backlog). A guest that fails is disconnected and <see cref="Accept"/> throws a
+/// concurrently, and a newcomer is always taken: when its peer address already has
+/// <see cref="MaxPendingPerPeer"/> unfinished handshakes, or <see cref="MaxPendingHandshakes"/> are
+/// running, the oldest unfinished one (of that address, else of anyone) is dropped. A real guest
+/// authenticates within milliseconds, so only silent or slow peers are ever old. A guest that fails is disconnected and <see cref="Accept"/> throws a
 /// <see cref="TransportClosedException"/> naming the reason (never the secret); the listener stays usable,
 /// so call Accept again. One thread calls Accept at a time; <see cref="Dispose"/> may come from any thread
 /// and makes a blocked Accept return null.
 /// </remarks>
 public abstract class SocketTransportListener : ITransportListener
 {
-    /// <summary>Connections that may be authenticating or waiting for <see cref="Accept"/> at once.</summary>
-    public const int MaxPendingHandshakes = 64;
+    /// <summary>Connections that may be authenticating at once.</summary>
+    public const int MaxPendingHandshakes = 256;
+    /// <summary>Connections one peer address may have authenticating at once.</summary>
+    public const int MaxPendingPerPeer = 16;
 
     private readonly byte[] _secret;
     private readonly SslStreamCertificateContext? _certificate;
     private readonly Channel<Outcome> _outcomes = Channel.CreateUnbounded<Outcome>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly SemaphoreSlim _slots = new(MaxPendingHandshakes, MaxPendingHandshakes);
+    /// <summary>Unfinished handshakes in arrival order (oldest first); guarded by itself.</summary>
+    private readonly LinkedList<PendingHandshake> _handshakes = new();
     private readonly CancellationTokenSource _stop = new();
     private Thread? _acceptThread;
     private int _pendingHandshakes;
+    private int _queuedReports;
     private int _disposed;
 
     private readonly record struct Outcome(PipeTransport? Transport, string? Error);
+
+    private sealed class PendingHandshake(string peerKey, CancellationTokenSource timeout)
+    {
+        public readonly string PeerKey = peerKey;
+        public readonly CancellationTokenSource Timeout = timeout;
+        public volatile string? EvictedBecause;
+        public LinkedListNode<PendingHandshake>? Node;
+    }
 
     /// <exception cref="ArgumentException">No usable secret, or the TLS certificate cannot be loaded.</exception>
     protected SocketTransportListener(TransportSecurity security, string what)
@@ -53,7 +67,7 @@ public abstract class SocketTransportListener : ITransportListener
     public bool IsTls => _certificate != null;
 
     /// <summary>How long a connected guest has for TLS and authentication together.</summary>
-    public int HandshakeTimeoutMs { get; set; } = 5000;
+    public int HandshakeTimeoutMs { get; set; } = 2000;
 
     /// <summary>Connections accepted but not yet through authentication (for diagnostics and tests).</summary>
     public int PendingHandshakes => Volatile.Read(ref _pendingHandshakes);
@@ -95,9 +109,9 @@ public abstract class SocketTransportListener : ITransportListener
         {
             return null;
         }
-        _slots.Release();
         if (outcome.Transport != null)
             return outcome.Transport;
+        Interlocked.Decrement(ref _queuedReports);
         throw new TransportClosedException(outcome.Error!);
     }
 
@@ -106,15 +120,6 @@ public abstract class SocketTransportListener : ITransportListener
         CancellationToken stop = _stop.Token;
         while (!stop.IsCancellationRequested)
         {
-            try
-            {
-                // Wait for a free slot before taking the next guest, so half-open guests cannot pile up.
-                _slots.Wait(stop);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
             Socket? socket;
             string peer;
             try
@@ -126,7 +131,6 @@ public abstract class SocketTransportListener : ITransportListener
                 if (stop.IsCancellationRequested)
                     return;
                 // Per-connection failures (a guest that vanished before accept) are not worth reporting.
-                _slots.Release();
                 Thread.Sleep(10);
                 continue;
             }
@@ -137,11 +141,40 @@ public abstract class SocketTransportListener : ITransportListener
             if (socket == null)
                 return;
             Interlocked.Increment(ref _pendingHandshakes);
-            _ = Task.Run(() => HandshakeAsync(socket, peer));
+            var pending = new PendingHandshake(PeerKey(peer), CancellationTokenSource.CreateLinkedTokenSource(_stop.Token));
+            lock (_handshakes)
+            {
+                PendingHandshake? victim = null;
+                int ofPeer = 0;
+                foreach (PendingHandshake h in _handshakes)
+                {
+                    if (h.PeerKey == pending.PeerKey && h.EvictedBecause == null && ofPeer++ == 0)
+                        victim = h;
+                }
+                if (ofPeer >= MaxPendingPerPeer)
+                    Evict(victim!, $"was evicted: its address has {ofPeer} unfinished handshakes (at most {MaxPendingPerPeer})");
+                else if (_handshakes.Count >= MaxPendingHandshakes && _handshakes.First!.Value is { EvictedBecause: null } oldest)
+                    Evict(oldest, $"was evicted: {_handshakes.Count} unfinished handshakes (at most {MaxPendingHandshakes}) and it was the oldest");
+                pending.Node = _handshakes.AddLast(pending);
+            }
+            _ = Task.Run(() => HandshakeAsync(socket, peer, pending));
         }
     }
 
-    private async Task HandshakeAsync(Socket socket, string peer)
+    private static void Evict(PendingHandshake victim, string reason)
+    {
+        victim.EvictedBecause = reason;
+        victim.Timeout.Cancel();
+    }
+
+    /// <summary>"127.0.0.1:5555" → "127.0.0.1", "vsock:3:1234" → "vsock:3": the peer without its port.</summary>
+    private static string PeerKey(string peer)
+    {
+        int colon = peer.LastIndexOf(':');
+        return colon > 0 ? peer[..colon] : peer;
+    }
+
+    private async Task HandshakeAsync(Socket socket, string peer, PendingHandshake pending)
     {
         var raw = new SocketStream(socket);
         Stream stream = raw;
@@ -149,7 +182,7 @@ public abstract class SocketTransportListener : ITransportListener
         string? error = null;
         int timeoutMs = HandshakeTimeoutMs;
         bool inTls = false;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        using CancellationTokenSource timeout = pending.Timeout;
         timeout.CancelAfter(timeoutMs);
         try
         {
@@ -171,7 +204,7 @@ public abstract class SocketTransportListener : ITransportListener
         }
         catch (OperationCanceledException)
         {
-            error = $"did not complete {(_certificate != null ? "TLS and " : "")}authentication within {timeoutMs} ms";
+            error = pending.EvictedBecause ?? $"did not complete {(_certificate != null ? "TLS and " : "")}authentication within {timeoutMs} ms";
         }
         catch (AuthenticationException e)
         {
@@ -195,6 +228,8 @@ public abstract class SocketTransportListener : ITransportListener
         finally
         {
             Interlocked.Decrement(ref _pendingHandshakes);
+            lock (_handshakes)
+                _handshakes.Remove(pending.Node!);
         }
 
         if (transport != null)
@@ -205,14 +240,14 @@ public abstract class SocketTransportListener : ITransportListener
         }
         stream.Dispose();
         socket.Dispose();
-        if (error == null || !_outcomes.Writer.TryWrite(new Outcome(null, $"{Description}: dropped guest {peer}: it {error}")))
-            ReleaseSlot();
-    }
-
-    private void ReleaseSlot()
-    {
-        if (Volatile.Read(ref _disposed) == 0)
-            _slots.Release();
+        // Reports are bounded too: a flood that nobody reads must not grow the queue without end.
+        if (error != null && Interlocked.Increment(ref _queuedReports) <= MaxPendingHandshakes)
+        {
+            if (!_outcomes.Writer.TryWrite(new Outcome(null, $"{Description}: dropped guest {peer}: it {error}")))
+                Interlocked.Decrement(ref _queuedReports);
+        }
+        else if (error != null)
+            Interlocked.Decrement(ref _queuedReports);
     }
 
     public void Dispose()

@@ -11,26 +11,36 @@ namespace GuestIcd.Transport;
 /// </summary>
 /// <remarks>
 /// A guest that connects and then says nothing cannot hold up other guests: handshakes are read
-/// non-blocking, several at once, each with <see cref="HandshakeTimeoutMs"/>. A guest whose handshake is
-/// bad or late is dropped and <see cref="Accept"/> throws a <see cref="TransportClosedException"/> naming
-/// the reason; the listener stays usable, so call Accept again. One thread calls Accept at a time;
+/// non-blocking, several at once, each with <see cref="HandshakeTimeoutMs"/>. A newcomer is always
+/// accepted: when one peer (pid, from SO_PEERCRED) already has <see cref="MaxPendingPerPeer"/> unfinished
+/// handshakes, or all <see cref="MaxPendingHandshakes"/> slots are taken, the oldest unfinished one (of
+/// that peer, else of anyone) is dropped — a real guest finishes its handshake within a millisecond, so
+/// only silent peers are ever old. A guest whose handshake is bad, late or evicted is dropped and
+/// <see cref="Accept"/> throws a <see cref="TransportClosedException"/> naming the reason; the listener
+/// stays usable, so call Accept again. One thread calls Accept at a time;
 /// <see cref="Dispose"/> may come from any thread and makes a blocked Accept return null.
 /// </remarks>
 public sealed unsafe class UnixRingListener : ITransportListener
 {
-    private const int MaxPendingHandshakes = 64;
+    /// <summary>Unfinished handshakes held at once, over all peers.</summary>
+    public const int MaxPendingHandshakes = 256;
+    /// <summary>Unfinished handshakes one peer (process) may hold at once.</summary>
+    public const int MaxPendingPerPeer = 16;
 
     private readonly int _listenFd;
     private readonly int _wakeFd;
     private readonly object _state = new();
     private readonly List<Pending> _pending = [];
+    /// <summary>Guests dropped to make room for newcomers, reported by the next Accept calls.</summary>
+    private readonly Queue<string> _evicted = new();
     private bool _accepting;
     private bool _disposed;
     private bool _closed;
 
-    private sealed class Pending(int fd, long deadline)
+    private sealed class Pending(int fd, long deadline, int peer)
     {
         public readonly int Fd = fd;
+        public readonly int Peer = peer;
         public readonly long Deadline = deadline;
         public readonly byte[] Preamble = new byte[UnixRingTransport.PreambleSize];
         public int Received;
@@ -83,7 +93,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
     public string Description => $"unix:{SocketPath}";
 
     /// <summary>How long a connected guest has to deliver its preamble and memfd.</summary>
-    public int HandshakeTimeoutMs { get; set; } = 5000;
+    public int HandshakeTimeoutMs { get; set; } = 2000;
 
     /// <summary>Largest ring a guest may ask for; bigger requests are refused (host memory is the limit).</summary>
     public int MaxRingBytes { get; set; } = 64 << 20;
@@ -129,6 +139,8 @@ public sealed unsafe class UnixRingListener : ITransportListener
         {
             if (cancellationToken.IsCancellationRequested || Volatile.Read(ref _disposed))
                 return null;
+            if (_evicted.TryDequeue(out string? evicted))
+                throw new TransportClosedException(evicted);
 
             long now = Stopwatch.GetTimestamp();
             long nextDeadline = long.MaxValue;
@@ -140,8 +152,8 @@ public sealed unsafe class UnixRingListener : ITransportListener
             }
 
             fds[0] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
-            // Too many half-open guests: leave newcomers in the kernel's backlog until some finish.
-            fds[1] = new Libc.PollFd { fd = _pending.Count < MaxPendingHandshakes ? _listenFd : -1, events = Libc.POLLIN };
+            // Always listening: a newcomer evicts the oldest half-open guest rather than wait behind it.
+            fds[1] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
             for (int i = 0; i < _pending.Count; i++)
                 fds[2 + i] = new Libc.PollFd { fd = _pending[i].Fd, events = Libc.POLLIN };
             int count = 2 + _pending.Count;
@@ -183,7 +195,8 @@ public sealed unsafe class UnixRingListener : ITransportListener
 
     private void AcceptPending()
     {
-        while (_pending.Count < MaxPendingHandshakes)
+        // Bounded, so a flood of connections cannot keep this loop from serving handshakes.
+        for (int accepted = 0; accepted < MaxPendingHandshakes; accepted++)
         {
             int fd = Libc.accept4(_listenFd, null, null, Libc.SOCK_NONBLOCK | Libc.SOCK_CLOEXEC);
             if (fd < 0)
@@ -193,8 +206,31 @@ public sealed unsafe class UnixRingListener : ITransportListener
                     continue;
                 return; // EAGAIN, or a client that vanished (ECONNABORTED): nothing to do
             }
-            _pending.Add(new Pending(fd, Libc.Deadline(HandshakeTimeoutMs)));
+            int peer = PeerPid(fd);
+            int oldestOfPeer = -1, ofPeer = 0;
+            for (int i = 0; i < _pending.Count; i++)
+            {
+                if (_pending[i].Peer != peer)
+                    continue;
+                ofPeer++;
+                if (oldestOfPeer < 0)
+                    oldestOfPeer = i;
+            }
+            // _pending is in arrival order: index 0 is the oldest.
+            if (ofPeer >= MaxPendingPerPeer)
+                Evict(oldestOfPeer, $"was evicted: its process holds {ofPeer} unfinished handshakes (at most {MaxPendingPerPeer})");
+            else if (_pending.Count >= MaxPendingHandshakes)
+                Evict(0, $"was evicted: {_pending.Count} unfinished handshakes (at most {MaxPendingHandshakes}) and it was the oldest");
+            _pending.Add(new Pending(fd, Libc.Deadline(HandshakeTimeoutMs), peer));
         }
+    }
+
+    private void Evict(int index, string reason)
+    {
+        // Bounded like the pending list: a report more or less is worth less than memory.
+        TransportClosedException e = Drop(index, reason);
+        if (_evicted.Count < MaxPendingHandshakes)
+            _evicted.Enqueue(e.Message);
     }
 
     /// <summary>Reads what a pending guest has sent; returns its transport once the handshake is complete
@@ -297,11 +333,13 @@ public sealed unsafe class UnixRingListener : ITransportListener
 
         int pid = PeerPid(p.Fd);
 
-        // The mapping keeps the memory; the fd is no longer needed. The socket now belongs to the transport.
-        Libc.close(p.Memfd);
+        // The socket and the memfd now belong to the transport; the memfd stays open so the connection
+        // can be handed to a worker process.
         _pending.RemoveAt(index);
-        return new UnixRingTransport(p.Fd, (byte*)region, (nuint)expected, (int)ringBytes, isHost: true,
+        var transport = new UnixRingTransport(p.Fd, (byte*)region, (nuint)expected, (int)ringBytes, isHost: true,
             $"unix:{SocketPath} guest pid {pid} (ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes);
+        transport.KeepSharedMemoryFd(p.Memfd);
+        return transport;
     }
 
     private TransportClosedException Drop(int index, string reason)

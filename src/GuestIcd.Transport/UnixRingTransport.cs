@@ -68,6 +68,9 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     internal const byte VmGoodbye = 0x00;
 
     private readonly Channel _channel = Channel.OwnedSocket;
+    /// <summary>Host side: the shared memory's fd, kept (not just the mapping) so the connection can be
+    /// handed to a worker process (<see cref="Detach"/>); -1 when not kept.</summary>
+    private int _memfd = -1;
     /// <summary>Non-owning host mode: called once from Dispose with the channel bytes drained after the
     /// session's end (the start of the next preamble), so the owner can carry on reading.</summary>
     private readonly Action<byte[]>? _onSessionEnd;
@@ -133,6 +136,152 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     /// <summary>For tests: the mapped region both rings live in.</summary>
     internal byte* Region => _region;
+
+    // ================================================================== host side: hand-off to another process
+
+    /// <summary>What a process that continues this connection needs besides its two fds (socket, memfd):
+    /// sizes and this side's private ring counters. Plain data, so it can travel as JSON.</summary>
+    public readonly record struct Handoff(int RingBytes, long HeapBytes, SharedRing.State Tx, SharedRing.State Rx, string Description);
+
+    /// <summary>True when <see cref="Detach"/> can hand this connection to another process.</summary>
+    public bool IsHandoffCapable => IsHost && _channel == Channel.OwnedSocket && _memfd >= 0 && _disposed == 0;
+
+    /// <summary>True for a host vm session whose rings can be served by another process through
+    /// <see cref="RelayVmSession"/>.</summary>
+    public bool IsVmSession => IsHost && _channel == Channel.HostVmSession && _memfd >= 0 && _disposed == 0;
+
+    /// <summary>Host vm session: lets another process serve the rings while this thread relays the doorbells
+    /// between the shared vm channel and <paramref name="workerSocket"/> (one byte each way means "re-check").
+    /// <paramref name="started"/> receives what the other process needs (<see cref="Resume"/> with
+    /// <c>sealedMemfd: false</c>) and a duplicate of the shared file's fd (the caller sends and closes it);
+    /// it runs before any relaying. Returns when the session ends on the guest's side (goodbye, next
+    /// preamble, qemu gone; the channel bytes past the end are kept for the listener) or the other process
+    /// closes its end (it exited or died). The caller must make sure the other process no longer touches
+    /// the memory before it disposes this transport, which lets the listener read the next session.</summary>
+    public void RelayVmSession(int workerSocket, Action<Handoff, int> started)
+    {
+        if (!IsVmSession)
+            throw new InvalidOperationException($"{Description}: not a host vm session");
+        int fd = Libc.fcntl(_memfd, 1030 /* F_DUPFD_CLOEXEC: a plain dup could leak into a process spawned meanwhile */, 0);
+        if (fd < 0)
+            throw new IOException($"{Description}: dup failed ({Libc.Describe(Libc.Errno)})");
+        started(new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description), fd);
+        Libc.PollFd* pfd = stackalloc Libc.PollFd[3];
+        byte* buffer = stackalloc byte[256];
+        byte bell = VmDoorbell;
+        while (!_peerClosed)
+        {
+            pfd[0] = new Libc.PollFd { fd = _socket, events = Libc.POLLIN };
+            pfd[1] = new Libc.PollFd { fd = workerSocket, events = Libc.POLLIN };
+            pfd[2] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+            int r = Libc.poll(pfd, 3, -1);
+            if (r < 0 && Libc.Errno == Libc.EINTR)
+                continue;
+            if (r < 0 || pfd[2].revents != 0 || (pfd[0].revents & Libc.POLLNVAL) != 0)
+                break;
+            if (pfd[0].revents != 0)
+            {
+                nint n = Libc.read(_socket, buffer, 256);
+                if (n == 0 || (n < 0 && Libc.Errno is not (Libc.EINTR or Libc.EAGAIN)))
+                    break; // qemu went away
+                if (n > 0)
+                {
+                    if (EndsSession(new ReadOnlySpan<byte>(buffer, (int)n)))
+                        break;
+                    // Non-blocking: a full socketpair already holds a doorbell the worker has not read.
+                    Libc.send(workerSocket, &bell, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+                }
+            }
+            if (pfd[1].revents != 0)
+            {
+                nint n = Libc.recv(workerSocket, buffer, 256, Libc.MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && Libc.Errno is not (Libc.EINTR or Libc.EAGAIN)))
+                    break; // the worker closed its end: it ended the session or died
+                if (n > 0)
+                    Libc.write(_socket, &bell, 1);
+            }
+        }
+        _peerClosed = true;
+        Libc.shutdown(workerSocket, Libc.SHUT_RDWR);
+    }
+
+    /// <summary>Host side, listener-owned socket only: stops using this connection without ending it and
+    /// returns what <see cref="Resume"/> needs in another process. The caller gets the socket and the memfd
+    /// (to send with SCM_RIGHTS and then close); this object unmaps and is disposed. No other thread may be
+    /// using the transport.</summary>
+    public Handoff Detach(out int socketFd, out int memfd)
+    {
+        if (!IsHost || _channel != Channel.OwnedSocket || _memfd < 0)
+            throw new InvalidOperationException($"{Description}: only a listener's unix connection can be handed off; a vm session is relayed (RelayVmSession)");
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            throw new ObjectDisposedException(Description);
+        var handoff = new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description);
+        socketFd = _socket;
+        memfd = _memfd;
+        _memfd = -1;
+        // No shutdown(): the socket lives on in the process it goes to.
+        Libc.munmap(_region, _regionSize);
+        return handoff;
+    }
+
+    /// <summary>Continues a connection another process <see cref="Detach"/>ed: maps
+    /// <paramref name="memfd"/> (checked again: sealed, the right size) and takes ownership of both fds,
+    /// including on failure.</summary>
+    /// <exception cref="TransportClosedException">The memory is not what the hand-off says.</exception>
+    public static UnixRingTransport Resume(Handoff handoff, int socketFd, int memfd, bool sealedMemfd = true)
+    {
+        byte* region = null;
+        nuint size = 0;
+        try
+        {
+            if (handoff.RingBytes < MinRingBytes || handoff.RingBytes > MaxRingBytes || !SharedRing.IsValidCapacity(handoff.RingBytes)
+                || handoff.HeapBytes < 0 || handoff.HeapBytes > MaxHeapBytes)
+                throw new TransportClosedException($"{handoff.Description}: hand-off with a {handoff.RingBytes}-byte ring and a {handoff.HeapBytes}-byte heap");
+            long expected = SharedSize(handoff.RingBytes) + handoff.HeapBytes;
+            if (sealedMemfd)
+            {
+                int seals = Libc.fcntl(memfd, Libc.F_GET_SEALS, 0);
+                if (seals < 0 || (seals & Libc.F_SEAL_SHRINK) == 0 || Libc.lseek(memfd, 0, Libc.SEEK_END) != expected)
+                    throw new TransportClosedException($"{handoff.Description}: handed-off memory is not a sealed memfd of {expected} bytes");
+            }
+            else if (Libc.lseek(memfd, 0, Libc.SEEK_END) < expected)
+            {
+                // The vm's shared file belongs to the host (qemu and hostsim), not to the guest; it only has to be big enough.
+                throw new TransportClosedException($"{handoff.Description}: handed-off shared file is smaller than {expected} bytes");
+            }
+            size = (nuint)expected;
+            region = (byte*)Libc.mmap(null, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
+            if (region == Libc.MAP_FAILED)
+            {
+                region = null;
+                throw new TransportClosedException($"{handoff.Description}: mapping the handed-off memory failed ({Libc.Describe(Libc.Errno)})");
+            }
+            var transport = new UnixRingTransport(socketFd, region, size, handoff.RingBytes, isHost: true, handoff.Description, handoff.HeapBytes);
+            transport._tx.Resume(handoff.Tx);
+            transport._rx.Resume(handoff.Rx);
+            // The mapping keeps the memory; this end is the last and is never handed on.
+            Libc.close(memfd);
+            socketFd = memfd = -1;
+            region = null;
+            return transport;
+        }
+        catch (ArgumentException e)
+        {
+            throw new TransportClosedException($"{handoff.Description}: {e.Message}");
+        }
+        finally
+        {
+            if (region != null)
+                Libc.munmap(region, size);
+            if (memfd >= 0)
+                Libc.close(memfd);
+            if (socketFd >= 0)
+                Libc.close(socketFd);
+        }
+    }
+
+    /// <summary>Listener: keeps the memfd for a later <see cref="Detach"/> (closed on Dispose).</summary>
+    internal void KeepSharedMemoryFd(int memfd) => _memfd = memfd;
 
     // ================================================================== guest side: connect
 
@@ -661,6 +810,8 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
                 Libc.close(_wakeFd);
                 break;
         }
+        if (_memfd >= 0)
+            Libc.close(_memfd);
         Libc.munmap(_region, _regionSize);
         _onSessionEnd?.Invoke(_leftover);
     }

@@ -232,14 +232,19 @@ public sealed unsafe class VmTransportListener : ITransportListener
             throw new IOException($"{Description}: cannot open the shared file ({Libc.Describe(Libc.Errno)})");
         void* region = Libc.mmap(null, size, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
         int errno = Libc.Errno;
-        Libc.close(fd);
         if (region == Libc.MAP_FAILED)
+        {
+            Libc.close(fd);
             throw new IOException($"{Description}: mapping the shared file failed ({Libc.Describe(errno)})");
+        }
 
         int session = ++_sessions;
         _sessionDone.Reset();
-        return new UnixRingTransport(UnixRingTransport.Channel.HostVmSession, _connFd, (byte*)region, size, (int)ringBytes,
+        var transport = new UnixRingTransport(UnixRingTransport.Channel.HostVmSession, _connFd, (byte*)region, size, (int)ringBytes,
             $"{Description} session {session} (ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes, SessionEnded);
+        // Kept (closed on Dispose) so a worker process can map the same memory (RelayVmSession).
+        transport.KeepSharedMemoryFd(fd);
+        return transport;
     }
 
     /// <summary>Called by the session's Dispose with the channel bytes it drained past its end.</summary>

@@ -100,6 +100,9 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         // The loader's probe and the instance: two sessions, one after the other, on the one port.
         Assert.Contains("session 1 connected via vm:", host.Log);
         Assert.Contains("session 2 connected via vm:", host.Log);
+        // The session's worker process logs its end just after qemu closes the channel: allow it a moment.
+        var ended = Stopwatch.StartNew();
+        while (!host.Log.Contains("session 2 ended (guest disconnected)") && ended.ElapsedMilliseconds < 10_000) Thread.Sleep(50);
         Assert.Contains("session 2 ended (guest disconnected)", host.Log);
     }
 

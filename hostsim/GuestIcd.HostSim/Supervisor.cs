@@ -1,0 +1,412 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text.Json;
+using GuestIcd.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>What a worker is told about its session: sent as JSON with the fds over the control socket.</summary>
+/// <param name="Kind">"ring": fds are the guest's socket, its shared memory, the status page. "vm": the
+/// worker's end of the doorbell relay socketpair, the vm's shared file, the status page.
+/// "stream": fds are the worker's end of the relay socketpair and the status page.</param>
+internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options);
+
+/// <summary>Resource limits of one worker, derived from the session's quota.</summary>
+internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, ulong GcHeapBytes)
+{
+    /// <summary>Managed heap of a worker: decode buffers and tables, never device memory.</summary>
+    public const ulong DefaultGcHeapBytes = 1UL << 30;
+    /// <summary>What the runtime, the loader and the driver need beside the guest's memory (measured: an
+    /// idle worker commits about 60 MiB of private data, one that ran the compute client about 150 MiB).</summary>
+    const ulong Overhead = 1UL << 30;
+    /// <summary>The session's device-memory quota bounds what the driver allocates in private memory (the
+    /// shared heap is a shared mapping and RLIMIT_DATA does not count it); the rest is the runtime's.</summary>
+    public static WorkerLimits For(ServerOptions options) =>
+        // Twice the quota: a backstop well above what the quota lets through (the driver's own copies and
+        // bookkeeping come on top), so only a runaway worker ever meets it.
+        new(DefaultGcHeapBytes + Overhead + 2 * (options.Quotas ?? Quotas.Default).DeviceMemoryBytes, 1024, DefaultGcHeapBytes);
+}
+
+/// <summary>
+/// Runs each guest session in a worker process of its own (like virglrenderer's render server and Chrome's
+/// GPU process), so a driver crash or heap corruption caused by one guest ends only that guest's session.
+/// The parent keeps listening, authentication and the hello; it hands the connection to a worker and
+/// watches it. One worker is kept started and waiting, so a session does not pay for process and runtime
+/// start.
+/// </summary>
+/// <remarks>
+/// <para>Workers are spawned from this same executable (<c>guesticd-hostsim worker</c>): .NET cannot fork
+/// safely. A worker connects back to a private abstract unix socket and proves a random token from its
+/// environment; its pid must be one we started. Its session then arrives as JSON plus fds (SCM_RIGHTS).</para>
+/// <para>A unix ring guest's socket and shared memory go to the worker and the parent closes its copies,
+/// so when the worker dies the kernel closes the guest's socket and the guest wakes to
+/// VK_ERROR_DEVICE_LOST. TCP and vsock guests stay on the parent's (maybe TLS) connection and are relayed
+/// as plaintext through a socketpair.</para>
+/// <para>Workers are spawned from one long-lived thread: PR_SET_PDEATHSIG fires when the spawning
+/// <em>thread</em> exits, not the process.</para>
+/// </remarks>
+internal sealed unsafe class Supervisor : IDisposable
+{
+    const int ConnectTimeoutMs = 30_000;
+
+    readonly ServerOptions _options;
+    readonly ILogger _log;
+    readonly int _warmWanted;
+    readonly Socket _control;
+    readonly string _controlName;
+    readonly string _token;
+    readonly object _lock = new();
+    readonly Dictionary<int, TaskCompletionSource<Socket>> _starting = new();
+    readonly Dictionary<int, Socket> _arrived = new();
+    readonly Queue<Worker> _warm = new();
+    readonly BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> _spawnRequests = new();
+    readonly HashSet<Process> _live = new();
+    int _refilling;
+    volatile bool _disposed;
+
+    sealed record Worker(Process Process, Socket Control, double StartMs);
+
+    /// <summary>Workers fault for real on SIGUSR2 (<c>serve --debug-crash-on-sigusr2</c>; tests).</summary>
+    readonly bool _crashOnSigusr2;
+
+    public Supervisor(ServerOptions options, ILogger log, int warmWorkers, bool crashOnSigusr2 = false)
+    {
+        _crashOnSigusr2 = crashOnSigusr2;
+        _options = options;
+        _log = log;
+        _warmWanted = warmWorkers;
+        _token = Convert.ToHexString(RandomNumberGenerator.GetBytes(32));
+        _controlName = $"guesticd-hostsim-{Environment.ProcessId}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8))}";
+        _control = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        _control.Bind(new UnixDomainSocketEndPoint("\0" + _controlName));
+        _control.Listen(64);
+        new Thread(AcceptWorkers) { IsBackground = true, Name = "worker control" }.Start();
+        new Thread(SpawnLoop) { IsBackground = true, Name = "worker spawner" }.Start();
+        Refill();
+    }
+
+    /// <summary>Hands a guest whose hello is done to a worker and watches it; returns at once.</summary>
+    public void Serve(int id, ITransport transport)
+    {
+        Worker worker;
+        WorkerStatus status;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            worker = Take(out bool warm);
+            status = WorkerStatus.Create();
+            _log.LogInformation("session {Session}: worker pid {Pid} ({How}, started in {Start:F0} ms, handed over after {Wait:F1} ms)",
+                id, worker.Process.Id, warm ? "warm" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
+        }
+        catch (Exception e)
+        {
+            _log.LogError("session {Session} ended (no worker: {Error})", id, e.Message);
+            transport.Dispose();
+            return;
+        }
+        Task relay = Task.CompletedTask;
+        try
+        {
+            int controlFd = (int)worker.Control.Handle;
+            switch (transport)
+            {
+                case UnixRingTransport { IsVmSession: true } vm:
+                {
+                    // The vm channel carries every session of its VM: the parent keeps it and relays doorbells.
+                    int* pair = stackalloc int[2];
+                    if (WorkerNative.socketpair(WorkerNative.AF_UNIX, WorkerNative.SOCK_STREAM | WorkerNative.SOCK_CLOEXEC, 0, pair) != 0)
+                        throw new IOException($"socketpair failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+                    int local = pair[0], remote = pair[1];
+                    var handedOver = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    var thread = new Thread(() => RelayVm(id, vm, worker, controlFd, local, remote, status, handedOver)) { IsBackground = true, Name = "vm relay " + id };
+                    thread.Start();
+                    handedOver.Task.GetAwaiter().GetResult();
+                    relay = Task.Run(thread.Join);
+                    break;
+                }
+                case UnixRingTransport ring:
+                {
+                    var handoff = ring.Detach(out int socketFd, out int memfd);
+                    try
+                    {
+                        Send(controlFd, new WorkerAssignment(id, "ring", handoff, transport.Description, _options), [socketFd, memfd, status.Fd]);
+                    }
+                    finally
+                    {
+                        // The worker holds the only other copies: when it dies, the guest sees its socket close.
+                        WorkerNative.close(socketFd);
+                        WorkerNative.close(memfd);
+                    }
+                    break;
+                }
+                case PipeTransport pipe:
+                {
+                    int* pair = stackalloc int[2];
+                    if (WorkerNative.socketpair(WorkerNative.AF_UNIX, WorkerNative.SOCK_STREAM | WorkerNative.SOCK_CLOEXEC, 0, pair) != 0)
+                        throw new IOException($"socketpair failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+                    var local = new Socket(new SafeSocketHandle(pair[0], ownsHandle: true));
+                    try
+                    {
+                        Send(controlFd, new WorkerAssignment(id, "stream", null, transport.Description, _options), [pair[1], status.Fd]);
+                    }
+                    catch
+                    {
+                        local.Dispose();
+                        throw;
+                    }
+                    finally
+                    {
+                        WorkerNative.close(pair[1]);
+                    }
+                    relay = pipe.RelayAsync(local);
+                    break;
+                }
+                default:
+                    throw new NotSupportedException($"{transport.GetType().Name} cannot be handed to a worker");
+            }
+        }
+        catch (Exception e)
+        {
+            _log.LogError("session {Session} ended (hand-off to worker pid {Pid} failed: {Error})", id, worker.Process.Id, e.Message);
+            transport.Dispose();
+            Kill(worker.Process);
+            status.Dispose();
+            worker.Control.Dispose();
+            return;
+        }
+        status.CloseFd();
+        // The control socket's only job was the hand-off; the worker's exit is what we watch.
+        worker.Control.Dispose();
+        new Thread(() => Watch(id, worker.Process, status, relay)) { IsBackground = true, Name = "watch session " + id }.Start();
+    }
+
+    /// <summary>Runs the vm session's doorbell relay; when it ends, makes sure the worker is gone (it
+    /// maps the vm's memory, which the next session reuses) before the listener may read on.</summary>
+    void RelayVm(int id, UnixRingTransport vm, Worker worker, int controlFd, int local, int remote, WorkerStatus status, TaskCompletionSource handedOver)
+    {
+        try
+        {
+            vm.RelayVmSession(local, (handoff, shmFd) =>
+            {
+                try { Send(controlFd, new WorkerAssignment(id, "vm", handoff, vm.Description, _options), [remote, shmFd, status.Fd]); }
+                finally
+                {
+                    WorkerNative.close(shmFd);
+                    WorkerNative.close(remote);
+                }
+                handedOver.TrySetResult();
+            });
+        }
+        catch (Exception e)
+        {
+            handedOver.TrySetException(e);
+        }
+        finally
+        {
+            WorkerNative.close(local);
+            if (!worker.Process.WaitForExit(5000))
+            {
+                _log.LogWarning("session {Session}: worker pid {Pid} still running 5 s after its vm session ended; killed", id, worker.Process.Id);
+                Kill(worker.Process);
+                worker.Process.WaitForExit();
+            }
+            vm.Dispose();
+        }
+    }
+
+    void Watch(int id, Process process, WorkerStatus status, Task relay)
+    {
+        process.WaitForExit();
+        int code = process.ExitCode;
+        lock (_lock) _live.Remove(process);
+        // .NET reports a worker killed by signal N as exit code 128 + N.
+        if (code > 128 && code < 128 + 65)
+        {
+            string signal = SignalName(code - 128);
+            _log.LogError("session {Session}: worker pid {Pid} died of {Signal}; last command started: {Command}; only this guest's session is lost",
+                id, process.Id, signal, status.LastCommand());
+            _log.LogInformation("session {Session} ended (worker pid {Pid} died of {Signal})", id, process.Id, signal);
+        }
+        else if (code != 0)
+        {
+            _log.LogError("session {Session}: worker pid {Pid} exited with code {Code}; last command started: {Command}", id, process.Id, code, status.LastCommand());
+        }
+        try { relay.Wait(TimeSpan.FromSeconds(10)); } catch (AggregateException) { }
+        status.Dispose();
+        process.Dispose();
+    }
+
+    static void Send(int controlFd, WorkerAssignment assignment, ReadOnlySpan<int> fds) =>
+        WorkerNative.SendMessage(controlFd, JsonSerializer.SerializeToUtf8Bytes(assignment), fds);
+
+    Worker Take(out bool warm)
+    {
+        Worker? worker = null;
+        lock (_lock)
+        {
+            while (_warm.TryDequeue(out var w))
+            {
+                if (!w.Process.HasExited) { worker = w; break; }
+                _log.LogWarning("warm worker pid {Pid} died while idle (exit code {Code})", w.Process.Id, w.Process.ExitCode);
+                w.Control.Dispose();
+            }
+        }
+        warm = worker != null;
+        worker ??= Spawn();
+        Refill();
+        return worker;
+    }
+
+    /// <summary>Tops the warm pool up in the background.</summary>
+    void Refill()
+    {
+        if (Interlocked.Exchange(ref _refilling, 1) != 0) return;
+        ThreadPool.QueueUserWorkItem(_ =>
+        {
+            try
+            {
+                while (!_disposed)
+                {
+                    lock (_lock) if (_warm.Count >= _warmWanted) break;
+                    var w = Spawn();
+                    lock (_lock) _warm.Enqueue(w);
+                }
+            }
+            catch (Exception e)
+            {
+                _log.LogError("cannot start a warm worker: {Error}", e.Message);
+            }
+            finally
+            {
+                Volatile.Write(ref _refilling, 0);
+            }
+        });
+    }
+
+    /// <summary>Starts a worker and waits until it has connected back (warmed up). Only the fork+exec
+    /// happens on the spawner thread, so a burst of sessions starts its workers in parallel.</summary>
+    Worker Spawn()
+    {
+        var sw = Stopwatch.StartNew();
+        var request = new TaskCompletionSource<(Process, Task<Socket>)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _spawnRequests.Add(request);
+        var (process, connected) = request.Task.GetAwaiter().GetResult();
+        if (!connected.Wait(ConnectTimeoutMs))
+        {
+            lock (_lock) _starting.Remove(process.Id);
+            Kill(process);
+            throw new TimeoutException($"worker pid {process.Id} did not connect within {ConnectTimeoutMs} ms");
+        }
+        return new Worker(process, connected.Result, sw.Elapsed.TotalMilliseconds);
+    }
+
+    void SpawnLoop()
+    {
+        foreach (var request in _spawnRequests.GetConsumingEnumerable())
+        {
+            try { request.SetResult(StartWorker()); }
+            catch (Exception e) { request.SetException(e); }
+        }
+    }
+
+    (Process, Task<Socket>) StartWorker()
+    {
+        var limits = WorkerLimits.For(_options);
+        string exe = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which executable hostsim runs from");
+        var psi = new ProcessStartInfo(exe) { UseShellExecute = false };
+        // Started as `dotnet guesticd-hostsim.dll`: the worker needs the dll too.
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(Supervisor).Assembly.Location);
+        psi.ArgumentList.Add("worker");
+        psi.Environment["GUESTICD_WORKER_CONTROL"] = _controlName;
+        psi.Environment["GUESTICD_WORKER_TOKEN"] = _token;
+        psi.Environment["GUESTICD_WORKER_PARENT"] = Environment.ProcessId.ToString();
+        if (_crashOnSigusr2) psi.Environment["GUESTICD_WORKER_CRASH_ON_SIGUSR2"] = "1";
+        psi.Environment["GUESTICD_WORKER_LOG_LEVEL"] = Enum.GetValues<LogLevel>().FirstOrDefault(_log.IsEnabled, LogLevel.None).ToString();
+        // No diagnostics IPC socket: it would let any local process of our uid attach to a worker.
+        psi.Environment["DOTNET_EnableDiagnostics"] = "0";
+        psi.Environment["DOTNET_GCHeapHardLimit"] = "0x" + limits.GcHeapBytes.ToString("X");
+        // Drop what a worker must not have: the remote guests' secret.
+        psi.Environment.Remove("GUESTICD_SECRET");
+        psi.Environment.Remove("GUESTICD_SECRET_FILE");
+        var tcs = new TaskCompletionSource<Socket>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Process process;
+        lock (_lock)
+        {
+            process = Process.Start(psi) ?? throw new IOException($"cannot start {exe} worker");
+            _live.Add(process);
+            if (_arrived.Remove(process.Id, out var early)) tcs.SetResult(early);
+            else _starting[process.Id] = tcs;
+        }
+        return (process, tcs.Task);
+    }
+
+    void AcceptWorkers()
+    {
+        while (!_disposed)
+        {
+            Socket s;
+            try { s = _control.Accept(); }
+            catch (Exception) when (_disposed) { return; }
+            catch (SocketException) { continue; }
+            try
+            {
+                // Anyone on this host may connect to an abstract socket: trust only our child with our token.
+                s.ReceiveTimeout = 5000;
+                var token = new byte[_token.Length];
+                WorkerNative.ReceiveExactly((int)s.Handle, token);
+                int pid = PeerPid(s);
+                if (!CryptographicOperations.FixedTimeEquals(token, System.Text.Encoding.ASCII.GetBytes(_token)))
+                {
+                    _log.LogWarning("worker control: pid {Pid} connected without the token; closed", pid);
+                    s.Dispose();
+                    continue;
+                }
+                lock (_lock)
+                {
+                    if (_starting.Remove(pid, out var tcs)) tcs.SetResult(s);
+                    else _arrived[pid] = s;
+                }
+            }
+            catch (Exception e)
+            {
+                _log.LogWarning("worker control: a connection failed ({Error})", e.Message);
+                s.Dispose();
+            }
+        }
+    }
+
+    static int PeerPid(Socket s)
+    {
+        Span<byte> cred = stackalloc byte[12];
+        return s.GetRawSocketOption(WorkerNative.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 4
+            ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(cred) : 0;
+    }
+
+    static void Kill(Process p)
+    {
+        try { if (!p.HasExited) p.Kill(); } catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { }
+    }
+
+    public static string SignalName(int signal) => signal switch
+    {
+        4 => "SIGILL", 6 => "SIGABRT", 7 => "SIGBUS", 8 => "SIGFPE", 9 => "SIGKILL", 11 => "SIGSEGV", 13 => "SIGPIPE", 15 => "SIGTERM",
+        24 => "SIGXCPU", 25 => "SIGXFSZ", 31 => "SIGSYS",
+        _ => $"signal {signal}",
+    };
+
+    public void Dispose()
+    {
+        _disposed = true;
+        _spawnRequests.CompleteAdding();
+        _control.Dispose();
+        lock (_lock)
+        {
+            foreach (var w in _warm) { Kill(w.Process); w.Control.Dispose(); }
+            _warm.Clear();
+            foreach (var p in _live) Kill(p);
+        }
+    }
+}

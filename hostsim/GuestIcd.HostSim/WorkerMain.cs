@@ -1,0 +1,127 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text.Json;
+using GuestIcd.Transport;
+using Microsoft.Extensions.Logging;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>
+/// <c>guesticd-hostsim worker</c>: one guest session in a process of its own (see <see cref="Supervisor"/>).
+/// Hardens itself, connects back to its parent, warms up, waits for its session, applies the session's
+/// resource limits and runs the command loop; its log lines go to the parent's stdout.
+/// </summary>
+internal static unsafe class WorkerMain
+{
+    const int MaxAssignmentBytes = 1 << 20;
+
+    public static int Run(ILoggerFactory logs)
+    {
+        var log = logs.CreateLogger("hostsim");
+        if (!int.TryParse(Environment.GetEnvironmentVariable("GUESTICD_WORKER_PARENT"), out int parent)
+            || Environment.GetEnvironmentVariable("GUESTICD_WORKER_CONTROL") is not { Length: > 0 } control
+            || Environment.GetEnvironmentVariable("GUESTICD_WORKER_TOKEN") is not { Length: > 0 } token)
+        {
+            log.LogError("worker: started without its supervisor (this subcommand is hostsim's own)");
+            return 2;
+        }
+        // Die with the parent; then check it is not already gone (it could have died before the prctl).
+        WorkerNative.prctl(WorkerNative.PR_SET_PDEATHSIG, WorkerNative.SIGKILL, 0, 0, 0);
+        if (WorkerNative.getppid() != parent) return 3;
+        Harden();
+
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint("\0" + control));
+        WorkerNative.SendExactly((int)socket.Handle, System.Text.Encoding.ASCII.GetBytes(token));
+        Environment.SetEnvironmentVariable("GUESTICD_WORKER_TOKEN", null);
+
+        WarmUp();
+        if (Environment.GetEnvironmentVariable("GUESTICD_WORKER_CRASH_ON_SIGUSR2") == "1") ArmCrashSignal();
+
+        var fds = new List<int>();
+        byte[]? body;
+        try { body = WorkerNative.ReceiveMessage((int)socket.Handle, MaxAssignmentBytes, fds); }
+        catch (Exception e) when (e is IOException or EndOfStreamException)
+        {
+            log.LogError("worker: no session from the supervisor ({Error})", e.Message);
+            return 4;
+        }
+        // The control socket's only job was the assignment.
+        socket.Dispose();
+        if (body is null) return 0; // the supervisor stopped while we were warm
+        var assignment = JsonSerializer.Deserialize<WorkerAssignment>(body) ?? throw new InvalidDataException("empty assignment");
+        int expected = assignment.Kind is "ring" or "vm" ? 3 : 2;
+        if (fds.Count != expected) throw new InvalidDataException($"assignment {assignment.Kind} came with {fds.Count} fds, not {expected}");
+
+        ApplyLimits(WorkerLimits.For(assignment.Options), log, assignment.Session);
+        using var status = WorkerStatus.Open(fds[^1]);
+        ITransport transport = assignment.Kind switch
+        {
+            "ring" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("ring assignment without ring state"), fds[0], fds[1]),
+            // The doorbells come relayed over a socketpair; the rings and heap are the vm's shared file.
+            "vm" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("vm assignment without ring state"), fds[0], fds[1], sealedMemfd: false),
+            _ => PipeTransport.OverSocket(fds[0], assignment.Description),
+        };
+        var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page };
+        using (session) session.Run();
+        return 0;
+    }
+
+    /// <summary>No privilege gain through exec, no core files of guest-controlled memory, and no fd it
+    /// did not ask for: everything the runtime opens is close-on-exec, so a descriptor without that flag
+    /// was inherited from whoever started hostsim.</summary>
+    static void Harden()
+    {
+        WorkerNative.prctl(WorkerNative.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        var core = new WorkerNative.RLimit { Current = 0, Max = 0 };
+        WorkerNative.setrlimit(WorkerNative.RLIMIT_CORE, &core);
+        fixed (byte* devNull = "/dev/null\0"u8)
+        {
+            int fd = WorkerNative.open(devNull, WorkerNative.O_RDWR | WorkerNative.O_CLOEXEC);
+            if (fd >= 0)
+            {
+                WorkerNative.dup2(fd, 0); // stdin is nobody's business here
+                WorkerNative.close(fd);
+            }
+        }
+        foreach (var entry in Directory.GetFiles("/proc/self/fd"))
+        {
+            if (!int.TryParse(Path.GetFileName(entry), out int fd) || fd <= 2) continue;
+            int flags = WorkerNative.fcntl(fd, WorkerNative.F_GETFD, 0);
+            if (flags >= 0 && (flags & WorkerNative.FD_CLOEXEC) == 0) WorkerNative.close(fd);
+        }
+    }
+
+    /// <summary>What every session needs before its first command: the loader, the driver, the code that
+    /// decodes and executes; done while the worker waits in the pool, not while a guest waits.</summary>
+    static void WarmUp()
+    {
+        HostVulkan.InstanceVersion();
+        HostVulkan.DeviceNames();
+        HostVulkan.InstanceExtensions();
+    }
+
+    /// <summary><c>serve --debug-crash-on-sigusr2</c>: SIGUSR2 makes the worker fault for real inside
+    /// native code, as a driver bug would (like Chrome's chrome://gpucrash). A signal sent with kill
+    /// cannot stand in for that: the .NET runtime catches SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT and
+    /// ignores the ones that did not come from a fault.</summary>
+    static void ArmCrashSignal()
+    {
+        var registration = System.Runtime.InteropServices.PosixSignalRegistration.Create((System.Runtime.InteropServices.PosixSignal)12, _ =>
+        {
+            WorkerNative.memset((void*)16, 0, 16);
+        });
+        GC.KeepAlive(registration);
+        s_crashSignal = registration;
+    }
+
+    static IDisposable? s_crashSignal;
+
+    static void ApplyLimits(WorkerLimits limits, ILogger log, int session)
+    {
+        var data = new WorkerNative.RLimit { Current = limits.DataBytes, Max = limits.DataBytes };
+        var files = new WorkerNative.RLimit { Current = limits.OpenFiles, Max = limits.OpenFiles };
+        if (WorkerNative.setrlimit(WorkerNative.RLIMIT_DATA, &data) != 0 || WorkerNative.setrlimit(WorkerNative.RLIMIT_NOFILE, &files) != 0)
+            log.LogWarning("session {Session}: worker limits not applied ({Error})", session, WorkerNative.Describe(WorkerNative.Errno));
+    }
+}

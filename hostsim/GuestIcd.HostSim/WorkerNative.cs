@@ -1,0 +1,177 @@
+using System.Runtime.InteropServices;
+
+namespace GuestIcd.HostSim;
+
+/// <summary>The libc calls the supervisor and its workers need (Linux x86-64 glibc): passing fds over a
+/// unix socket, process hardening and resource limits.</summary>
+internal static unsafe partial class WorkerNative
+{
+    const string Lib = "libc";
+
+    public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
+    public const int SOL_SOCKET = 1, SCM_RIGHTS = 1, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000, MSG_CTRUNC = 0x8;
+    public const int EINTR = 4;
+    public const int F_GETFD = 1, FD_CLOEXEC = 1;
+    public const int O_RDWR = 2, O_CLOEXEC = 0x80000;
+    public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
+    public const uint MFD_CLOEXEC = 1;
+    public const int PR_SET_PDEATHSIG = 1, PR_SET_NO_NEW_PRIVS = 38;
+    public const int SIGKILL = 9;
+    public const int RLIMIT_DATA = 2, RLIMIT_CORE = 4, RLIMIT_NOFILE = 7;
+    public static readonly void* MAP_FAILED = (void*)-1;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct RLimit { public ulong Current, Max; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct IoVec { public void* Base; public nuint Length; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct MsgHdr
+    {
+        public void* Name; public uint NameLength; public IoVec* Iov; public nuint IovLength;
+        public void* Control; public nuint ControlLength; public int Flags;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct CmsgHdr { public nuint Length; public int Level; public int Type; }
+
+    const int CmsgDataOffset = 16;
+    static int CmsgSpace(int payload) => CmsgDataOffset + ((payload + 7) & ~7);
+
+    [LibraryImport(Lib, SetLastError = true)] public static partial int socketpair(int domain, int type, int protocol, int* fds);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int close(int fd);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int dup2(int from, int to);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int open(byte* path, int flags);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int prctl(int option, nuint a2, nuint a3, nuint a4, nuint a5);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int getppid();
+    [LibraryImport(Lib, SetLastError = true)] public static partial int setrlimit(int resource, RLimit* limit);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int memfd_create(byte* name, uint flags);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int ftruncate(int fd, long length);
+    [LibraryImport(Lib, SetLastError = true)] public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int munmap(void* addr, nuint length);
+    [LibraryImport(Lib)] public static partial void* memset(void* destination, int value, nuint count);
+    [LibraryImport(Lib, SetLastError = true)] private static partial nint sendmsg(int fd, MsgHdr* msg, int flags);
+    [LibraryImport(Lib, SetLastError = true)] private static partial nint recvmsg(int fd, MsgHdr* msg, int flags);
+    [LibraryImport(Lib, SetLastError = true)] private static partial nint send(int fd, void* buffer, nuint length, int flags);
+    [LibraryImport(Lib, SetLastError = true)] private static partial nint recv(int fd, void* buffer, nuint length, int flags);
+
+    public static int Errno => Marshal.GetLastPInvokeError();
+    public static string Describe(int errno) => $"errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}";
+
+    public const int MaxFds = 8;
+
+    /// <summary>Sends one message: a u32 length, <paramref name="body"/>, and <paramref name="fds"/> riding
+    /// on its first byte. Blocking socket.</summary>
+    public static void SendMessage(int socket, ReadOnlySpan<byte> body, ReadOnlySpan<int> fds)
+    {
+        if (fds.Length > MaxFds) throw new ArgumentException("too many fds", nameof(fds));
+        var data = new byte[4 + body.Length];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(data, body.Length);
+        body.CopyTo(data.AsSpan(4));
+        int controlSize = CmsgSpace(fds.Length * sizeof(int));
+        byte* control = stackalloc byte[controlSize];
+        new Span<byte>(control, controlSize).Clear();
+        var cmsg = (CmsgHdr*)control;
+        cmsg->Length = (nuint)(CmsgDataOffset + fds.Length * sizeof(int));
+        cmsg->Level = SOL_SOCKET;
+        cmsg->Type = SCM_RIGHTS;
+        fds.CopyTo(new Span<int>(control + CmsgDataOffset, fds.Length));
+        fixed (byte* p = data)
+        {
+            int sent = 0;
+            while (sent < data.Length)
+            {
+                var iov = new IoVec { Base = p + sent, Length = (nuint)(data.Length - sent) };
+                var msg = new MsgHdr { Iov = &iov, IovLength = 1 };
+                if (sent == 0 && fds.Length > 0) { msg.Control = control; msg.ControlLength = (nuint)controlSize; }
+                nint n = sendmsg(socket, &msg, MSG_NOSIGNAL);
+                if (n > 0) { sent += (int)n; continue; }
+                int errno = Errno;
+                if (n < 0 && errno == EINTR) continue;
+                throw new IOException($"sending to a worker failed ({Describe(errno)})");
+            }
+        }
+    }
+
+    /// <summary>Receives one <see cref="SendMessage"/> message (at most <paramref name="maxBytes"/>);
+    /// returns null at EOF before its first byte. The fds arrive close-on-exec.</summary>
+    public static byte[]? ReceiveMessage(int socket, int maxBytes, List<int> fds)
+    {
+        int controlSize = CmsgSpace(MaxFds * sizeof(int));
+        byte* control = stackalloc byte[controlSize];
+        var lengthBytes = new byte[4];
+        int got = 0;
+        fixed (byte* p = lengthBytes)
+        {
+            while (got < 4)
+            {
+                new Span<byte>(control, controlSize).Clear();
+                var iov = new IoVec { Base = p + got, Length = (nuint)(4 - got) };
+                var msg = new MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)controlSize };
+                nint n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+                if (n < 0 && Errno == EINTR) continue;
+                if (n < 0) throw new IOException($"receiving from the supervisor failed ({Describe(Errno)})");
+                TakeFds(control, msg.ControlLength, fds);
+                if ((msg.Flags & MSG_CTRUNC) != 0) throw new IOException("the supervisor sent more fds than expected");
+                if (n == 0)
+                {
+                    if (got == 0) return null;
+                    throw new EndOfStreamException("the supervisor closed mid-message");
+                }
+                got += (int)n;
+            }
+        }
+        int length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(lengthBytes);
+        if (length < 0 || length > maxBytes) throw new IOException($"a {length}-byte message from the supervisor");
+        var body = new byte[length];
+        ReceiveExactly(socket, body);
+        return body;
+    }
+
+    static void TakeFds(byte* control, nuint controlLength, List<int> fds)
+    {
+        nuint offset = 0;
+        while (offset + (nuint)sizeof(CmsgHdr) <= controlLength)
+        {
+            var header = (CmsgHdr*)(control + offset);
+            if (header->Length < CmsgDataOffset || offset + header->Length > controlLength) break;
+            if (header->Level == SOL_SOCKET && header->Type == SCM_RIGHTS)
+            {
+                int count = (int)((header->Length - CmsgDataOffset) / sizeof(int));
+                for (int i = 0; i < count; i++) fds.Add(((int*)((byte*)header + CmsgDataOffset))[i]);
+            }
+            offset += (header->Length + 7) & ~(nuint)7;
+        }
+    }
+
+    public static void SendExactly(int socket, ReadOnlySpan<byte> data)
+    {
+        fixed (byte* p = data)
+        {
+            for (int sent = 0; sent < data.Length;)
+            {
+                nint n = send(socket, p + sent, (nuint)(data.Length - sent), MSG_NOSIGNAL);
+                if (n > 0) { sent += (int)n; continue; }
+                if (n < 0 && Errno == EINTR) continue;
+                throw new IOException($"send failed ({Describe(Errno)})");
+            }
+        }
+    }
+
+    public static void ReceiveExactly(int socket, Span<byte> data)
+    {
+        fixed (byte* p = data)
+        {
+            for (int got = 0; got < data.Length;)
+            {
+                nint n = recv(socket, p + got, (nuint)(data.Length - got), 0);
+                if (n > 0) { got += (int)n; continue; }
+                if (n < 0 && Errno == EINTR) continue;
+                if (n == 0) throw new EndOfStreamException("peer closed");
+                throw new IOException($"recv failed ({Describe(Errno)})");
+            }
+        }
+    }
+}
