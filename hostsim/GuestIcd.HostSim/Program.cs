@@ -22,10 +22,11 @@ var quotaHeap = new Option<ulong?>("--quota-heap-mb") { Description = "largest s
 var quotaObjects = new Option<int?>("--quota-objects") { Description = "objects one session may own at once (default 100000)" };
 var quotaReply = new Option<uint?>("--quota-reply-kb") { Description = "largest reply one command may ask the host to build (default 16384)" };
 var quotaMessage = new Option<uint?>("--quota-message-kb") { Description = "largest message the host accepts (default and most 65536)" };
+var capture = new Option<string?>("--capture") { Description = "write each session's inbound byte stream to DIR/session-N.gicd (for `replay` and the fuzz corpus)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage };
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, capture };
 serve.SetAction(parse =>
 {
     using var logs = LoggerFactory.Create(b => b
@@ -80,7 +81,7 @@ serve.SetAction(parse =>
     using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas), logs).Run(stop.Token);
+    new Server(listeners, new ServerOptions(chosen, major, minor, Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture)), logs).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
     return 0;
@@ -94,5 +95,23 @@ info.SetAction(_ =>
     return 0;
 });
 
-var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, info };
+var replayFile = new Argument<string>("FILE") { Description = "a capture (session-N.gicd) or a bare guest byte stream" };
+var replay = new Command("replay", "re-execute a captured session on the host driver and print what happened") { replayFile, device, validation, logLevel };
+replay.SetAction(parse =>
+{
+    using var logs = LoggerFactory.Create(b => b
+        .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
+        .SetMinimumLevel(parse.GetValue(logLevel)));
+    var names = HostVulkan.DeviceNames();
+    var want = parse.GetValue(device);
+    var chosen = names.FirstOrDefault(n => want is null || n.Contains(want, StringComparison.OrdinalIgnoreCase)) ?? "none";
+    try { return Replay.Run(parse.GetValue(replayFile)!, new ServerOptions(chosen, Handshake.ProtocolMajor, Handshake.ProtocolMinor, Validation: parse.GetValue(validation)), logs.CreateLogger("hostsim")); }
+    catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+    {
+        Console.Error.WriteLine($"replay: {e.Message}");
+        return 2;
+    }
+});
+
+var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, replay, info };
 return root.Parse(args).Invoke();

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging;
 namespace GuestIcd.HostSim;
 
 internal sealed record ServerOptions(string DeviceName, ushort ProtocolMajor, ushort ProtocolMinor,
-    int HandshakeTimeoutMs = 5000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null);
+    int HandshakeTimeoutMs = 5000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null, string? CaptureDir = null);
 
 /// <summary>Accepts guests on every listener and runs each in its own session thread, so a guest that
 /// misbehaves or hangs affects no other.</summary>

@@ -23,10 +23,13 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     ulong _sequence;
     readonly nint[] _fns = new nint[Tables.Commands.Length];
     VkInstance _instance;
+    readonly CaptureWriter? _capture = CaptureWriter.Open(options.CaptureDir, id, transport, log);
 
     // Metrics (DESIGN.md §6).
     public long Commands, BytesIn, Replies, Errors;
     public int LiveObjects => _objects.GuestCount;
+    /// <summary>Why the session ended, once <see cref="Run"/> returned (replay and the fuzzer report it).</summary>
+    public string? End { get; private set; }
 
     public void Run()
     {
@@ -51,6 +54,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             end = "internal error: " + e.Message;
             log.LogError(e, "session {Session} failed", Id);
         }
+        End = end;
         int leaked = _objects.GuestCount;
         ReleaseAll();
         ReportValidation();
@@ -66,6 +70,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             log.LogWarning("session {Session}: no hello within {Ms} ms; closing", Id, options.HandshakeTimeoutMs);
             return false;
         }
+        _capture?.Header(hdr);
         var h = MessageHeader.Read(hdr);
         if (h.Command != Protocol.Handshake.HelloCommand) throw new ProtocolException($"first message is 0x{h.Command:X8}, not a hello");
         var hello = Protocol.Handshake.ReadHello(ReadPayload(h, options.HandshakeTimeoutMs));
@@ -103,6 +108,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         }
         // Copied out of the shared ring before decoding: the guest cannot change bytes under the decoder.
         if (!transport.ReadExactly(_payload.AsSpan(0, padded), timeoutMs)) throw new ProtocolException("message cut short");
+        _capture?.Payload(_payload.AsSpan(0, padded));
         BytesIn += MessageHeader.Size + padded;
         return _payload.AsSpan(0, (int)h.ByteLength);
     }
@@ -115,6 +121,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             if (!transport.ReadExactly(hdr, -1)) return false;
         }
         catch (TransportClosedException) { return false; }
+        _capture?.Header(hdr);
         var h = MessageHeader.Read(hdr);
         var payload = ReadPayload(h, options.MessageTimeoutMs);
         if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
@@ -171,6 +178,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     public void Dispose()
     {
         transport.Dispose();
+        _capture?.Dispose();
         _arena.Dispose();
         _writer.Dispose();
         ArrayPool<byte>.Shared.Return(_payload);
