@@ -31,9 +31,14 @@ internal sealed unsafe class ProgramBuilder : IDisposable
     /// <summary>Commands a program may pick: everything that travels as itself, the global ones only at the start.</summary>
     static readonly int[] s_commands = Enumerable.Range(0, Tables.Commands.Length)
         .Where(c => Tables.Commands[c].OnWire && Tables.Commands[c].Level != CommandLevel.Global).ToArray();
+    /// <summary>Core commands: most extension commands meet a device that never enabled them, and one
+    /// bug (calling through the loader's NULL stub) would otherwise hide every deeper one.</summary>
+    static readonly int[] s_core = s_commands.Where(c => Tables.Commands[c].Feature.StartsWith("VK_VERSION_", StringComparison.Ordinal)).ToArray();
     static readonly int[] s_chainable = Enumerable.Range(0, Tables.Types.Length)
         .Where(t => Tables.Types[t].SType > 0 && Tables.Types[t].CanIn).ToArray();
     static readonly byte[][] s_extensionNames = Tables.Extensions.Select(e => Encoding.ASCII.GetBytes(e.Name + "\0")).ToArray();
+
+    static readonly bool s_debug = Environment.GetEnvironmentVariable("GUESTICD_FUZZ_DEBUG") == "1";
 
     ProgramBuilder(ReadOnlyMemory<byte> input) => _in = new DataProvider(input);
 
@@ -124,11 +129,14 @@ internal sealed unsafe class ProgramBuilder : IDisposable
             case 0: PrivateMessage(); return;
             default:
                 // A command whose dispatchable handle the program has: one it lacks only ends the session.
-                int cmd = s_commands[_in.Below(s_commands.Length)];
+                var from = _in.Coin(8) ? s_commands : s_core;
+                int cmd = from[_in.Below(from.Length)];
                 for (int tries = 0; tries < 8 && !_handles.Has(CommandCodec.ParamsOf(cmd)[0].Type); tries++)
-                    cmd = s_commands[_in.Below(s_commands.Length)];
+                    cmd = from[_in.Below(from.Length)];
                 Clear();
+                if (s_debug) Console.Error.WriteLine($"build {Tables.Commands[cmd].Name}");
                 BuildParams(cmd);
+                if (s_debug) Console.Error.WriteLine($"emit {Tables.Commands[cmd].Name}");
                 Emit(cmd);
                 Forget(cmd);
                 return;
@@ -281,10 +289,10 @@ internal sealed unsafe class ProgramBuilder : IDisposable
                 break;
             case FieldKind.Pointer:
             {
-                bool mayBeNull = (f.Flags & FieldFlags.Optional) != 0 || f.Len != LenMode.None;
-                if (mayBeNull && _in.Coin(10) || _depth >= MaxDepth) { *(void**)at = null; break; }
-                ulong n = CapCount(f, owner);
-                if (f.Len == LenMode.None) n = 1;
+                ulong n = f.Len == LenMode.None ? 1 : CapCount(f, owner);
+                // NULL where the spec allows it (optional, or an empty array); a forbidden NULL ends the session at the decoder.
+                bool mayBeNull = (f.Flags & FieldFlags.Optional) != 0 || n == 0;
+                if (mayBeNull && (n == 0 || _in.Coin(10)) || _depth >= MaxDepth && mayBeNull) { *(void**)at = null; break; }
                 byte* q = (byte*)_mem.Alloc((nuint)(Math.Max(n, 1) * (ulong)f.Size));
                 *(byte**)at = q;
                 for (ulong i = 0; i < n; i++)
@@ -321,6 +329,12 @@ internal sealed unsafe class ProgramBuilder : IDisposable
     /// back where it lives, so the count and the array agree).</summary>
     ulong CapCount(in FieldDesc f, byte* owner)
     {
+        if (f.Len == LenMode.SampleMask)
+        {
+            // pSampleMask's length derives from rasterizationSamples: make that a real sample count.
+            *(uint*)(owner + f.LenOffset) = 1u << _in.Below(7);
+            return StructCodec.Count(f, owner);
+        }
         ulong n = StructCodec.Count(f, owner);
         if (n <= MaxElements) return n;
         ulong m = (ulong)_in.Below(MaxElements + 1);
@@ -331,7 +345,7 @@ internal sealed unsafe class ProgramBuilder : IDisposable
             LenMode.Member => *(byte**)(owner + f.LenOffset) + f.LenMember,
             _ => null,
         };
-        if (where == null) return Math.Min(n, MaxElements); // a derived length (sample masks): short already
+        if (where == null) throw new InvalidOperationException($"{f.Name}: no count to shorten");
         WriteScalar(where, f.LenSize, m);
         return m;
     }

@@ -72,6 +72,8 @@ internal static unsafe class Targets
                 int cmd = Tables.CommandOfId(h.Command);
                 if (cmd < 0 || !Tables.Commands[cmd].OnWire) throw new ProtocolException("unknown command");
                 arena.Reset();
+                // Fresh argument slots per message, as a session's are.
+                new Span<ulong>(args, CommandCodec.MaxParams).Clear();
                 CommandCodec.DecodeRequest(cmd, payload, args, caps, map, arena);
             }
         }
