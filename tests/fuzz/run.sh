@@ -50,6 +50,9 @@ stats=$outdir/default/fuzzer_stats
 if [ ! -f "$stats" ]; then
   tail -30 "$outdir.log"; result 1 0 0 "" "failed: afl-fuzz did not run (exit $rc)"; exit 1
 fi
+if [ "$rc" -ne 0 ]; then
+  tail -30 "$outdir.log"; result 1 0 0 "" "failed: afl-fuzz stopped early (exit $rc)"; exit 1
+fi
 get() { sed -nE "s/^$1 +: *//p" "$stats"; }
 crashes=$(ls "$outdir/default/crashes" 2>/dev/null | grep -vc README)
 hangs=$(ls "$outdir/default/hangs" 2>/dev/null | grep -vc README)
