@@ -28,10 +28,10 @@ internal static class CaptureFormat
     }
 
     /// <summary>The stream and heap size of a capture; a file without the header is taken as a bare
-    /// stream (fuzzer inputs, hand-made regression inputs) with no shared heap.</summary>
+    /// stream (fuzzer inputs, regression inputs) from a guest with the ICD's default 1 GiB shared heap.</summary>
     public static (ReadOnlyMemory<byte> Stream, long HeapBytes) Parse(byte[] file)
     {
-        if (file.Length < HeaderSize || !file.AsSpan(0, 8).SequenceEqual(Magic)) return (file, 0);
+        if (file.Length < HeaderSize || !file.AsSpan(0, 8).SequenceEqual(Magic)) return (file, 1L << 30);
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(file.AsSpan(8));
         if (version != Version) throw new InvalidDataException($"capture version {version}; this hostsim reads version {Version}");
         long heap = BinaryPrimitives.ReadInt64LittleEndian(file.AsSpan(16));

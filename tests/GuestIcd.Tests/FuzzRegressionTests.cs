@@ -20,6 +20,23 @@ public sealed unsafe class FuzzRegressionTests
     /// <param name="ended">What the session's end must say, where the fix decides it.</param>
     [Theory]
     [InlineData("decoder-string-length-overflow.bin", "protocol error: pApplicationName: a 2147483648-byte string exceeds the message")]
+    [InlineData("abort-AllocateSharedMemory.bin", Skip = Gate + "SIGABRT ? in AllocateSharedMemory")]
+    [InlineData("segv-jump-WriteMemory.bin", Skip = Gate + "SIGSEGV unknown-code in WriteMemory")]
+    [InlineData("segv-loader-vkCreateInstance.bin", Skip = Gate + "SIGSEGV libvulkan.so.1+0x4949 in vkCreateInstance")]
+    [InlineData("segv-null-entry-vkGetImageViewAddressNVX.bin", Skip = Gate + "SIGSEGV unknown-code in vkGetImageViewAddressNVX")]
+    [InlineData("segv-vkCmdBindDescriptorSets.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x6e0e4 in vkCmdBindDescriptorSets")]
+    [InlineData("segv-vkCreateComputePipelines-pipeline.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x1aff97 in vkCreateComputePipelines")]
+    [InlineData("segv-vkCreateComputePipelines-shader.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x1312b8 in vkCreateComputePipelines")]
+    [InlineData("segv-vkCreateSampler-border.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x31d220 in vkCreateSampler")]
+    [InlineData("segv-vkCreateSampler.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x7fca9 in vkCreateSampler")]
+    [InlineData("segv-vkDestroyDevice.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x1a3e04 in vkDestroyDevice")]
+    [InlineData("segv-vkGetBufferMemoryRequirements-null-buffer.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x19c520 in vkGetBufferMemoryRequirements")]
+    [InlineData("segv-vkGetBufferMemoryRequirements2.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x19c54b in vkGetBufferMemoryRequirements2")]
+    [InlineData("segv-vkGetImageMemoryRequirements-null-image.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x19c590 in vkGetImageMemoryRequirements")]
+    [InlineData("segv-vkResetQueryPool.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x1b0906 in vkResetQueryPool")]
+    [InlineData("segv-vkSetEvent-null-event.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x19c9c0 in vkSetEvent")]
+    [InlineData("segv-vkUpdateDescriptorSets.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x19e06c in vkUpdateDescriptorSets")]
+    [InlineData("segv-vkWaitForFences.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x246a3b in vkWaitForFences")]
     public void HostSimSurvivesARegressionInput(string file, string? ended = null) => Survives(file, ended);
 
     static void Survives(string file, string? ended)
