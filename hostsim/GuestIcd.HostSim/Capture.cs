@@ -95,6 +95,10 @@ internal sealed unsafe class ReplayTransport(ReadOnlyMemory<byte> stream, byte* 
     public long HeapBytes => heap == null ? 0 : heapBytes;
     public string Description => "replay";
 
+    /// <summary>The recorded guest is gone once its stream is used up: a wait in its last command ends as
+    /// the real session's would when that guest left.</summary>
+    public bool PeerClosed => _at >= stream.Length;
+
     public bool ReadExactly(Span<byte> buffer, int timeoutMs)
     {
         if (stream.Length - _at < buffer.Length)
