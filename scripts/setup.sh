@@ -11,6 +11,7 @@ packages=(
   vulkan-validationlayers glslc     # used by the client tests
   clang gcc zlib1g-dev              # NativeAOT links libguesticd.so with clang; gcc builds native-shim
   qemu-system-x86 busybox-static cpio kmod  # tests/vm/run-in-vm.sh: the guest VM, its initramfs, module deps
+  afl++ gdb                         # tests/fuzz: the coverage-guided fuzzer, and crash-site triage
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()
@@ -26,5 +27,7 @@ if ! command -v dotnet >/dev/null; then
   exit 1
 fi
 dotnet restore GuestIcd.sln --verbosity quiet
+# SharpFuzz.CommandLine (instruments the fuzz harness's assemblies): a local tool, .config/dotnet-tools.json.
+dotnet tool restore --verbosity quiet >/dev/null
 # An independent Vulkan client (Silk.NET) that the tests build on their own: not part of the solution.
 dotnet restore tests/GuestIcd.SilkClient --verbosity quiet

@@ -22,6 +22,7 @@ var quotaHeap = new Option<ulong?>("--quota-heap-mb") { Description = "largest s
 var quotaObjects = new Option<int?>("--quota-objects") { Description = "objects one session may own at once (default 100000)" };
 var quotaReply = new Option<uint?>("--quota-reply-kb") { Description = "largest reply one command may ask the host to build (default 16384)" };
 var quotaMessage = new Option<uint?>("--quota-message-kb") { Description = "largest message the host accepts (default and most 65536)" };
+var capture = new Option<string?>("--capture") { Description = "write each session's inbound byte stream to DIR/session-N.gicd (for `replay` and the fuzz corpus)" };
 var logLevel = new Option<LogLevel>("--log-level") { Description = "Trace, Debug, Information, Warning, Error", DefaultValueFactory = _ => LogLevel.Information };
 
 var inProcess = new Option<bool>("--in-process") { Description = "run sessions on threads of this process instead of one worker process each (debugging; a driver crash then ends every session)" };
@@ -30,7 +31,7 @@ var handshakeTimeout = new Option<int>("--handshake-timeout-ms") { Description =
 var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a worker sent SIGUSR2 faults inside native code like a driver bug would (tests the crash handling)", Hidden = true };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable };
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, capture };
 ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => b
     .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
     .AddFilter(_ => true).SetMinimumLevel(level));
@@ -89,7 +90,7 @@ serve.SetAction(parse =>
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
-        Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas);
+        Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
     using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable));
     log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
@@ -114,5 +115,21 @@ worker.SetAction(_ =>
     return WorkerMain.Run(logs);
 });
 
-var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, info, worker };
+var replayFile = new Argument<string>("FILE") { Description = "a capture (session-N.gicd) or a bare guest byte stream" };
+var replay = new Command("replay", "re-execute a captured session on the host driver and print what happened") { replayFile, device, validation, logLevel };
+replay.SetAction(parse =>
+{
+    using var logs = Logs(parse.GetValue(logLevel));
+    var names = HostVulkan.DeviceNames();
+    var want = parse.GetValue(device);
+    var chosen = names.FirstOrDefault(n => want is null || n.Contains(want, StringComparison.OrdinalIgnoreCase)) ?? "none";
+    try { return Replay.Run(parse.GetValue(replayFile)!, new ServerOptions(chosen, Handshake.ProtocolMajor, Handshake.ProtocolMinor, Validation: parse.GetValue(validation)), logs.CreateLogger("hostsim")); }
+    catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+    {
+        Console.Error.WriteLine($"replay: {e.Message}");
+        return 2;
+    }
+});
+
+var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, replay, info, worker };
 return root.Parse(args).Invoke();

@@ -8,7 +8,7 @@ namespace GuestIcd.HostSim;
 /// <param name="HandshakeTimeoutMs">From connect to the end of the hello (transport handshake,
 /// authentication and hello each get this long): short, so silent peers are dropped quickly.</param>
 internal sealed record ServerOptions(string DeviceName, ushort ProtocolMajor, ushort ProtocolMinor,
-    int HandshakeTimeoutMs = 2000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null);
+    int HandshakeTimeoutMs = 2000, int MessageTimeoutMs = 10000, bool Validation = false, bool Strict = false, Quotas? Quotas = null, string? CaptureDir = null);
 
 /// <summary>Accepts guests on every listener, does each one's hello on a thread of its own, and then runs
 /// the session in a worker process (<see cref="Supervisor"/>), or with <c>--in-process</c> on that thread,

@@ -25,6 +25,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     ulong _sequence;
     readonly nint[] _fns = new nint[Tables.Commands.Length];
     VkInstance _instance;
+    readonly CaptureWriter? _capture = CaptureWriter.Open(options.CaptureDir, id, transport, log);
 
     /// <summary>Where the command being executed is recorded (one store per command) so that a supervisor
     /// can name it when the worker dies: wire id in the low 32 bits, commands so far in the high 32.</summary>
@@ -33,6 +34,8 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     // Metrics (DESIGN.md §6).
     public long Commands, BytesIn, Replies, Errors;
     public int LiveObjects => _objects.GuestCount;
+    /// <summary>Why the session ended, once <see cref="Run"/> returned (replay and the fuzzer report it).</summary>
+    public string? End { get; private set; }
 
     public void Run()
     {
@@ -56,6 +59,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             end = "internal error: " + e.Message;
             log.LogError(e, "session {Session} failed", Id);
         }
+        End = end;
         int leaked = _objects.GuestCount;
         ReleaseAll();
         ReportValidation();
@@ -74,6 +78,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         }
         // Copied out of the shared ring before decoding: the guest cannot change bytes under the decoder.
         if (!transport.ReadExactly(_payload.AsSpan(0, padded), timeoutMs)) throw new ProtocolException("message cut short");
+        _capture?.Payload(_payload.AsSpan(0, padded));
         BytesIn += MessageHeader.Size + padded;
         return _payload.AsSpan(0, (int)h.ByteLength);
     }
@@ -86,6 +91,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             if (!transport.ReadExactly(hdr, -1)) return false;
         }
         catch (TransportClosedException) { return false; }
+        _capture?.Header(hdr);
         var h = MessageHeader.Read(hdr);
         *Progress = ((ulong)(uint)(Commands + 1) << 32) | h.Command;
         var payload = ReadPayload(h, options.MessageTimeoutMs);
@@ -143,6 +149,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
     public void Dispose()
     {
         transport.Dispose();
+        _capture?.Dispose();
         _arena.Dispose();
         _writer.Dispose();
         ArrayPool<byte>.Shared.Return(_payload);

@@ -280,7 +280,8 @@ public static unsafe class StructCodec
     {
         uint len = r.U32();
         if (len == Null) { RequireOptional(f); return null; }
-        var bytes = r.Take(checked((int)len));
+        if (len > (uint)r.Remaining) throw new ProtocolException($"{f.Name}: a {len}-byte string exceeds the message");
+        var bytes = r.Take((int)len);
         if (bytes.IndexOf((byte)0) >= 0) throw new ProtocolException($"{f.Name}: string holds a NUL byte");
         byte* s = (byte*)a.Alloc(len + 1, 1);
         bytes.CopyTo(new Span<byte>(s, (int)len));
