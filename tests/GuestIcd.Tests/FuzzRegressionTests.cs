@@ -15,20 +15,22 @@ namespace GuestIcd.Tests;
 /// </summary>
 public sealed unsafe class FuzzRegressionTests
 {
-    const string Gate = "needs the valid-usage gate: ";
+    /// <summary>Inputs the gate does not refuse yet: the driver crashes on them, and the worker process
+    /// (issue 7 point 1) is what keeps that to the one session.</summary>
+    const string WorkerDies = "worker pid ";
 
     /// <param name="ended">What the session's end must say, where the fix decides it.</param>
     [Theory]
     [InlineData("decoder-string-length-overflow.bin", "protocol error: pApplicationName: a 2147483648-byte string exceeds the message")]
     [InlineData("abort-AllocateSharedMemory.bin")]
     [InlineData("segv-jump-WriteMemory.bin")]
-    [InlineData("segv-loader-vkCreateInstance.bin", Skip = Gate + "SIGSEGV libvulkan.so.1+0x4949 in vkCreateInstance")]
+    [InlineData("segv-loader-vkCreateInstance.bin", WorkerDies /* SIGSEGV libvulkan.so.1+0x4949 in vkCreateInstance */)]
     [InlineData("segv-null-entry-vkGetImageViewAddressNVX.bin")]
     [InlineData("segv-vkCmdBindDescriptorSets.bin")]
     [InlineData("segv-vkCreateComputePipelines-pipeline.bin")]
-    [InlineData("segv-vkCreateComputePipelines-shader.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x1312b8 in vkCreateComputePipelines")]
-    [InlineData("segv-vkCreateSampler-border.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x31d220 in vkCreateSampler")]
-    [InlineData("segv-vkCreateSampler.bin", Skip = Gate + "SIGSEGV libvulkan_lvp.so+0x7fca9 in vkCreateSampler")]
+    [InlineData("segv-vkCreateComputePipelines-shader.bin", WorkerDies /* SIGSEGV libvulkan_lvp.so+0x1312b8 in vkCreateComputePipelines */)]
+    [InlineData("segv-vkCreateSampler-border.bin", WorkerDies /* SIGSEGV libvulkan_lvp.so+0x31d220 in vkCreateSampler */)]
+    [InlineData("segv-vkCreateSampler.bin", WorkerDies /* SIGSEGV libvulkan_lvp.so+0x7fca9 in vkCreateSampler */)]
     [InlineData("segv-vkDestroyDevice.bin")]
     [InlineData("segv-vkGetBufferMemoryRequirements-null-buffer.bin")]
     [InlineData("segv-vkGetBufferMemoryRequirements2.bin")]
@@ -66,7 +68,7 @@ public sealed unsafe class FuzzRegressionTests
             host.WaitForLog("session 1 ended (", 60_000);
         }
         Assert.Matches(new Regex(@"session 1 ended \([^)]+\)"), host.Log);
-        if (ended is not null) Assert.Contains($"session 1 ended ({ended})", host.Log);
+        if (ended is not null) Assert.Contains($"session 1 ended ({ended}", host.Log);
         AssertServes(host, 2);
     }
 

@@ -68,9 +68,11 @@ public static class LifetimeGuests
         }
     }
 
-    /// <summary>Resident memory (KiB) and threads of a process and all its descendants (sessions may run in
-    /// worker processes).</summary>
-    public static (long RssKiB, int Threads) Tree(int pid)
+    /// <summary>Resident memory (KiB) and threads of a process and all its descendants (sessions run in
+    /// worker processes). Given hostsim's <paramref name="log"/>, only workers that were handed a session count:
+    /// the idle ones started ahead for the next guests (--warm-workers) are a fixed cost that comes and goes
+    /// with their start-up, not memory any guest left behind.</summary>
+    public static (long RssKiB, int Threads) Tree(int pid, string? log = null)
     {
         var parents = new Dictionary<int, int>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
@@ -90,6 +92,7 @@ public static class LifetimeGuests
             grew = false;
             foreach (var (p, pp) in parents) if (tree.Contains(pp) && tree.Add(p)) grew = true;
         }
+        if (log is not null) tree.RemoveWhere(p => p != pid && !log.Contains($"worker pid {p} ("));
         long rss = 0;
         int threads = 0;
         foreach (var p in tree)

@@ -34,7 +34,7 @@ public class QuotaTests
         using var host = new HostSim();
         using var g = new RawGuest(host.SocketPath);
         var (_, devices) = g.CreateDevices(1);
-        var before = Tree(host.Pid).RssKiB;
+        var before = Tree(host.Pid, host.Log).RssKiB;
         var results = new List<ulong>();
         ulong* a = stackalloc ulong[4];
         for (int i = 0; i < 6; i++)
@@ -45,7 +45,7 @@ public class QuotaTests
             results.Add(g.Call(Tables.vkAllocateMemory, a));
         }
         Assert.Equal([0ul, 0, 0, 0, unchecked((ulong)(uint)-2), unchecked((ulong)(uint)-2)], results);
-        Assert.True(Tree(host.Pid).RssKiB < before + 256 * 1024, $"host RSS {before} -> {Tree(host.Pid).RssKiB} KiB");
+        Assert.True(Tree(host.Pid, host.Log).RssKiB < before + 256 * 1024, $"host RSS {before} -> {Tree(host.Pid, host.Log).RssKiB} KiB");
         host.WaitForLog("the session holds 4294967296 of its 4294967296-byte device-memory quota", 10_000);
     }
 
@@ -75,13 +75,13 @@ public class QuotaTests
     public void AGiantReplyClaimEndsOnlyThatSession(Via via)
     {
         using var host = new Host(via);
-        var before = Tree(host.Sim.Pid).RssKiB;
+        var before = Tree(host.Sim.Pid, host.Sim.Log).RssKiB;
         var r = host.Run("giant-reply");
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Sim.Log);
         Assert.Contains("vkGetQueryPoolResults(240 MB)=-4", r.Stdout);
         Assert.Contains("vkDeviceWaitIdle=-4", r.Stdout);
         host.Sim.WaitForLog("ended by a protocol error: outputs of more than 16777216 bytes asked for by one message (reply quota)", 10_000);
-        Assert.True(Tree(host.Sim.Pid).RssKiB < before + 100 * 1024, "the host still grew by the claim");
+        Assert.True(Tree(host.Sim.Pid, host.Sim.Log).RssKiB < before + 100 * 1024, "the host still grew by the claim");
         var ok = host.Run("zero 64");
         Assert.True(ok.ExitCode == 0 && ok.Stdout.Contains("every allocation read as zeros"), ok.Stdout + ok.Stderr + host.Sim.Log);
     }

@@ -24,29 +24,30 @@ public class TeardownTests(ITestOutputHelper output)
         int ended = 1;
         WaitEnded(host, ended);
         Thread.Sleep(500);
-        var before = Tree(host.Sim.Pid);
+        var before = Tree(host.Sim.Pid, host.Sim.Log);
         long peak = 0;
         for (int done = 0; done < guests; done += Batch)
         {
             int n = Math.Min(Batch, guests - done);
             StartAndKill(host, "hold 128", n);
-            peak = Math.Max(peak, Tree(host.Sim.Pid).RssKiB);
+            peak = Math.Max(peak, Tree(host.Sim.Pid, host.Sim.Log).RssKiB);
             ended += n;
             WaitEnded(host, ended);
         }
         // Teardown runs on each session's own thread as it ends; give the last ones a moment to finish.
-        var after = Tree(host.Sim.Pid);
-        for (int i = 0; i < 50 && (after.RssKiB > before.RssKiB + 64 * 1024 || after.Threads > before.Threads + 2); i++)
+        var after = Tree(host.Sim.Pid, host.Sim.Log);
+        for (int i = 0; i < 50 && (after.RssKiB > before.RssKiB + 64 * 1024 || after.Threads > before.Threads + Math.Max(4, guests / 10)); i++)
         {
             Thread.Sleep(100);
-            after = Tree(host.Sim.Pid);
+            after = Tree(host.Sim.Pid, host.Sim.Log);
         }
         output.WriteLine($"{via}: {guests} guests killed holding 128 MiB each: hostsim RSS {before.RssKiB / 1024} MiB -> {after.RssKiB / 1024} MiB " +
                          $"(peak seen {peak / 1024} MiB), threads {before.Threads} -> {after.Threads}");
         Assert.False(host.Sim.HasExited, host.Sim.Log);
         Assert.True(after.RssKiB < before.RssKiB + 64 * 1024, $"RSS {before.RssKiB} -> {after.RssKiB} KiB after {guests} killed guests");
-        // The runtime's thread pool may keep a worker or two it started meanwhile; a session thread left per guest would be `guests`.
-        Assert.True(after.Threads <= before.Threads + 2, $"threads {before.Threads} -> {after.Threads}");
+        // The runtime's thread pool (the TCP relays run on it) may keep a few workers it started meanwhile; a thread
+        // left per guest would be `guests` more.
+        Assert.True(after.Threads <= before.Threads + Math.Max(4, guests / 10), $"threads {before.Threads} -> {after.Threads}");
         Assert.DoesNotContain("internal error", host.Sim.Log);
         // And the host still serves.
         var r = host.Run("zero 64");
