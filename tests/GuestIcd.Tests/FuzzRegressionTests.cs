@@ -41,32 +41,38 @@ public sealed unsafe class FuzzRegressionTests
     [InlineData("segv-vkWaitForFences.bin")]
     public void HostSimSurvivesARegressionInput(string file, string? ended = null) => Survives(file, ended);
 
+    /// <summary>Sends a raw guest stream to <paramref name="host"/> as one unix-ring guest, draining hostsim's replies,
+    /// and holds the connection until hostsim logs <paramref name="ended"/>: the session must end by itself
+    /// (protocol error, lost device, or the guest's commands done), and say why, before we hang up.</summary>
+    internal static void Send(HostSim host, byte[] stream, string ended, int count = 1)
+    {
+        var bad = UnixRingTransport.Connect(host.SocketPath, 5000, heapBytes: 1L << 30);
+        var drain = new Thread(() =>
+        {
+            var buf = new byte[4096];
+            try { while (bad.ReadExactly(buf.AsSpan(0, 8), 10_000)) { } } catch (Exception) { }
+        }) { IsBackground = true };
+        drain.Start();
+        try
+        {
+            for (int at = 0; at < stream.Length; at += 4096)
+            {
+                bad.Write(stream.AsSpan(at, Math.Min(4096, stream.Length - at)));
+                bad.Flush();
+            }
+        }
+        catch (TransportClosedException) { } // hostsim ended the session before the stream did
+        host.WaitForLog(ended, count, 60_000);
+        // The session is over, so hostsim has closed its end and the drain sees it; only then may the ring's
+        // mapping go (unmapping it under the drain thread's read would crash this process).
+        if (drain.Join(30_000)) bad.Dispose();
+    }
+
     static void Survives(string file, string? ended)
     {
         var stream = File.ReadAllBytes(Repo.PathOf("tests/fuzz/regressions/" + file));
         using var host = new HostSim();
-        using (var bad = UnixRingTransport.Connect(host.SocketPath, 5000, heapBytes: 1L << 30))
-        {
-            // hostsim's replies are drained so that it never blocks writing them while we write.
-            var drain = new Thread(() =>
-            {
-                var buf = new byte[4096];
-                try { while (bad.ReadExactly(buf.AsSpan(0, 8), 10_000)) { } } catch (Exception) { }
-            }) { IsBackground = true };
-            drain.Start();
-            try
-            {
-                for (int at = 0; at < stream.Length; at += 4096)
-                {
-                    bad.Write(stream.AsSpan(at, Math.Min(4096, stream.Length - at)));
-                    bad.Flush();
-                }
-            }
-            catch (TransportClosedException) { } // hostsim ended the session before the stream did
-            // The session must end by itself (protocol error, lost device, or the guest's commands done),
-            // and say why, before we hang up.
-            host.WaitForLog("session 1 ended (", 60_000);
-        }
+        Send(host, stream, "session 1 ended (");
         Assert.Matches(new Regex(@"session 1 ended \([^)]+\)"), host.Log);
         if (ended is not null) Assert.Contains($"session 1 ended ({ended}", host.Log);
         AssertServes(host, 2);

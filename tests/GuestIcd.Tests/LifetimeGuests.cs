@@ -102,8 +102,12 @@ public static class LifetimeGuests
                 foreach (var line in File.ReadLines($"/proc/{p}/status"))
                 {
                     if (line.StartsWith("VmRSS:")) rss += long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
-                    else if (line.StartsWith("Threads:")) threads += int.Parse(line.Split('\t', StringSplitOptions.RemoveEmptyEntries)[1].Trim());
                 }
+                // The runtime's thread pool grows and shrinks with load (the TCP relays run on it); what a guest
+                // could leave behind is a thread of its own, so pool workers do not count.
+                foreach (var task in Directory.EnumerateDirectories($"/proc/{p}/task"))
+                    try { if (!File.ReadAllText(Path.Combine(task, "comm")).StartsWith(".NET TP Worker", StringComparison.Ordinal)) threads++; }
+                    catch (IOException) { }
             }
             catch (IOException) { }
         }
