@@ -15,6 +15,7 @@ internal sealed unsafe partial class ValidUsageGate
         switch (cmd)
         {
             case Tables.vkAllocateMemory: return CheckAllocateMemory(cmd, a, dev, ref result);
+            case Tables.vkCreateSampler: CheckCreateSampler(cmd, (VkSamplerCreateInfo*)a[1], dev); break;
             case Tables.vkFreeMemory:
                 if (!CheckFreeMemory(cmd, a, dev)) { result = 0; return false; }
                 break;
