@@ -11,7 +11,7 @@ namespace GuestIcd.Tests;
 /// whole time, and misbehaving guests of every class taken one after another on the same hostsim — silent
 /// connections, every misuse the valid-usage gate refuses, parents destroyed before children, memory and
 /// object quotas, a giant reply claim, a guest killed inside an endless wait, and raw-protocol streams the
-/// fuzzer found (some of which still crash the driver: only their worker dies). hostsim stays up, the victim's
+/// fuzzer found (a driver crash is IsolationTests' and FuzzRegressionTests' part). hostsim stays up, the victim's
 /// every element is right, and each misbehaving guest gets its precise error or a lost device of its own.</summary>
 public class AdversarialTests(ITestOutputHelper output)
 {
@@ -114,10 +114,10 @@ public class AdversarialTests(ITestOutputHelper output)
             }
             sim.WaitForLog("guest left during vkWaitForFences", 5_000);
 
-            // Raw-protocol guests: the streams the fuzzer found, including those that still crash the driver (the
-            // mutated-SPIR-V one is left to FuzzRegressionTests' own hostsim: the driver's shader compiler can take
-            // tens of seconds over it on a loaded 2-core machine).
-            foreach (var file in Directory.GetFiles(Repo.PathOf("tests/fuzz/regressions"), "*.bin").Where(f => !f.Contains("-shader")).Order())
+            // Raw-protocol guests: the streams the fuzzer found (the mutated-SPIR-V one is left to FuzzRegressionTests'
+            // own hostsim: the driver's shader compiler can take tens of seconds over it on a loaded 2-core machine;
+            // the loader-crashing one can leave its worker hung rather than dead, see FuzzRegressionTests).
+            foreach (var file in Directory.GetFiles(Repo.PathOf("tests/fuzz/regressions"), "*.bin").Where(f => !f.Contains("-shader") && !f.Contains("-loader-")).Order())
                 FuzzRegressionTests.Send(sim, File.ReadAllBytes(file), " ended (", Ended(sim) + 1);
             output.WriteLine($"misbehaving guests done after {sw.Elapsed.TotalSeconds:F1} s");
         }
@@ -139,7 +139,6 @@ public class AdversarialTests(ITestOutputHelper output)
         // hostsim is up, no session failed inside the host, driver crashes stayed inside their workers.
         Assert.False(sim.HasExited, sim.Log);
         Assert.DoesNotContain("internal error", sim.Log);
-        Assert.Matches(@"worker pid \d+ died of SIG", sim.Log);
         Assert.True(Regex.Count(sim.Log, "ended by a protocol error") >= s_refused.Length, sim.Log);
         var after = host.Run("zero 64");
         Assert.True(after.ExitCode == 0 && after.Stdout.Contains("every allocation read as zeros"), after.Stdout + after.Stderr + sim.Log);
