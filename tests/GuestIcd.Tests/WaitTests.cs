@@ -99,7 +99,10 @@ public class WaitTests(ITestOutputHelper output)
     static void Signal(string signal, IEnumerable<int> pids)
     {
         var r = Repo.Run("kill", $"-{signal} {string.Join(' ', pids)}");
-        Assert.True(r.ExitCode == 0, r.Stderr);
+        // A worker of the tree may have exited in between (the loader's probe session ends at once); every
+        // other failure is real.
+        var errors = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.Contains("No such process")).ToList();
+        Assert.True(errors.Count == 0, r.Stderr);
     }
 
     static int SessionsEnded(HostSim host) => Regex.Count(host.Log, @"session \d+ ended \(");
