@@ -113,14 +113,17 @@ int main(int argc, char **argv)
                                         .pushConstantRangeCount = 1, .pPushConstantRanges = &pcr };
     VkPipelineLayout layout;
     CHECK(vkCreatePipelineLayout(device, &plci, NULL, &layout));
+    if (strcmp(mode, "invalid-spirv") == 0) code[3] = 1; /* the id bound: every id of the module is now out of range */
     VkShaderModuleCreateInfo smci = { .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = (size_t)codeSize, .pCode = code };
     VkShaderModule module;
     CHECK(vkCreateShaderModule(device, &smci, NULL, &module));
     VkComputePipelineCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO, .layout = layout,
-        .stage = { .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT, .module = module, .pName = "main" } };
+        .stage = { .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT, .module = module,
+                   .pName = strcmp(mode, "wrong-entry-point") == 0 ? "not_main" : "main" } };
     VkPipeline pipeline;
     VkResult pr = vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &cpci, NULL, &pipeline);
     if (no_sets) { report("vkCreateComputePipelines(layout without the shader's set)", pr); return 0; }
+    if (strcmp(mode, "invalid-spirv") == 0 || strcmp(mode, "wrong-entry-point") == 0) { report("vkCreateComputePipelines(bad shader)", pr); return 0; }
     CHECK(pr);
     VkDescriptorPoolSize ps = { .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2 };
     VkDescriptorPoolCreateInfo dpci = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 1, .poolSizeCount = 1, .pPoolSizes = &ps };

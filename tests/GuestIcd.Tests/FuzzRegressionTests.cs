@@ -15,20 +15,16 @@ namespace GuestIcd.Tests;
 /// </summary>
 public sealed unsafe class FuzzRegressionTests
 {
-    /// <summary>Inputs the gate does not refuse yet: the driver crashes on them, and the worker process
-    /// (issue 7 point 1) is what keeps that to the one session.</summary>
-    const string WorkerDies = "worker pid ";
-
     /// <param name="ended">What the session's end must say, where the fix decides it.</param>
     [Theory]
     [InlineData("decoder-string-length-overflow.bin", "protocol error: pApplicationName: a 2147483648-byte string exceeds the message")]
     [InlineData("abort-AllocateSharedMemory.bin")]
     [InlineData("segv-jump-WriteMemory.bin")]
-    [InlineData("segv-loader-vkCreateInstance.bin", WorkerDies, Skip = "the gate does not refuse it yet and its worker sometimes hangs instead of dying (the host loader corrupts the heap, then the runtime's crash handling can block): needs a watchdog on workers, issue 7 note")]
+    [InlineData("segv-loader-vkCreateInstance.bin", "protocol error: vkCreateInstance: apiVersion 0.0.979.0 is neither 0 nor at least 1.0 (VUID-VkApplicationInfo-apiVersion-04010)")]
     [InlineData("segv-null-entry-vkGetImageViewAddressNVX.bin")]
     [InlineData("segv-vkCmdBindDescriptorSets.bin")]
     [InlineData("segv-vkCreateComputePipelines-pipeline.bin")]
-    [InlineData("segv-vkCreateComputePipelines-shader.bin", WorkerDies /* SIGSEGV libvulkan_lvp.so+0x1312b8 in vkCreateComputePipelines */)]
+    [InlineData("segv-vkCreateComputePipelines-shader.bin", "protocol error: vkCreateShaderModule: invalid SPIR-V for Vulkan 1.3: ")]
     [InlineData("segv-vkCreateSampler-border.bin", "protocol error: vkCreateSampler: anisotropy without the samplerAnisotropy feature")]
     [InlineData("segv-vkCreateSampler.bin", "protocol error: vkCreateSampler: anisotropy without the samplerAnisotropy feature")]
     [InlineData("segv-vkDestroyDevice.bin")]
@@ -81,30 +77,77 @@ public sealed unsafe class FuzzRegressionTests
     /// <summary>A fresh guest gets a host instance: hostsim, and the driver in it, still work.</summary>
     static void AssertServes(HostSim host, int session)
     {
+        var app = new VkApplicationInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_APPLICATION_INFO, apiVersion = (1u << 22) | (3u << 12) };
+        var ci = new VkInstanceCreateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, pApplicationInfo = &app };
+        Assert.Equal(0, CreateInstance(host, &ci)); // VK_SUCCESS
+        host.WaitForLog($"session {session} connected", 5000);
+    }
+
+    /// <summary>One raw guest: the hello, then vkCreateInstance with <paramref name="ci"/>; its VkResult, or null
+    /// where hostsim ended the session instead of answering.</summary>
+    static int? CreateInstance(HostSim host, VkInstanceCreateInfo* ci)
+    {
         using var t = UnixRingTransport.Connect(host.SocketPath, 5000);
         using var w = new WireWriter();
         Handshake.Write(new Hello(Handshake.ProtocolMajor, Handshake.ProtocolMinor, Tables.RegistryVersion, "fuzz-regression", [], []), w);
-        var app = new VkApplicationInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_APPLICATION_INFO, apiVersion = (1u << 22) | (3u << 12) };
-        var ci = new VkInstanceCreateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, pApplicationInfo = &app };
         ulong instance = 0;
         ulong* args = stackalloc ulong[CommandCodec.MaxParams];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
-        args[0] = (ulong)&ci;
+        args[0] = (ulong)ci;
         args[2] = (ulong)&instance;
         CommandCodec.EncodeRequest(Tables.vkCreateInstance, args, w, new Ids(), caps);
         t.Write(w.Written);
         t.Flush();
         Span<byte> hdr = stackalloc byte[ReplyHeader.Size];
+        int result = 0;
         for (int reply = 0; reply < 2; reply++)
         {
-            Assert.True(t.ReadExactly(hdr, 20_000), "no reply from hostsim");
+            bool read;
+            try { read = t.ReadExactly(hdr, 20_000); }
+            catch (TransportClosedException) { read = false; }
+            if (!read && reply == 1) return null;
+            Assert.True(read, "no reply from hostsim");
             var h = ReplyHeader.Read(hdr);
             var payload = new byte[MessageHeader.Padded((int)h.ByteLength)];
             Assert.True(t.ReadExactly(payload, 20_000));
             if (reply == 0) Assert.True(Handshake.ReadReply(payload.AsSpan(0, (int)h.ByteLength)).Accepted);
-            else Assert.Equal(0, BitConverter.ToInt32(payload, 0)); // VK_SUCCESS
+            else result = BitConverter.ToInt32(payload, 0);
         }
-        host.WaitForLog($"session {session} connected", 5000);
+        return result;
+    }
+
+    /// <summary>The host's loader runs on the guest's VkInstanceCreateInfo before any driver does, and trusts
+    /// it (a fuzzed apiVersion of major 0 crashed loader 1.3.239): hostsim checks it first. Spec violations end
+    /// the session naming the VUID; what the host lacks gets the spec's VkResult and the session goes on.</summary>
+    [Theory]
+    [InlineData("api-major-0", null, "protocol error: vkCreateInstance: apiVersion 0.0.979.0 is neither 0 nor at least 1.0 (VUID-VkApplicationInfo-apiVersion-04010)")]
+    [InlineData("api-patch-only", null, "(VUID-VkApplicationInfo-apiVersion-04010)")]
+    [InlineData("foreign-pnext", null, "protocol error: vkCreateInstance: sType 1000059000 does not extend VkInstanceCreateInfo")]
+    [InlineData("unknown-flags", null, "(VUID-VkInstanceCreateInfo-flags-parameter)")]
+    [InlineData("unknown-layer", -6, "vkCreateInstance: layer VK_LAYER_GUESTICD_not_a_layer is not on this host")] // VK_ERROR_LAYER_NOT_PRESENT
+    [InlineData("unknown-extension", -7, "vkCreateInstance: extension VK_GUESTICD_not_an_extension is not offered by this host")] // VK_ERROR_EXTENSION_NOT_PRESENT
+    public void AMalformedInstanceCreateInfoIsRefusedBeforeTheHostLoader(string mode, int? result, string logged)
+    {
+        using var host = new HostSim();
+        var app = new VkApplicationInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_APPLICATION_INFO, apiVersion = (1u << 22) | (3u << 12) };
+        var ci = new VkInstanceCreateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, pApplicationInfo = &app };
+        var features = new VkPhysicalDeviceFeatures2 { sType = VkStructureType.VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2 };
+        byte* layer = stackalloc byte[64], extension = stackalloc byte[64];
+        System.Text.Encoding.ASCII.GetBytes("VK_LAYER_GUESTICD_not_a_layer\0", new Span<byte>(layer, 64));
+        System.Text.Encoding.ASCII.GetBytes("VK_GUESTICD_not_an_extension\0", new Span<byte>(extension, 64));
+        switch (mode)
+        {
+            case "api-major-0": app.apiVersion = 0x003D3000; break; // the fuzzer's value: 0.979.0
+            case "api-patch-only": app.apiVersion = 1; break;
+            case "foreign-pnext": ci.pNext = &features; break;
+            case "unknown-flags": ci.flags = (VkInstanceCreateFlags)0x10; break;
+            case "unknown-layer": ci.enabledLayerCount = 1; ci.ppEnabledLayerNames = &layer; break;
+            case "unknown-extension": ci.enabledExtensionCount = 1; ci.ppEnabledExtensionNames = &extension; break;
+        }
+        Assert.Equal(result, CreateInstance(host, &ci));
+        host.WaitForLog(logged, 10_000);
+        if (result is null) host.WaitForLog("session 1 ended (protocol error: ", 10_000);
+        AssertServes(host, 2);
     }
 
     sealed class Ids : IHandleMap

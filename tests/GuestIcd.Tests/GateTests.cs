@@ -51,6 +51,9 @@ public class GateTests
     [InlineData("extension-not-enabled", Lost, "vkCmdSetLineStippleEXT: a command of VK_EXT_line_rasterization, which this device did not enable")]
     [InlineData("device-address", "result=-8", "bufferDeviceAddress is not served to guests")] // VK_ERROR_FEATURE_NOT_PRESENT
     [InlineData("layout-lacks-set", Lost, "the shader uses set 0, the layout has 0 (VUID-VkComputePipelineCreateInfo-layout-07988)")]
+    // shader code: SPIRV-Tools' validator before the driver, entry points by name and stage
+    [InlineData("invalid-spirv", Lost, "vkCreateShaderModule: invalid SPIR-V for Vulkan 1.")]
+    [InlineData("wrong-entry-point", Lost, "the module has no VK_SHADER_STAGE_COMPUTE_BIT entry point named \"not_main\" (VUID-VkPipelineShaderStageCreateInfo-pName-00707)")]
     // command-buffer state
     [InlineData("dispatch-no-pipeline", Lost, "vkCmdDispatch: no compute pipeline is bound")]
     [InlineData("sets-unbound", Lost, "descriptor set 0, which the pipeline's shaders use, is not bound with a compatible layout (VUID-vkCmdDispatch-None-02697)")]

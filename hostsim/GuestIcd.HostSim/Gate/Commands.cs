@@ -7,7 +7,7 @@ namespace GuestIcd.HostSim.Gate;
 /// command buffer.</summary>
 internal sealed unsafe partial class ValidUsageGate
 {
-    (uint, uint)[]? _pendingModule;
+    ShaderModuleState? _pendingModule;
 
     bool CheckDeviceCommand(int cmd, ulong* a, DeviceState dev, ref ulong result)
     {
@@ -58,14 +58,14 @@ internal sealed unsafe partial class ValidUsageGate
             case Tables.vkCreateShaderModule:
             {
                 var ci = (VkShaderModuleCreateInfo*)a[1];
-                _pendingModule = ParseSpirv(cmd, ci->pCode, ci->codeSize);
+                _pendingModule = ParseSpirv(cmd, ci->pCode, ci->codeSize, dev, validate: true);
                 break;
             }
             case Tables.vkCreateDescriptorSetLayout: CheckCreateSetLayout(cmd, a); break;
             case Tables.vkCreatePipelineLayout: CheckCreatePipelineLayout(cmd, a, dev); break;
             case Tables.vkAllocateDescriptorSets: CheckAllocateSets(cmd, a); break;
             case Tables.vkUpdateDescriptorSets: CheckUpdateSets(cmd, a, dev); break;
-            case Tables.vkCreateComputePipelines: CheckComputePipelines(cmd, a); break;
+            case Tables.vkCreateComputePipelines: CheckComputePipelines(cmd, a, dev); break;
             case Tables.vkCreateGraphicsPipelines: CheckGraphicsPipelines(cmd, a, dev, record: false); break;
             case Tables.vkCreateRenderPass: CheckCreateRenderPass(cmd, a, dev, record: false); break;
             case Tables.vkCreateRenderPass2: CheckCreateRenderPass2(cmd, a, dev, record: false); break;
@@ -142,7 +142,7 @@ internal sealed unsafe partial class ValidUsageGate
             case Tables.vkCreateImage: RecordCreateImage(a, dev); break;
             case Tables.vkCreateImageView: RecordCreateImageView(a, dev); break;
             case Tables.vkCreateShaderModule:
-                if (*(ulong*)a[3] != 0 && _pendingModule != null) _modules[*(ulong*)a[3]] = new ShaderModuleState(dev.Handle, _pendingModule);
+                if (*(ulong*)a[3] != 0 && _pendingModule != null) _modules[*(ulong*)a[3]] = _pendingModule;
                 _pendingModule = null;
                 break;
             case Tables.vkCreateDescriptorSetLayout: RecordCreateSetLayout(a, dev); break;

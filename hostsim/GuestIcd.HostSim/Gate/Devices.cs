@@ -16,6 +16,11 @@ internal sealed unsafe class DeviceState(ulong handle, VkPhysicalDevice physical
     public VkPhysicalDeviceMemoryProperties Memory;
     public VkPhysicalDeviceFeatures Features;
     public bool NullDescriptor;
+    /// <summary>The Vulkan version the device serves the guest: the lower of the instance's and the driver's
+    /// (shader modules are validated for it).</summary>
+    public uint ApiVersion = 1u << 22;
+    /// <summary>What widens the SPIR-V the device accepts: VK_KHR_spirv_1_4, block layouts enabled.</summary>
+    public bool Spirv14, RelaxedBlockLayout, UniformBufferStandardLayout, ScalarBlockLayout, WorkgroupScalarBlockLayout;
     public int Allocations;
     /// <summary>Work was submitted since the host last waited for the device: destroying what it may use
     /// waits first, so that no queue thread reads freed memory.</summary>
@@ -64,6 +69,7 @@ internal sealed unsafe partial class ValidUsageGate
     {
         switch (cmd)
         {
+            case Tables.vkCreateInstance: return CheckCreateInstance(a, ref result);
             case Tables.vkCreateDevice: return CheckCreateDevice(a, ref result);
         }
         return true;
@@ -192,6 +198,13 @@ internal sealed unsafe partial class ValidUsageGate
         VkPhysicalDeviceProperties props;
         ((delegate* unmanaged<VkPhysicalDevice, VkPhysicalDeviceProperties*, void>)InstanceFn<nint>("vkGetPhysicalDeviceProperties"))(pd, &props);
         dev.Limits = props.limits;
+        dev.ApiVersion = Math.Min(VersionNoPatch(_apiVersion), VersionNoPatch(props.apiVersion));
+        for (uint i = 0; i < ci->enabledExtensionCount; i++)
+        {
+            var ext = Marshal.PtrToStringUTF8((nint)ci->ppEnabledExtensionNames[i]);
+            dev.Spirv14 |= ext == "VK_KHR_spirv_1_4";
+            dev.RelaxedBlockLayout |= ext == "VK_KHR_relaxed_block_layout";
+        }
         VkPhysicalDeviceMemoryProperties mem;
         ((delegate* unmanaged<VkPhysicalDevice, VkPhysicalDeviceMemoryProperties*, void>)InstanceFn<nint>("vkGetPhysicalDeviceMemoryProperties"))(pd, &mem);
         dev.Memory = mem;
@@ -201,6 +214,22 @@ internal sealed unsafe partial class ValidUsageGate
             if (node->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2) dev.Features = ((VkPhysicalDeviceFeatures2*)node)->features;
             if (node->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ROBUSTNESS_2_FEATURES_EXT)
                 dev.NullDescriptor = ((VkPhysicalDeviceRobustness2FeaturesEXT*)node)->nullDescriptor != 0;
+            switch (node->sType)
+            {
+                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES:
+                    dev.ScalarBlockLayout |= ((VkPhysicalDeviceVulkan12Features*)node)->scalarBlockLayout != 0;
+                    dev.UniformBufferStandardLayout |= ((VkPhysicalDeviceVulkan12Features*)node)->uniformBufferStandardLayout != 0;
+                    break;
+                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SCALAR_BLOCK_LAYOUT_FEATURES:
+                    dev.ScalarBlockLayout |= ((VkPhysicalDeviceScalarBlockLayoutFeatures*)node)->scalarBlockLayout != 0;
+                    break;
+                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_UNIFORM_BUFFER_STANDARD_LAYOUT_FEATURES:
+                    dev.UniformBufferStandardLayout |= ((VkPhysicalDeviceUniformBufferStandardLayoutFeatures*)node)->uniformBufferStandardLayout != 0;
+                    break;
+                case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_WORKGROUP_MEMORY_EXPLICIT_LAYOUT_FEATURES_KHR:
+                    dev.WorkgroupScalarBlockLayout |= ((VkPhysicalDeviceWorkgroupMemoryExplicitLayoutFeaturesKHR*)node)->workgroupMemoryExplicitLayoutScalarBlockLayout != 0;
+                    break;
+            }
         }
         dev.Queues = new (uint, uint)[ci->queueCreateInfoCount];
         for (uint i = 0; i < ci->queueCreateInfoCount; i++) dev.Queues[i] = (ci->pQueueCreateInfos[i].queueFamilyIndex, ci->pQueueCreateInfos[i].queueCount);
@@ -229,6 +258,8 @@ internal sealed unsafe partial class ValidUsageGate
         RemoveWhere(_sets, s => s.Device == dev.Handle);
         RemoveWhere(_commandBuffers, s => s.Device == dev.Handle);
     }
+
+    static uint VersionNoPatch(uint v) => v & ~0xFFFu;
 
     static void RemoveWhere<T>(Dictionary<ulong, T> d, Func<T, bool> pred)
     {

@@ -4,13 +4,6 @@ using static GuestIcd.Vulkan.VkStructureType;
 
 namespace GuestIcd.HostSim.Gate;
 
-internal sealed class ShaderModuleState(ulong device, (uint Set, uint Binding)[] resources)
-{
-    public readonly ulong Device = device;
-    /// <summary>The (set, binding) of every resource variable the module declares.</summary>
-    public readonly (uint Set, uint Binding)[] Resources = resources;
-}
-
 internal sealed class PipelineState
 {
     public ulong Device;
@@ -32,58 +25,22 @@ internal sealed unsafe partial class ValidUsageGate
     readonly Dictionary<ulong, ShaderModuleState> _modules = new();
     readonly Dictionary<ulong, PipelineState> _pipelines = new();
 
-    const uint SpirvMagic = 0x07230203;
-
-    /// <summary>Walks the module's instructions: every word count inside the code, no capability that
-    /// turns integers into host pointers, and the resource bindings it declares.</summary>
-    static (uint, uint)[] ParseSpirv(int cmd, uint* code, ulong codeSize)
+    /// <summary>One stage: its module's resources must be in the layout for that stage; returns the sets used.
+    /// <paramref name="check"/>: before the driver (inline SPIR-V is validated then, not again after).</summary>
+    uint CheckStage(int cmd, VkPipelineShaderStageCreateInfo* st, PipelineLayoutState layout, string vuidLayout, DeviceState dev, bool check)
     {
-        if (codeSize == 0 || codeSize % 4 != 0) Fail(cmd, "VUID-VkShaderModuleCreateInfo-codeSize-01085", $"codeSize {codeSize} is not a positive multiple of 4");
-        ulong words = codeSize / 4;
-        if (words < 5 || code[0] != SpirvMagic) Fail(cmd, "VUID-VkShaderModuleCreateInfo-pCode-07912", "pCode is not SPIR-V (magic number)");
-        var sets = new Dictionary<uint, uint>();
-        var bindings = new Dictionary<uint, uint>();
-        for (ulong i = 5; i < words;)
-        {
-            uint wc = code[i] >> 16, op = code[i] & 0xFFFF;
-            if (wc == 0 || i + wc > words) Fail(cmd, "VUID-VkShaderModuleCreateInfo-pCode-01379", $"instruction at word {i} runs past the module");
-            if (op == 17 && wc >= 2) // OpCapability
-            {
-                uint cap = code[i + 1];
-                if (cap is 4 or 6 or 5347) // Addresses, Kernel, PhysicalStorageBufferAddresses
-                    Fail(cmd, "VUID-VkShaderModuleCreateInfo-pCode-01091", $"SPIR-V capability {cap} needs a feature hostsim never enables (shaders would address host memory)");
-            }
-            else if (op == 71 && wc >= 4) // OpDecorate target decoration literal
-            {
-                if (code[i + 2] == 34) sets[code[i + 1]] = code[i + 3];
-                else if (code[i + 2] == 33) bindings[code[i + 1]] = code[i + 3];
-            }
-            i += wc;
-        }
-        return sets.Where(kv => bindings.ContainsKey(kv.Key)).Select(kv => (kv.Value, bindings[kv.Key])).Distinct().ToArray();
-    }
-
-    void RecordCreateShaderModule(ulong* a, DeviceState dev)
-    {
-        ulong h = *(ulong*)a[3];
-        if (h == 0) return;
-        var ci = (VkShaderModuleCreateInfo*)a[1];
-        _modules[h] = new ShaderModuleState(dev.Handle, ParseSpirv(Tables.vkCreateShaderModule, ci->pCode, ci->codeSize));
-    }
-
-    /// <summary>One stage: its module's resources must be in the layout for that stage; returns the sets used.</summary>
-    uint CheckStage(int cmd, VkPipelineShaderStageCreateInfo* st, PipelineLayoutState layout, string vuidLayout)
-    {
-        (uint Set, uint Binding)[] resources;
-        if (st->module.Handle != 0) resources = Lookup(_modules, cmd, st->module.Handle, "module").Resources;
+        ShaderModuleState module;
+        if (st->module.Handle != 0) module = Lookup(_modules, cmd, st->module.Handle, "module");
         else
         {
             VkShaderModuleCreateInfo* inline = null;
             for (var n = (VkBaseInStructure*)st->pNext; n != null; n = n->pNext)
                 if (n->sType == VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO) inline = (VkShaderModuleCreateInfo*)n;
             if (inline == null) Fail(cmd, "VUID-VkPipelineShaderStageCreateInfo-stage-06845", "a stage with neither a module nor SPIR-V");
-            resources = ParseSpirv(cmd, inline->pCode, inline->codeSize);
+            module = ParseSpirv(cmd, inline->pCode, inline->codeSize, dev, validate: check);
         }
+        if (check) CheckEntryPoint(cmd, st, module, dev);
+        var resources = module.Resources;
         if (st->pSpecializationInfo != null)
         {
             var si = st->pSpecializationInfo;
@@ -107,7 +64,7 @@ internal sealed unsafe partial class ValidUsageGate
         return used;
     }
 
-    void CheckComputePipelines(int cmd, ulong* a)
+    void CheckComputePipelines(int cmd, ulong* a, DeviceState dev)
     {
         var infos = (VkComputePipelineCreateInfo*)a[3];
         for (uint i = 0; i < (uint)a[2]; i++)
@@ -115,7 +72,7 @@ internal sealed unsafe partial class ValidUsageGate
             var ci = &infos[i];
             if (ci->stage.stage != VkShaderStageFlagBits.VK_SHADER_STAGE_COMPUTE_BIT) Fail(cmd, "VUID-VkComputePipelineCreateInfo-stage-00701", $"stage {ci->stage.stage}");
             var layout = Lookup(_pipelineLayouts, cmd, ci->layout.Handle, "layout");
-            CheckStage(cmd, &ci->stage, layout, "VUID-VkComputePipelineCreateInfo-layout-07988");
+            CheckStage(cmd, &ci->stage, layout, "VUID-VkComputePipelineCreateInfo-layout-07988", dev, check: true);
         }
     }
 
@@ -130,7 +87,7 @@ internal sealed unsafe partial class ValidUsageGate
             _pipelines[out_[i]] = new PipelineState
             {
                 Device = dev.Handle, BindPoint = VkPipelineBindPoint.VK_PIPELINE_BIND_POINT_COMPUTE, Layout = layout,
-                UsedSets = CheckStage(Tables.vkCreateComputePipelines, &infos[i].stage, layout, ""),
+                UsedSets = CheckStage(Tables.vkCreateComputePipelines, &infos[i].stage, layout, "", dev, check: false),
             };
         }
     }
@@ -159,7 +116,8 @@ internal sealed unsafe partial class ValidUsageGate
                 if (colorCount > l.maxColorAttachments) Fail(cmd, "VUID-VkPipelineRenderingCreateInfo-colorAttachmentCount-06055", $"{colorCount} color attachments exceed {l.maxColorAttachments}");
             }
             uint used = 0;
-            for (uint s = 0; s < ci->stageCount; s++) used |= CheckStage(cmd, &ci->pStages[s], layout, "VUID-VkGraphicsPipelineCreateInfo-layout-07988");
+            for (uint s = 0; s < ci->stageCount; s++) used |= CheckStage(cmd, &ci->pStages[s], layout, "VUID-VkGraphicsPipelineCreateInfo-layout-07988", dev, check: !record);
+            if (!record) CheckGraphicsStages(cmd, ci, dev);
             bool dynamicVertexInput = false;
             if (ci->pDynamicState != null)
                 for (uint d = 0; d < ci->pDynamicState->dynamicStateCount; d++)
