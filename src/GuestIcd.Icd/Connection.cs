@@ -23,10 +23,6 @@ internal sealed unsafe class Connection : IDisposable
     /// <summary>Shared memory for HOST_VISIBLE allocations; null on transports without it.</summary>
     public readonly byte* HeapBase;
     public readonly HeapAllocator? Heap;
-    /// <summary>Memory objects that live in the heap: handle → (offset, size).</summary>
-    public readonly Dictionary<ulong, (ulong Offset, ulong Size)> SharedMemory = new();
-    /// <summary>Per device: the memory types that are HOST_VISIBLE.</summary>
-    public readonly Dictionary<nint, uint> HostVisibleTypes = new();
     readonly WireWriter _writer = new();
     byte[] _reply = ArrayPool<byte>.Shared.Rent(4096);
     volatile bool _lost;

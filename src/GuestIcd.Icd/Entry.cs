@@ -7,7 +7,9 @@ using static GuestIcd.Vulkan.VkResult;
 namespace GuestIcd.Icd;
 
 /// <summary>Guest-side semantics of the commands the generator marks hand-written, one family per file
-/// (Instance.cs, PhysicalDevice.cs, Device.cs); this file holds what they share.</summary>
+/// (Instance.cs, PhysicalDevice.cs, Device.cs, Memory.cs, DescriptorUpdateTemplate.cs, Fence.cs); each family
+/// keeps its objects' state on the object it belongs to (GuestDevice, GuestPhysicalDevice), never in a
+/// process-wide table. This file holds what the entry points share.</summary>
 internal static unsafe partial class Entry
 {
     /// <summary>An exception reached an entry point: log it, and answer as a lost device rather than abort the application.</summary>

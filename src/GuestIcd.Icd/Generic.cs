@@ -10,7 +10,11 @@ internal static unsafe class Generic
     {
         var obj = (DispatchableObject*)args[0];
         if (obj == null) throw new InvalidOperationException($"{Tables.Commands[command].Name} called with a NULL dispatchable handle");
-        return Connection.Get(obj->Connection).Call(command, args);
+        var c = Connection.Get(obj->Connection);
+        // Dispatchable objects this command creates or finds (devices, queues, command buffers) belong to its handle.
+        var outer = GuestHandleMap.SwapParent(obj->Id);
+        try { return c.Call(command, args); }
+        finally { GuestHandleMap.SwapParent(outer); }
     }
 
     public static Connection ConnectionOf(nint dispatchable) => Connection.Get(((DispatchableObject*)dispatchable)->Connection);

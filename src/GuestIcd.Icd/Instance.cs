@@ -92,6 +92,9 @@ internal static unsafe partial class Entry
         a[1] = 0;
         try { c.Call(Tables.vkDestroyInstance, a); }
         catch (DeviceLostException) { /* the host already dropped the session */ }
+        // What is left besides the instance goes with it: its physical devices, and whatever devices (with their
+        // queues and command buffers) the application did not destroy.
+        Log.Debug($"vkDestroyInstance: releasing {c.Handles.Count - 1} dispatchable objects with the instance");
         c.Dispose();
     }
 }

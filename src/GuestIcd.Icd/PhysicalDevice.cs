@@ -5,9 +5,25 @@ using static GuestIcd.Vulkan.VkResult;
 
 namespace GuestIcd.Icd;
 
+/// <summary>What the guest remembers about one physical device of one connection, attached to its
+/// dispatchable object when first needed.</summary>
+internal sealed class GuestPhysicalDevice
+{
+    /// <summary>The host's device extensions that this ICD carries, filtered once.</summary>
+    public VkExtensionProperties[]? Extensions;
+
+    public static GuestPhysicalDevice Of(VkPhysicalDevice physicalDevice)
+    {
+        var s = GuestHandleMap.StateOf<GuestPhysicalDevice>(physicalDevice.Handle);
+        if (s is not null) return s;
+        GuestHandleMap.Attach(physicalDevice.Handle, new GuestPhysicalDevice());
+        return GuestHandleMap.StateOf<GuestPhysicalDevice>(physicalDevice.Handle)!;
+    }
+}
+
 internal static unsafe partial class Entry
 {
-    static readonly Dictionary<nint, VkExtensionProperties[]> s_deviceExtensions = new();
+    /// <summary>A property of this ICD build (which extensions it can carry), not of any object.</summary>
     static readonly HashSet<string> s_carriedDeviceExtensions = Tables.Extensions.Where(e => e.Device && e.Carried).Select(e => e.Name).ToHashSet();
 
     /// <summary>The host device as a virtual GPU named after it, at most at the API version this ICD carries.</summary>
@@ -47,8 +63,8 @@ internal static unsafe partial class Entry
     public static VkResult vkEnumerateDeviceExtensionProperties(VkPhysicalDevice physicalDevice, byte* pLayerName, uint* pPropertyCount, VkExtensionProperties* pProperties)
     {
         if (pLayerName != null) return VK_ERROR_LAYER_NOT_PRESENT;
-        VkExtensionProperties[]? list;
-        lock (s_deviceExtensions) s_deviceExtensions.TryGetValue(physicalDevice.Handle, out list);
+        var state = GuestPhysicalDevice.Of(physicalDevice);
+        var list = Volatile.Read(ref state.Extensions);
         if (list is null)
         {
             ulong* a = stackalloc ulong[4];
@@ -64,7 +80,7 @@ internal static unsafe partial class Entry
                 if (r < 0) return r;
             }
             list = all.Take((int)count).Where(e => s_carriedDeviceExtensions.Contains(NameOf(e))).ToArray();
-            lock (s_deviceExtensions) s_deviceExtensions[physicalDevice.Handle] = list;
+            Volatile.Write(ref state.Extensions, list);
         }
         return FillArray<VkExtensionProperties>(list, pPropertyCount, pProperties);
     }
