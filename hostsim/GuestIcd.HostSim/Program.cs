@@ -91,6 +91,8 @@ serve.SetAction(parse =>
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
+    // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
+    if (parse.GetValue(inProcess)) WorkerWarmUp.PinDriver();
     using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable));
     log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
 
@@ -13,6 +14,11 @@ namespace GuestIcd.HostSim;
 /// worker's end of the doorbell relay socketpair, the vm's shared file, the status page.
 /// "stream": fds are the worker's end of the relay socketpair and the status page.</param>
 internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options);
+
+/// <summary>The assignment's JSON code, generated at build time: reflection-based serialisation cost a
+/// worker about 150 ms on its first (only) assignment, the guest waiting.</summary>
+[JsonSerializable(typeof(WorkerAssignment))]
+internal sealed partial class WorkerJson : JsonSerializerContext;
 
 /// <summary>Resource limits of one worker, derived from the session's quota.</summary>
 internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, ulong GcHeapBytes)
@@ -97,9 +103,10 @@ internal sealed unsafe class Supervisor : IDisposable
         try
         {
             worker = Take(out bool warm);
+            bool ready = IsReady(worker);
             status = WorkerStatus.Create();
             _log.LogInformation("session {Session}: worker pid {Pid} ({How}, started in {Start:F0} ms, handed over after {Wait:F1} ms)",
-                id, worker.Process.Id, warm ? "warm" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
+                id, worker.Process.Id, ready ? "warm" : warm ? "still warming up" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
         }
         catch (Exception e)
         {
@@ -240,24 +247,36 @@ internal sealed unsafe class Supervisor : IDisposable
     }
 
     static void Send(int controlFd, WorkerAssignment assignment, ReadOnlySpan<int> fds) =>
-        WorkerNative.SendMessage(controlFd, JsonSerializer.SerializeToUtf8Bytes(assignment), fds);
+        WorkerNative.SendMessage(controlFd, JsonSerializer.SerializeToUtf8Bytes(assignment, WorkerJson.Default.WorkerAssignment), fds);
 
     Worker Take(out bool warm)
     {
         Worker? worker = null;
         lock (_lock)
         {
-            while (_warm.TryDequeue(out var w))
+            // The dead go; then the first that has finished warming up (it sent its ready byte), else the
+            // oldest, which is furthest along.
+            foreach (var w in _warm.Where(w => w.Process.HasExited).ToList())
             {
-                if (!w.Process.HasExited) { worker = w; break; }
                 _log.LogWarning("warm worker pid {Pid} died while idle (exit code {Code})", w.Process.Id, w.Process.ExitCode);
                 w.Control.Dispose();
             }
+            var live = _warm.Where(w => !w.Process.HasExited).ToList();
+            worker = live.FirstOrDefault(IsReady) ?? live.FirstOrDefault();
+            _warm.Clear();
+            foreach (var w in live) if (w != worker) _warm.Enqueue(w);
         }
         warm = worker != null;
         worker ??= Spawn();
         Refill();
         return worker;
+    }
+
+    /// <summary>A worker sends one byte on its control socket once warmed up; it is never read.</summary>
+    static bool IsReady(Worker w)
+    {
+        try { return w.Control.Available > 0; }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { return false; }
     }
 
     /// <summary>Tops the warm pool up in the background.</summary>
