@@ -78,9 +78,13 @@ internal sealed unsafe class Supervisor : IDisposable
     /// <summary>Workers fault for real on SIGUSR2 (<c>serve --debug-crash-on-sigusr2</c>; tests).</summary>
     readonly bool _crashOnSigusr2;
 
-    public Supervisor(ServerOptions options, ILogger log, int warmWorkers, bool crashOnSigusr2 = false)
+    /// <summary>A worker's fault is handled by a handler that never returns (<c>serve --debug-hang-on-fault</c>; tests the watchdog).</summary>
+    readonly bool _hangOnFault;
+
+    public Supervisor(ServerOptions options, ILogger log, int warmWorkers, bool crashOnSigusr2 = false, bool hangOnFault = false)
     {
         _crashOnSigusr2 = crashOnSigusr2;
+        _hangOnFault = hangOnFault;
         _options = options;
         _log = log;
         _warmWanted = warmWorkers;
@@ -115,6 +119,9 @@ internal sealed unsafe class Supervisor : IDisposable
             return;
         }
         Task relay = Task.CompletedTask;
+        // A unix ring guest's socket, kept only to see the guest leave (WorkerWatchdog); closed the moment
+        // the worker is gone, so the guest still sees its socket close when the worker dies.
+        int guestFd = -1;
         try
         {
             int controlFd = (int)worker.Control.Handle;
@@ -137,6 +144,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 case UnixRingTransport ring:
                 {
                     var handoff = ring.Detach(out int socketFd, out int memfd);
+                    guestFd = WorkerNative.fcntl(socketFd, WorkerNative.F_DUPFD_CLOEXEC, 0);
                     try
                     {
                         Send(controlFd, new WorkerAssignment(id, "ring", handoff, transport.Description, _options), [socketFd, memfd, status.Fd]);
@@ -178,6 +186,7 @@ internal sealed unsafe class Supervisor : IDisposable
         catch (Exception e)
         {
             _log.LogError("session {Session} ended (hand-off to worker pid {Pid} failed: {Error})", id, worker.Process.Id, e.Message);
+            if (guestFd >= 0) WorkerNative.close(guestFd);
             transport.Dispose();
             Kill(worker.Process);
             status.Dispose();
@@ -187,7 +196,7 @@ internal sealed unsafe class Supervisor : IDisposable
         status.CloseFd();
         // The control socket's only job was the hand-off; the worker's exit is what we watch.
         worker.Control.Dispose();
-        new Thread(() => Watch(id, worker.Process, status, relay)) { IsBackground = true, Name = "watch session " + id }.Start();
+        new Thread(() => Watch(id, worker.Process, status, relay, guestFd)) { IsBackground = true, Name = "watch session " + id }.Start();
     }
 
     /// <summary>Runs the vm session's doorbell relay; when it ends, makes sure the worker is gone (it
@@ -224,13 +233,33 @@ internal sealed unsafe class Supervisor : IDisposable
         }
     }
 
-    void Watch(int id, Process process, WorkerStatus status, Task relay)
+    /// <summary>Waits for the worker to exit, killing it if it hangs (<see cref="WorkerWatchdog"/>), and
+    /// says how it ended.</summary>
+    void Watch(int id, Process process, WorkerStatus status, Task relay, int guestFd)
     {
-        process.WaitForExit();
+        var watchdog = new WorkerWatchdog(process.Id);
+        var clock = Stopwatch.StartNew();
+        string? hung = null;
+        while (!process.WaitForExit(WorkerWatchdog.PeriodMs))
+        {
+            bool gone = guestFd >= 0 ? WorkerWatchdog.PeerGone(guestFd) : relay.IsCompleted;
+            hung = watchdog.Check(gone, clock.ElapsedMilliseconds);
+            if (hung is null) continue;
+            _log.LogError("session {Session}: worker pid {Pid} hung ({Why}); last command started: {Command}; killed",
+                id, process.Id, hung, status.LastCommand());
+            Kill(process);
+            process.WaitForExit();
+            break;
+        }
+        if (guestFd >= 0) WorkerNative.close(guestFd);
         int code = process.ExitCode;
         lock (_lock) _live.Remove(process);
         // .NET reports a worker killed by signal N as exit code 128 + N.
-        if (code > 128 && code < 128 + 65)
+        if (hung is not null)
+        {
+            _log.LogInformation("session {Session} ended (worker pid {Pid} hung; killed)", id, process.Id);
+        }
+        else if (code > 128 && code < 128 + 65)
         {
             string signal = SignalName(code - 128);
             _log.LogError("session {Session}: worker pid {Pid} died of {Signal}; last command started: {Command}; only this guest's session is lost",
@@ -343,6 +372,7 @@ internal sealed unsafe class Supervisor : IDisposable
         psi.Environment["GUESTICD_WORKER_TOKEN"] = _token;
         psi.Environment["GUESTICD_WORKER_PARENT"] = Environment.ProcessId.ToString();
         if (_crashOnSigusr2) psi.Environment["GUESTICD_WORKER_CRASH_ON_SIGUSR2"] = "1";
+        if (_hangOnFault) psi.Environment["GUESTICD_WORKER_HANG_ON_FAULT"] = "1";
         psi.Environment["GUESTICD_WORKER_LOG_LEVEL"] = Enum.GetValues<LogLevel>().FirstOrDefault(_log.IsEnabled, LogLevel.None).ToString();
         // No diagnostics IPC socket: it would let any local process of our uid attach to a worker.
         psi.Environment["DOTNET_EnableDiagnostics"] = "0";

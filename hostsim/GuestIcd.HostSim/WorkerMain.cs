@@ -138,8 +138,10 @@ internal static unsafe class WorkerMain
     /// ignores the ones that did not come from a fault.</summary>
     static void ArmCrashSignal()
     {
+        bool hang = Environment.GetEnvironmentVariable("GUESTICD_WORKER_HANG_ON_FAULT") == "1";
         var registration = System.Runtime.InteropServices.PosixSignalRegistration.Create((System.Runtime.InteropServices.PosixSignal)12, _ =>
         {
+            if (hang) HangOnFault();
             WorkerNative.memset((void*)16, 0, 16);
         });
         GC.KeepAlive(registration);
@@ -147,6 +149,19 @@ internal static unsafe class WorkerMain
     }
 
     static IDisposable? s_crashSignal;
+
+    /// <summary><c>serve --debug-hang-on-fault</c>: the fault that follows is handled by a handler that never
+    /// returns (libc's pause(), with only SIGSEGV blocked, as the kernel does for any handler), like the
+    /// runtime's crash handling when it deadlocks on a corrupted heap: the worker neither dies nor recovers.
+    /// Installed only at the trigger: the runtime needs its own SIGSEGV handler for managed null references.</summary>
+    static void HangOnFault()
+    {
+        var action = new WorkerNative.SigAction
+        {
+            Handler = System.Runtime.InteropServices.NativeLibrary.GetExport(System.Runtime.InteropServices.NativeLibrary.Load("libc.so.6"), "pause"),
+        };
+        WorkerNative.sigaction(11 /* SIGSEGV */, &action, null);
+    }
 
     static void ApplyLimits(WorkerLimits limits, ILogger log, int session)
     {
