@@ -29,9 +29,10 @@ var inProcess = new Option<bool>("--in-process") { Description = "run sessions o
 var warmWorkers = new Option<int>("--warm-workers") { Description = "worker processes kept started and waiting for a session (an application opens two: the loader's probe, then its instance)", DefaultValueFactory = _ => 2 };
 var handshakeTimeout = new Option<int>("--handshake-timeout-ms") { Description = "how long a new connection has for its transport handshake, authentication and hello", DefaultValueFactory = _ => 2000 };
 var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a worker sent SIGUSR2 faults inside native code like a driver bug would (tests the crash handling)", Hidden = true };
+var hangOnFault = new Option<bool>("--debug-hang-on-fault") { Description = "with --debug-crash-on-sigusr2, the fault's handling never returns, as a crash handler deadlocked on a corrupted heap would (tests the watchdog)", Hidden = true };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, capture };
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture };
 ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => b
     .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
     .AddFilter(_ => true).SetMinimumLevel(level));
@@ -91,7 +92,9 @@ serve.SetAction(parse =>
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
-    using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable));
+    // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
+    if (parse.GetValue(inProcess)) WorkerWarmUp.PinDriver();
+    using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
     log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
 
@@ -13,6 +14,11 @@ namespace GuestIcd.HostSim;
 /// worker's end of the doorbell relay socketpair, the vm's shared file, the status page.
 /// "stream": fds are the worker's end of the relay socketpair and the status page.</param>
 internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options);
+
+/// <summary>The assignment's JSON code, generated at build time: reflection-based serialisation cost a
+/// worker about 150 ms on its first (only) assignment, the guest waiting.</summary>
+[JsonSerializable(typeof(WorkerAssignment))]
+internal sealed partial class WorkerJson : JsonSerializerContext;
 
 /// <summary>Resource limits of one worker, derived from the session's quota.</summary>
 internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, ulong GcHeapBytes)
@@ -72,9 +78,13 @@ internal sealed unsafe class Supervisor : IDisposable
     /// <summary>Workers fault for real on SIGUSR2 (<c>serve --debug-crash-on-sigusr2</c>; tests).</summary>
     readonly bool _crashOnSigusr2;
 
-    public Supervisor(ServerOptions options, ILogger log, int warmWorkers, bool crashOnSigusr2 = false)
+    /// <summary>A worker's fault is handled by a handler that never returns (<c>serve --debug-hang-on-fault</c>; tests the watchdog).</summary>
+    readonly bool _hangOnFault;
+
+    public Supervisor(ServerOptions options, ILogger log, int warmWorkers, bool crashOnSigusr2 = false, bool hangOnFault = false)
     {
         _crashOnSigusr2 = crashOnSigusr2;
+        _hangOnFault = hangOnFault;
         _options = options;
         _log = log;
         _warmWanted = warmWorkers;
@@ -97,9 +107,10 @@ internal sealed unsafe class Supervisor : IDisposable
         try
         {
             worker = Take(out bool warm);
+            bool ready = IsReady(worker);
             status = WorkerStatus.Create();
             _log.LogInformation("session {Session}: worker pid {Pid} ({How}, started in {Start:F0} ms, handed over after {Wait:F1} ms)",
-                id, worker.Process.Id, warm ? "warm" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
+                id, worker.Process.Id, ready ? "warm" : warm ? "still warming up" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
         }
         catch (Exception e)
         {
@@ -108,6 +119,9 @@ internal sealed unsafe class Supervisor : IDisposable
             return;
         }
         Task relay = Task.CompletedTask;
+        // A unix ring guest's socket, kept only to see the guest leave (WorkerWatchdog); closed the moment
+        // the worker is gone, so the guest still sees its socket close when the worker dies.
+        int guestFd = -1;
         try
         {
             int controlFd = (int)worker.Control.Handle;
@@ -130,6 +144,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 case UnixRingTransport ring:
                 {
                     var handoff = ring.Detach(out int socketFd, out int memfd);
+                    guestFd = WorkerNative.fcntl(socketFd, WorkerNative.F_DUPFD_CLOEXEC, 0);
                     try
                     {
                         Send(controlFd, new WorkerAssignment(id, "ring", handoff, transport.Description, _options), [socketFd, memfd, status.Fd]);
@@ -171,6 +186,7 @@ internal sealed unsafe class Supervisor : IDisposable
         catch (Exception e)
         {
             _log.LogError("session {Session} ended (hand-off to worker pid {Pid} failed: {Error})", id, worker.Process.Id, e.Message);
+            if (guestFd >= 0) WorkerNative.close(guestFd);
             transport.Dispose();
             Kill(worker.Process);
             status.Dispose();
@@ -180,7 +196,7 @@ internal sealed unsafe class Supervisor : IDisposable
         status.CloseFd();
         // The control socket's only job was the hand-off; the worker's exit is what we watch.
         worker.Control.Dispose();
-        new Thread(() => Watch(id, worker.Process, status, relay)) { IsBackground = true, Name = "watch session " + id }.Start();
+        new Thread(() => Watch(id, worker.Process, status, relay, guestFd)) { IsBackground = true, Name = "watch session " + id }.Start();
     }
 
     /// <summary>Runs the vm session's doorbell relay; when it ends, makes sure the worker is gone (it
@@ -217,13 +233,33 @@ internal sealed unsafe class Supervisor : IDisposable
         }
     }
 
-    void Watch(int id, Process process, WorkerStatus status, Task relay)
+    /// <summary>Waits for the worker to exit, killing it if it hangs (<see cref="WorkerWatchdog"/>), and
+    /// says how it ended.</summary>
+    void Watch(int id, Process process, WorkerStatus status, Task relay, int guestFd)
     {
-        process.WaitForExit();
+        var watchdog = new WorkerWatchdog(process.Id);
+        var clock = Stopwatch.StartNew();
+        string? hung = null;
+        while (!process.WaitForExit(WorkerWatchdog.PeriodMs))
+        {
+            bool gone = guestFd >= 0 ? WorkerWatchdog.PeerGone(guestFd) : relay.IsCompleted;
+            hung = watchdog.Check(gone, clock.ElapsedMilliseconds);
+            if (hung is null) continue;
+            _log.LogError("session {Session}: worker pid {Pid} hung ({Why}); last command started: {Command}; killed",
+                id, process.Id, hung, status.LastCommand());
+            Kill(process);
+            process.WaitForExit();
+            break;
+        }
+        if (guestFd >= 0) WorkerNative.close(guestFd);
         int code = process.ExitCode;
         lock (_lock) _live.Remove(process);
         // .NET reports a worker killed by signal N as exit code 128 + N.
-        if (code > 128 && code < 128 + 65)
+        if (hung is not null)
+        {
+            _log.LogInformation("session {Session} ended (worker pid {Pid} hung; killed)", id, process.Id);
+        }
+        else if (code > 128 && code < 128 + 65)
         {
             string signal = SignalName(code - 128);
             _log.LogError("session {Session}: worker pid {Pid} died of {Signal}; last command started: {Command}; only this guest's session is lost",
@@ -240,24 +276,36 @@ internal sealed unsafe class Supervisor : IDisposable
     }
 
     static void Send(int controlFd, WorkerAssignment assignment, ReadOnlySpan<int> fds) =>
-        WorkerNative.SendMessage(controlFd, JsonSerializer.SerializeToUtf8Bytes(assignment), fds);
+        WorkerNative.SendMessage(controlFd, JsonSerializer.SerializeToUtf8Bytes(assignment, WorkerJson.Default.WorkerAssignment), fds);
 
     Worker Take(out bool warm)
     {
         Worker? worker = null;
         lock (_lock)
         {
-            while (_warm.TryDequeue(out var w))
+            // The dead go; then the first that has finished warming up (it sent its ready byte), else the
+            // oldest, which is furthest along.
+            foreach (var w in _warm.Where(w => w.Process.HasExited).ToList())
             {
-                if (!w.Process.HasExited) { worker = w; break; }
                 _log.LogWarning("warm worker pid {Pid} died while idle (exit code {Code})", w.Process.Id, w.Process.ExitCode);
                 w.Control.Dispose();
             }
+            var live = _warm.Where(w => !w.Process.HasExited).ToList();
+            worker = live.FirstOrDefault(IsReady) ?? live.FirstOrDefault();
+            _warm.Clear();
+            foreach (var w in live) if (w != worker) _warm.Enqueue(w);
         }
         warm = worker != null;
         worker ??= Spawn();
         Refill();
         return worker;
+    }
+
+    /// <summary>A worker sends one byte on its control socket once warmed up; it is never read.</summary>
+    static bool IsReady(Worker w)
+    {
+        try { return w.Control.Available > 0; }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { return false; }
     }
 
     /// <summary>Tops the warm pool up in the background.</summary>
@@ -324,6 +372,7 @@ internal sealed unsafe class Supervisor : IDisposable
         psi.Environment["GUESTICD_WORKER_TOKEN"] = _token;
         psi.Environment["GUESTICD_WORKER_PARENT"] = Environment.ProcessId.ToString();
         if (_crashOnSigusr2) psi.Environment["GUESTICD_WORKER_CRASH_ON_SIGUSR2"] = "1";
+        if (_hangOnFault) psi.Environment["GUESTICD_WORKER_HANG_ON_FAULT"] = "1";
         psi.Environment["GUESTICD_WORKER_LOG_LEVEL"] = Enum.GetValues<LogLevel>().FirstOrDefault(_log.IsEnabled, LogLevel.None).ToString();
         // No diagnostics IPC socket: it would let any local process of our uid attach to a worker.
         psi.Environment["DOTNET_EnableDiagnostics"] = "0";

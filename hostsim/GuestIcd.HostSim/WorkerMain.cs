@@ -35,9 +35,12 @@ internal static unsafe class WorkerMain
         WorkerNative.SendExactly((int)socket.Handle, System.Text.Encoding.ASCII.GetBytes(token));
         Environment.SetEnvironmentVariable("GUESTICD_WORKER_TOKEN", null);
 
-        WarmUp();
         if (Environment.GetEnvironmentVariable("GUESTICD_WORKER_CRASH_ON_SIGUSR2") == "1") ArmCrashSignal();
 
+        // The warm-up runs beside the wait for a session and stops when one arrives.
+        bool assigned = false;
+        var warm = new Thread(() => WarmUp(log, socket, () => Volatile.Read(ref assigned))) { IsBackground = true, Name = "warm-up" };
+        warm.Start();
         var fds = new List<int>();
         byte[]? body;
         try { body = WorkerNative.ReceiveMessage((int)socket.Handle, MaxAssignmentBytes, fds); }
@@ -46,10 +49,16 @@ internal static unsafe class WorkerMain
             log.LogError("worker: no session from the supervisor ({Error})", e.Message);
             return 4;
         }
+        finally
+        {
+            Volatile.Write(ref assigned, true);
+        }
+        // Nothing of the warm-up runs beside the guest's session.
+        warm.Join();
         // The control socket's only job was the assignment.
         socket.Dispose();
         if (body is null) return 0; // the supervisor stopped while we were warm
-        var assignment = JsonSerializer.Deserialize<WorkerAssignment>(body) ?? throw new InvalidDataException("empty assignment");
+        var assignment = JsonSerializer.Deserialize(body, WorkerJson.Default.WorkerAssignment) ?? throw new InvalidDataException("empty assignment");
         int expected = assignment.Kind is "ring" or "vm" ? 3 : 2;
         if (fds.Count != expected) throw new InvalidDataException($"assignment {assignment.Kind} came with {fds.Count} fds, not {expected}");
 
@@ -94,11 +103,33 @@ internal static unsafe class WorkerMain
 
     /// <summary>What every session needs before its first command: the loader, the driver, the code that
     /// decodes and executes; done while the worker waits in the pool, not while a guest waits.</summary>
-    static void WarmUp()
+    static void WarmUp(ILogger log, Socket control, Func<bool> stop)
     {
-        HostVulkan.InstanceVersion();
-        HostVulkan.DeviceNames();
-        HostVulkan.InstanceExtensions();
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            // The assignment's own decoding, first.
+            var sample = new WorkerAssignment(0, "ring", default(UnixRingTransport.Handoff), "", new ServerOptions("", 0, 0, Quotas: Quotas.Default));
+            JsonSerializer.Deserialize(JsonSerializer.SerializeToUtf8Bytes(sample, WorkerJson.Default.WorkerAssignment), WorkerJson.Default.WorkerAssignment);
+            HostVulkan.InstanceVersion();
+            HostVulkan.InstanceExtensions();
+            WorkerWarmUp.PinDriver();
+            int replayed = Environment.GetEnvironmentVariable("GUESTICD_WORKER_NO_REPLAY") == "1" ? 0 : WorkerWarmUp.ReplaySessions(log, stop);
+            if (stop()) return;
+            // What the replays allocated is garbage now: an idle worker should not hold it.
+            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            log.LogDebug("worker: warmed up in {Ms:F0} ms ({Replayed} recorded sessions replayed)", sw.Elapsed.TotalMilliseconds, replayed);
+            // Tells the supervisor this worker is ready: it prefers ready workers over ones still warming.
+            WorkerNative.SendExactly((int)control.Handle, "R"u8);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The session arrived and the supervisor closed its end: the warm-up was cut short, nothing more.
+        }
+        finally
+        {
+            if (stop()) log.LogDebug("worker: warm-up cut short after {Ms:F0} ms by a session", sw.Elapsed.TotalMilliseconds);
+        }
     }
 
     /// <summary><c>serve --debug-crash-on-sigusr2</c>: SIGUSR2 makes the worker fault for real inside
@@ -107,8 +138,10 @@ internal static unsafe class WorkerMain
     /// ignores the ones that did not come from a fault.</summary>
     static void ArmCrashSignal()
     {
+        bool hang = Environment.GetEnvironmentVariable("GUESTICD_WORKER_HANG_ON_FAULT") == "1";
         var registration = System.Runtime.InteropServices.PosixSignalRegistration.Create((System.Runtime.InteropServices.PosixSignal)12, _ =>
         {
+            if (hang) HangOnFault();
             WorkerNative.memset((void*)16, 0, 16);
         });
         GC.KeepAlive(registration);
@@ -116,6 +149,19 @@ internal static unsafe class WorkerMain
     }
 
     static IDisposable? s_crashSignal;
+
+    /// <summary><c>serve --debug-hang-on-fault</c>: the fault that follows is handled by a handler that never
+    /// returns (libc's pause(), with only SIGSEGV blocked, as the kernel does for any handler), like the
+    /// runtime's crash handling when it deadlocks on a corrupted heap: the worker neither dies nor recovers.
+    /// Installed only at the trigger: the runtime needs its own SIGSEGV handler for managed null references.</summary>
+    static void HangOnFault()
+    {
+        var action = new WorkerNative.SigAction
+        {
+            Handler = System.Runtime.InteropServices.NativeLibrary.GetExport(System.Runtime.InteropServices.NativeLibrary.Load("libc.so.6"), "pause"),
+        };
+        WorkerNative.sigaction(11 /* SIGSEGV */, &action, null);
+    }
 
     static void ApplyLimits(WorkerLimits limits, ILogger log, int session)
     {

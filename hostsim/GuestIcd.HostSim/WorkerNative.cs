@@ -11,7 +11,7 @@ internal static unsafe partial class WorkerNative
     public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
     public const int SOL_SOCKET = 1, SCM_RIGHTS = 1, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000, MSG_CTRUNC = 0x8;
     public const int EINTR = 4;
-    public const int F_GETFD = 1, FD_CLOEXEC = 1;
+    public const int F_GETFD = 1, FD_CLOEXEC = 1, F_DUPFD_CLOEXEC = 1030;
     public const int O_RDWR = 2, O_CLOEXEC = 0x80000;
     public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
     public const uint MFD_CLOEXEC = 1;
@@ -39,6 +39,11 @@ internal static unsafe partial class WorkerNative
     const int CmsgDataOffset = 16;
     static int CmsgSpace(int payload) => CmsgDataOffset + ((payload + 7) & ~7);
 
+    /// <summary>glibc's struct sigaction (x86-64): handler, a 1024-bit mask, flags, restorer.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct SigAction { public nint Handler; public fixed ulong Mask[16]; public int Flags; public nint Restorer; }
+
+    [LibraryImport(Lib, SetLastError = true)] public static partial int sigaction(int signal, SigAction* action, SigAction* old);
     [LibraryImport(Lib, SetLastError = true)] public static partial int socketpair(int domain, int type, int protocol, int* fds);
     [LibraryImport(Lib, SetLastError = true)] public static partial int close(int fd);
     [LibraryImport(Lib, SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);

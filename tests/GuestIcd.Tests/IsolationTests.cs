@@ -229,4 +229,68 @@ public class IsolationTests
         Assert.Equal(0, guest.Exit(60_000));
         Assert.Equal(0, other.Exit(60_000));
     }
+
+    static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ");
+
+    /// <summary>A worker that faults and whose crash handling then never finishes (as the runtime's can on a
+    /// corrupted heap) would hold its guest for good: the supervisor sees a thread stuck in SIGSEGV handling,
+    /// SIGKILLs the worker, says so, and the guest gets VK_ERROR_DEVICE_LOST; the other guest goes on.</summary>
+    [Fact]
+    public void AWorkerThatHangsInsteadOfDyingIsKilledAndOnlyItsGuestLosesItsDevice()
+    {
+        using var host = new HostSim("--debug-crash-on-sigusr2", "--debug-hang-on-fault");
+        var (loop, spv) = Built.Value;
+        using var survivor = new Guest(loop, $"{spv} 12", host.ClientEnv());
+        using var victim = new Guest(loop, $"{spv} 60", host.ClientEnv());
+        survivor.WaitFor(() => survivor.Rounds >= 3, 30_000, "three rounds");
+        victim.WaitFor(() => victim.Rounds >= 3, 30_000, "three rounds");
+
+        int worker = WorkerOf(host, victim.Pid);
+        Signal(worker, "USR2");
+        // Stuck for a second, then killed: well before the victim's own 10 s fence timeout.
+        Assert.Equal(3, victim.Exit(8_000));
+        Assert.Contains("= -4", victim.Output); // VK_ERROR_DEVICE_LOST
+        host.WaitForLog($"worker pid {worker} hung (thread ", 5_000);
+        Assert.Matches($@"session \d+: worker pid {worker} hung \(thread \d+ has been handling SIGSEGV for \d+\.\d s without dying\); last command started: .+; killed", host.Log);
+        host.WaitForLog($"ended (worker pid {worker} hung; killed)", 5_000);
+        Assert.False(Alive(worker), $"worker {worker} still there");
+
+        int roundsAtKill = survivor.Rounds;
+        survivor.WaitFor(() => survivor.Rounds > roundsAtKill + 10, 10_000, "rounds after the kill");
+        Assert.Equal(0, survivor.Exit(30_000));
+        Assert.DoesNotContain("elements wrong", survivor.Output);
+        Assert.DoesNotContain($"worker pid {WorkerOf(host, survivor.Pid)} hung", host.Log);
+    }
+
+    /// <summary>What "hung" is not: a worker making no progress while its guest is still connected (here
+    /// stopped with SIGSTOP, as good as an endless driver call) is left alone, however long. Once its guest
+    /// has gone, a worker that does not exit within the grace is killed.</summary>
+    [Fact]
+    public void AStalledWorkerIsKilledOnlyOnceItsGuestHasGone()
+    {
+        using var host = new HostSim();
+        var (loop, spv) = Built.Value;
+        using var guest = new Guest(loop, $"{spv} 60", host.ClientEnv());
+        guest.WaitFor(() => guest.Rounds >= 3, 30_000, "three rounds");
+        int worker = WorkerOf(host, guest.Pid);
+
+        Signal(worker, "STOP");
+        Thread.Sleep(3_500); // past the 2 s grace and the watchdog's checks, under the guest's 10 s fence timeout
+        Assert.True(Alive(worker), $"worker {worker} killed while its guest was connected:\n{host.Log}");
+        Assert.DoesNotContain("hung", host.Log);
+        Signal(worker, "CONT");
+        int rounds = guest.Rounds;
+        guest.WaitFor(() => guest.Rounds > rounds + 3, 10_000, "rounds after the stall");
+
+        Signal(worker, "STOP");
+        Signal(guest.Pid, "KILL");
+        host.WaitForLog($"worker pid {worker} hung (its guest left ", 10_000);
+        Assert.Matches($@"worker pid {worker} hung \(its guest left \d+\.\d s ago and it has not exited\); last command started: .+; killed", host.Log);
+        host.WaitForLog($"ended (worker pid {worker} hung; killed)", 5_000);
+        Assert.False(Alive(worker), $"worker {worker} still there");
+
+        using var after = new Guest(loop, $"{spv} 1", host.ClientEnv());
+        Assert.Equal(0, after.Exit(30_000));
+        Assert.Contains("rounds verified", after.Output);
+    }
 }

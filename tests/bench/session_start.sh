@@ -22,27 +22,39 @@ logstat() { grep -o "$2 [0-9.]* ms" "$1" | awk '{print $(NF-1)}' | sort -n | awk
 run_mode() { # run_mode NAME PAUSE_MS [hostsim args...]
   local name="$1" p="$2"; shift 2
   local sock="$work/$name.sock"
-  "$hostsim" serve --listen "unix:$sock" "$@" > "$work/$name.log" 2>&1 &
+  "$hostsim" serve --listen "unix:$sock" --log-level Debug "$@" > "$work/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do grep -q "listening on" "$work/$name.log" && break; sleep 0.1; done
-  sleep 1 # warm pool filled
+  # Start with the warm pool full and warmed up (two workers; in-process has none to wait for).
+  for _ in $(seq 300); do [ "$(grep -c "warmed up in" "$work/$name.log")" -ge 2 ] && break; case " $* " in *" --in-process "*) break ;; esac; sleep 0.1; done
+  sleep 0.5
   VK_DRIVER_FILES="$icd_manifest" GUESTICD_TRANSPORT="unix:$sock" VK_LOADER_LAYERS_DISABLE='*' \
     timeout 300 "$work/session_start" "$iterations" "$p" > "$work/$name.tsv" 2> "$work/$name.err"
-  if [ "$name" = isolated ]; then
+  if [ "$name" = isolated ] || [ "$name" = noreplay ]; then
     for w in $(pgrep -P "$pid"); do grep -E "VmRSS" "/proc/$w/status" 2>/dev/null | awk '{print $2}'; done | sort -n | head -1 > "$work/$name.rss"
   fi
   kill "$pid"; wait "$pid" 2>/dev/null
 }
-run_mode isolated "$pause"
-run_mode isolated_b2b 0
-run_mode inprocess "$pause" --in-process
+modes="${BENCH_MODES:-isolated isolated_b2b inprocess}"
+for m in $modes; do
+  case $m in
+    isolated) run_mode isolated "$pause" ;;
+    isolated_b2b) run_mode isolated_b2b 0 ;;
+    inprocess) run_mode inprocess "$pause" --in-process ;;
+    # Workers that only load the driver, without replaying recorded sessions (what the replays buy).
+    noreplay) GUESTICD_WORKER_NO_REPLAY=1 run_mode noreplay "$pause" ;;
+  esac
+done
 
 printf '%-52s | %-32s | %-32s\n' "metric (ms, median of $iterations)" "isolation (worker per session)" "in-process (--in-process)"
 printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, sessions ${pause} ms apart" "$(stats "$work/isolated.tsv" 4)" "$(stats "$work/inprocess.tsv" 4)"
+[ -f "$work/noreplay.tsv" ] && printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, workers without warm-up replays" "$(stats "$work/noreplay.tsv" 4)" "-"
 printf '%-52s | %-32s | %-32s\n' "vkCreateDevice after it" "$(stats "$work/isolated.tsv" 6)" "$(stats "$work/inprocess.tsv" 6)"
 printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, back to back (pool drained)" "$(stats "$work/isolated_b2b.tsv" 4)" "-"
-printf '%-52s | %-32s | %-32s\n' "worker start (spawn → connected, warmed up)" "$(logstat "$work/isolated.log" "started in")" "-"
+printf '%-52s | %-32s | %-32s\n' "worker start (spawn → connected)" "$(logstat "$work/isolated.log" "started in")" "-"
+printf '%-52s | %-32s | %-32s\n' "worker warm-up (replays, driver; while idle)" "$(logstat "$work/isolated.log" "warmed up in")" "-"
 printf '%-52s | %-32s | %-32s\n' "hand-over wait, sessions ${pause} ms apart" "$(logstat "$work/isolated.log" "handed over after")" "-"
 printf '%-52s | %-32s | %-32s\n' "hand-over wait, back to back" "$(logstat "$work/isolated_b2b.log" "handed over after")" "-"
 printf '%-52s | %-32s | %-32s\n' "idle warm worker RSS (KiB)" "$(cat "$work/isolated.rss" 2>/dev/null)" "-"
+[ -f "$work/noreplay.rss" ] && printf '%-52s | %-32s | %-32s\n' "idle warm worker RSS without replays (KiB)" "$(cat "$work/noreplay.rss")" "-"
 echo "logs and raw figures: $work"
