@@ -39,7 +39,7 @@ typedef struct {
 
 static spirv g_spv;
 static uint32_t g_rounds = 8, g_count = 65536;
-static pthread_barrier_t g_instances_ready, g_workers_ready;
+static pthread_barrier_t g_instances_ready, g_workers_ready, g_phase;
 static instance_ctx g_inst[INSTANCES];
 
 /* Four pData layouts: two entries in binding order, two entries in reverse order, one entry of two
@@ -125,11 +125,35 @@ static int rounds(device_ctx *d)
     return 0;
 }
 
+/* In turn, one instance's devices signal their fences while the other's, with the same handle values, ask
+ * the status of theirs, which nothing has signaled: it must be VK_NOT_READY. Every worker passes every
+ * barrier, failed or not, so that no one waits forever. */
+static int crossed_fences(device_ctx *d)
+{
+    int failed = 0;
+    for (int signaler = 0; signaler < INSTANCES; signaler++) {
+        if (d->inst == signaler) {
+            /* An empty submit signals the fence once earlier work is done. */
+            if (vkQueueSubmit(d->queue, 0, NULL, d->fence) != VK_SUCCESS
+                || vkWaitForFences(d->device, 1, &d->fence, VK_TRUE, 30ull * 1000 * 1000 * 1000) != VK_SUCCESS) failed = 1;
+        }
+        pthread_barrier_wait(&g_phase);
+        if (d->inst != signaler) {
+            VkResult s = vkGetFenceStatus(d->device, d->fence);
+            if (s != VK_NOT_READY) { fprintf(stderr, "instance %d device %d: unsignaled fence status %d while the other instance's is signaled\n", d->inst, d->dev, s); failed = 1; }
+        }
+        pthread_barrier_wait(&g_phase);
+        if (d->inst == signaler && vkResetFences(d->device, 1, &d->fence) != VK_SUCCESS) failed = 1;
+        pthread_barrier_wait(&g_phase);
+    }
+    return failed;
+}
+
 static void *worker(void *arg)
 {
     device_ctx *d = arg;
     pthread_barrier_wait(&g_workers_ready);
-    d->failed = rounds(d);
+    d->failed = crossed_fences(d) || rounds(d);
     return NULL;
 }
 
@@ -180,6 +204,7 @@ int main(int argc, char **argv)
     if (load_spirv(argv[1], &g_spv)) return 2;
     pthread_barrier_init(&g_instances_ready, NULL, INSTANCES);
     pthread_barrier_init(&g_workers_ready, NULL, INSTANCES * DEVICES);
+    pthread_barrier_init(&g_phase, NULL, INSTANCES * DEVICES);
     pthread_t t[INSTANCES];
     for (int i = 0; i < INSTANCES; i++) { g_inst[i].inst = i; pthread_create(&t[i], NULL, instance_thread, &g_inst[i]); }
     for (int i = 0; i < INSTANCES; i++) pthread_join(t[i], NULL);
