@@ -12,6 +12,7 @@ packages=(
   clang gcc zlib1g-dev              # NativeAOT links libguesticd.so with clang; gcc builds native-shim
   qemu-system-x86 busybox-static cpio kmod  # tests/vm/run-in-vm.sh: the guest VM, its initramfs, module deps
   afl++ gdb                         # tests/fuzz: the coverage-guided fuzzer, and crash-site triage
+  spirv-tools                       # libSPIRV-Tools.a: hostsim's gate validates shader code (native-shim/spirv)
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()

@@ -2,6 +2,7 @@ using GuestIcd.HostSim;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
 using GuestIcd.Protocol.Wire;
+using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
 
 namespace GuestIcd.Fuzz;
@@ -25,8 +26,16 @@ internal static unsafe class Targets
         if (trace) transport.OnMessage = h => Console.Error.WriteLine($"fuzz: message {Name(h.Command)} ({h.ByteLength} bytes)");
         var options = new ServerOptions(s_device, Handshake.ProtocolMajor, Handshake.ProtocolMinor);
         var session = new Session(1, transport, options, log);
-        using (session) if (SupervisorHandshake.Run(1, transport, options, log)) session.Run();
-        var end = session.End ?? "never started";
+        string? refused = null;
+        using (session)
+        {
+            bool ok = false;
+            // What the listener does with a bad hello (Server.cs): the connection is refused, nothing crashed.
+            try { ok = SupervisorHandshake.Run(1, transport, options, log); }
+            catch (Exception e) when (e is ProtocolException or TransportClosedException or InvalidDataException) { refused = $"bad hello: {e.Message}"; }
+            if (ok) session.Run();
+        }
+        var end = refused ?? session.End ?? "never started";
         if (end.StartsWith("internal error", StringComparison.Ordinal)) throw new InternalErrorException(end);
         return $"{session.Commands} commands, {session.Replies} replies, {session.Errors} errors; ended: {end}";
     }

@@ -61,7 +61,7 @@ internal sealed unsafe partial class ValidUsageGate
                 _pendingModule = ParseSpirv(cmd, ci->pCode, ci->codeSize, dev, validate: true);
                 break;
             }
-            case Tables.vkCreateDescriptorSetLayout: CheckCreateSetLayout(cmd, a); break;
+            case Tables.vkCreateDescriptorSetLayout: if (!CheckCreateSetLayout(cmd, a, ref result)) return false; break;
             case Tables.vkCreatePipelineLayout: CheckCreatePipelineLayout(cmd, a, dev); break;
             case Tables.vkAllocateDescriptorSets: CheckAllocateSets(cmd, a); break;
             case Tables.vkUpdateDescriptorSets: CheckUpdateSets(cmd, a, dev); break;

@@ -88,14 +88,30 @@ internal sealed unsafe partial class ValidUsageGate
     readonly Dictionary<ulong, SetState> _sets = new();
     readonly Dictionary<ulong, PipelineLayoutState> _pipelineLayouts = new();
 
-    void CheckCreateSetLayout(int cmd, ulong* a)
+    bool CheckCreateSetLayout(int cmd, ulong* a, ref ulong result)
     {
         var ci = (VkDescriptorSetLayoutCreateInfo*)a[1];
         for (uint i = 0; i < ci->bindingCount; i++)
             for (uint j = i + 1; j < ci->bindingCount; j++)
                 if (ci->pBindings[i].binding == ci->pBindings[j].binding)
                     Fail(cmd, "VUID-VkDescriptorSetLayoutCreateInfo-binding-00279", $"binding {ci->pBindings[i].binding} named twice");
+        // The driver sizes (and zeroes) the layout's storage by its highest binding number and its descriptor
+        // count: a fuzzed binding number of 2^26 made lavapipe's vkCreateDescriptorSetLayout zero gigabytes
+        // (seconds of page faults, a hang for the fuzzer). Both bounds are far above what applications use.
+        ulong total = 0;
+        uint highest = 0;
+        for (uint i = 0; i < ci->bindingCount; i++) { total += ci->pBindings[i].descriptorCount; highest = Math.Max(highest, ci->pBindings[i].binding); }
+        if (total > MaxLayoutDescriptors || highest > MaxLayoutBinding)
+        {
+            Log($"vkCreateDescriptorSetLayout: {total} descriptors, highest binding {highest}; hostsim serves at most {MaxLayoutDescriptors} descriptors and binding numbers up to {MaxLayoutBinding} per set layout (VK_ERROR_OUT_OF_HOST_MEMORY)");
+            result = Result(VkResult.VK_ERROR_OUT_OF_HOST_MEMORY);
+            return false;
+        }
+        return true;
     }
+
+    const ulong MaxLayoutDescriptors = 1 << 20;
+    const uint MaxLayoutBinding = 1 << 16;
 
     void RecordCreateSetLayout(ulong* a, DeviceState dev)
     {

@@ -39,7 +39,6 @@ internal sealed unsafe partial class ValidUsageGate
             if (inline == null) Fail(cmd, "VUID-VkPipelineShaderStageCreateInfo-stage-06845", "a stage with neither a module nor SPIR-V");
             module = ParseSpirv(cmd, inline->pCode, inline->codeSize, dev, validate: check);
         }
-        if (check) CheckEntryPoint(cmd, st, module, dev);
         var resources = module.Resources;
         if (st->pSpecializationInfo != null)
         {
@@ -51,6 +50,7 @@ internal sealed unsafe partial class ValidUsageGate
                 if (e.size > si->dataSize - e.offset) Fail(cmd, "VUID-VkSpecializationInfo-pMapEntries-00774", $"constant [{e.offset}, +{e.size}) past {si->dataSize} bytes");
             }
         }
+        if (check) CheckEntryPoint(cmd, st, module, dev); // after the bounds above: it reads specialization data
         uint used = 0;
         foreach (var (set, binding) in resources)
         {
