@@ -106,6 +106,9 @@ internal static unsafe class WorkerMain
     static void WarmUp(ILogger log, Socket control, Func<bool> stop)
     {
         var sw = Stopwatch.StartNew();
+        // Lowest priority, this thread only: the warm-up must not take CPU from the supervisor's handshakes
+        // and running sessions (measured: a hello past its 2 s deadline on a busy 2-core host otherwise).
+        WorkerNative.setpriority(0, (uint)WorkerNative.gettid(), 19);
         try
         {
             // The assignment's own decoding, first.
