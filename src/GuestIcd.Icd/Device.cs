@@ -33,6 +33,7 @@ internal static unsafe partial class Entry
         finally
         {
             lock (c.HostVisibleTypes) c.HostVisibleTypes.Remove(device.Handle);
+            c.CommandPools.DeviceDestroyed(device.Handle);
             c.Handles.Forget((ulong)device.Handle);
         }
     }

@@ -10,8 +10,14 @@ internal static unsafe class Generic
     {
         var obj = (DispatchableObject*)args[0];
         if (obj == null) throw new InvalidOperationException($"{Tables.Commands[command].Name} called with a NULL dispatchable handle");
-        return Connection.Get(obj->Connection).Call(command, args);
+        // vkCmd* from hand-written entry points join their command buffer's recording like the generated ones.
+        if (s_recorded[command]) return CommandBuffers.Record(command, args);
+        var c = Connection.Get(obj->Connection);
+        if (command is Tables.vkQueueSubmit or Tables.vkQueueSubmit2) CommandBuffers.FlushSubmitted(c, command, args);
+        return c.Call(command, args);
     }
+
+    static readonly bool[] s_recorded = Tables.Commands.Select(c => c.Name.StartsWith("vkCmd", StringComparison.Ordinal)).ToArray();
 
     public static Connection ConnectionOf(nint dispatchable) => Connection.Get(((DispatchableObject*)dispatchable)->Connection);
 }
