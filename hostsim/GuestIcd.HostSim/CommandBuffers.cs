@@ -81,8 +81,12 @@ internal sealed unsafe partial class Session
 
     /// <summary>After every message: what a nested begin, end or reset left behind, and the live-object count on
     /// vkDeviceWaitIdle at Debug level (how a test sees that freed objects really went).</summary>
-    void AfterMessage(int cmd, ulong* a, ulong result, ulong nestedIn)
+    void AfterMessage(int cmd, ulong* a, ulong result, ulong nestedIn, MessageFlags flags)
     {
+        // A 1.1 guest does not wait for vkResetCommandPool; the pool's command buffers are in no state the gate
+        // knows, so a failure (only ever a lack of memory) ends the session: the guest sees a lost device.
+        if (cmd == Tables.vkResetCommandPool && (int)(uint)result < 0 && (flags & MessageFlags.ReplyWanted) == 0)
+            throw new ProtocolException($"vkResetCommandPool failed on the host ({(VkResult)(int)(uint)result}) and the guest did not wait for its result");
         if (nestedIn != 0 && cmd is Tables.vkBeginCommandBuffer or Tables.vkEndCommandBuffer or Tables.vkResetCommandBuffer)
         {
             if ((int)(uint)result < 0)

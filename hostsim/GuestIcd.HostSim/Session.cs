@@ -138,7 +138,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);
         }
-        AfterMessage(cmd, args, result, nestedIn);
+        AfterMessage(cmd, args, result, nestedIn, h.Flags);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
             _writer.Reset();

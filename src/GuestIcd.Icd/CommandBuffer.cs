@@ -20,8 +20,8 @@ internal struct CommandBufferObject
 /// <summary>One command buffer's recording (the model: Venus's vn_command_buffer.c, whose commands go to a
 /// per-command-buffer encoder). Its vkCmd* are encoded into its own writer with no lock: the spec makes a
 /// command buffer and its pool externally synchronised. What is recorded reaches the host at the submit that
-/// uses it, at the vkCmdExecuteCommands of a primary that names it, or a chunk at a time once it outgrows
-/// <see cref="CommandBuffers.ChunkBytes"/>. Owned by its pool, reused after a free.</summary>
+/// uses it, at the vkCmdExecuteCommands of a primary that names it, or once it outgrows
+/// <see cref="CommandBuffers.HoldBytes"/>. Owned by its pool, reused after a free.</summary>
 internal sealed class Recorder(Connection connection, CommandPoolState pool)
 {
     public readonly Connection Connection = connection;
@@ -148,9 +148,13 @@ internal sealed class CommandPools
 /// <summary>The recording hot path and the submit-time flush.</summary>
 internal static unsafe class CommandBuffers
 {
-    /// <summary>A recording larger than this goes to the host a chunk at a time (each chunk one message, well under
-    /// the smallest message quota a host may set, 64 KiB).</summary>
+    /// <summary>A recording travels in messages of at most this much (beyond a single larger command), well under the
+    /// smallest message quota a host may set, 64 KiB.</summary>
     public const int ChunkBytes = 48 << 10;
+
+    /// <summary>A recording stays in the command buffer's memory until its submit unless it grows past this: then what
+    /// it holds goes to the host at once (in chunks), bounding the guest memory one command buffer keeps.</summary>
+    public const int HoldBytes = 1 << 20;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Recorder Of(nint commandBuffer)
@@ -169,10 +173,17 @@ internal static unsafe class CommandBuffers
         // The secondaries a primary executes must be on the host, recorded, before the primary's command is.
         if (command == Tables.vkCmdExecuteCommands && args[2] != 0)
             for (uint i = 0; i < (uint)args[1]; i++) c.FlushRecorded(Of(((nint*)args[2])[i]));
-        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
-        CommandCodec.EncodeRequest(command, args, rec.Writer, c.Handles, caps);
-        if (rec.Writer.Position >= ChunkBytes) c.FlushRecorded(rec);
+        if (ScalarCommands.Applies(command)) ScalarCommands.Encode(command, args, rec.Writer, c.Handles);
+        else Encode(command, args, rec);
+        if (rec.Writer.Position >= HoldBytes) c.FlushRecorded(rec);
         return 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void Encode(int command, ulong* args, Recorder rec)
+    {
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        CommandCodec.EncodeRequest(command, args, rec.Writer, rec.Connection.Handles, caps);
     }
 
     /// <summary>Before vkQueueSubmit/vkQueueSubmit2 is encoded: what its command buffers recorded goes first.</summary>
@@ -256,7 +267,10 @@ internal static unsafe partial class Entry
                 foreach (var rec in pool.Live) { rec.Writer.Reset(); rec.KeepBytes = 0; rec.Ended = rec.HostRecording = false; }
         ulong* a = stackalloc ulong[3];
         a[0] = (ulong)device.Handle; a[1] = commandPool.Handle; a[2] = (ulong)(uint)flags;
-        return (VkResult)(int)c.Call(Tables.vkResetCommandPool, a);
+        if (!c.Records) return (VkResult)(int)c.Call(Tables.vkResetCommandPool, a);
+        // Engines reset a pool per frame: it never waits for the host (it can fail only for lack of memory).
+        c.QueueWithoutReply(Tables.vkResetCommandPool, a);
+        return VK_SUCCESS;
     }
 
     public static void vkDestroyCommandPool(VkDevice device, VkCommandPool commandPool, VkAllocationCallbacks* pAllocator)

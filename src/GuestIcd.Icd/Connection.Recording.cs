@@ -29,8 +29,21 @@ internal sealed unsafe partial class Connection
             if (_lost) throw new DeviceLostException(_lostReason);
             try
             {
-                RecordedCommands.Append(_writer, rec.Id, rec.Writer.Written);
-                if (_writer.Position >= BatchBytes) SendQueued();
+                var all = rec.Writer.Written;
+                while (all.Length > 0)
+                {
+                    // Whole messages only, up to a chunk (a single larger message goes alone).
+                    int take = 0;
+                    while (take < all.Length)
+                    {
+                        int next = MessageHeader.Size + MessageHeader.Read(all[take..]).WireBytesAfterHeader;
+                        if (take > 0 && take + next > CommandBuffers.ChunkBytes) break;
+                        take += next;
+                    }
+                    RecordedCommands.Append(_writer, rec.Id, all[..take]);
+                    all = all[take..];
+                    if (_writer.Position >= BatchBytes) SendQueued();
+                }
             }
             catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost("a command buffer's recording", e); }
             finally
@@ -39,6 +52,26 @@ internal sealed unsafe partial class Connection
                 rec.KeepBytes = 0;
                 rec.HostRecording = !rec.Ended;
             }
+        }
+    }
+
+    /// <summary>Queues a command whose result the guest does not wait for (vkResetCommandPool under protocol 1.1: it
+    /// fails only for lack of memory, which the host reports as a lost device at the pool's next use).</summary>
+    public void QueueWithoutReply(int command, ulong* args)
+    {
+        ref readonly var cd = ref Tables.Commands[command];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        lock (this)
+        {
+            if (_lost) throw new DeviceLostException(_lostReason);
+            try
+            {
+                int at = _writer.BeginMessage(cd.Id, MessageFlags.None);
+                CommandCodec.EncodeParams(command, args, _writer, Handles, caps);
+                _writer.EndMessage(at);
+                if (_writer.Position >= BatchBytes) SendQueued();
+            }
+            catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost(cd.Name, e); }
         }
     }
 
