@@ -37,6 +37,28 @@ public class CommandBufferTests
         Assert.DoesNotContain("protocol error", host.Log);
     }
 
+    /// <summary>Begin, end and reset travel in the recording and are never answered: per cycle the churn client waits
+    /// for two replies fewer on protocol 1.1 than on 1.0 (the same hostsim, the same 1,000 cycles).</summary>
+    [Fact]
+    public void BeginAndEndNeverWaitForTheHost()
+    {
+        using var host = new HostSim();
+        var env = host.ClientEnv();
+        var r = Repo.Run(s_churn.Value, "1000", env, timeoutMs: 300_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        env["GUESTICD_PROTOCOL_VERSION"] = "1.0";
+        r = Repo.Run(s_churn.Value, "1000", env, timeoutMs: 300_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        // The loader's probes are sessions too; the churn sessions are the ones with thousands of commands.
+        List<(long Commands, long Replies)> Ends() => Regex.Matches(host.Log, @"ended \(guest disconnected\): (\d+) commands, \d+ bytes in, (\d+) replies")
+            .Select(m => (Commands: long.Parse(m.Groups[1].Value), Replies: long.Parse(m.Groups[2].Value))).Where(e => e.Commands > 5000).ToList();
+        var ends = Ends();
+        for (var sw = System.Diagnostics.Stopwatch.StartNew(); ends.Count < 2 && sw.ElapsedMilliseconds < 10_000; ends = Ends()) Thread.Sleep(50);
+        Assert.True(ends.Count == 2, host.Log);
+        var (recorded, old) = (ends[0].Replies, ends[1].Replies);
+        Assert.True(recorded <= old - 2 * 1000, $"replies: {recorded} on protocol 1.1, {old} on 1.0");
+    }
+
     [Theory]
     [InlineData("guest")]
     [InlineData("host")]
