@@ -21,7 +21,7 @@ internal sealed unsafe class ObjectTable : IHandleMap
     readonly Dictionary<(int, ulong), ulong> _byHost = new();
     readonly Dictionary<ulong, HashSet<ulong>> _children = new();
     readonly List<(int Type, ulong Id, nint Slot)> _pending = new();
-    ulong _nextHostId = HostChosen, _order;
+    ulong _nextHostId = HostChosen, _order, _maxGuestId;
     int _guestCount;
 
     public int Count => _byId.Count;
@@ -42,7 +42,12 @@ internal sealed unsafe class ObjectTable : IHandleMap
     public ulong FromWire(int objectType, ulong id)
     {
         if (id == 0) return 0;
-        if (!_byId.TryGetValue(id, out var e)) throw new ProtocolException($"unknown object id 0x{id:X} (type {objectType})");
+        if (!_byId.TryGetValue(id, out var e))
+        {
+            // Guest ids are never reused: one at or below the highest seen was an object, now destroyed.
+            var message = $"unknown object id 0x{id:X} (type {objectType})";
+            throw (id & HostChosen) == 0 && id <= _maxGuestId ? new StaleObjectException(message) : new ProtocolException(message);
+        }
         if (e.Type != objectType) throw new ProtocolException($"object id 0x{id:X} is of type {e.Type}, used as type {objectType}");
         return e.Host;
     }
@@ -116,7 +121,7 @@ internal sealed unsafe class ObjectTable : IHandleMap
             if (!_children.TryGetValue(owner, out var c)) _children[owner] = c = new();
             c.Add(id);
         }
-        if ((id & HostChosen) == 0) _guestCount++;
+        if ((id & HostChosen) == 0) { _guestCount++; _maxGuestId = Math.Max(_maxGuestId, id); }
     }
 
     /// <summary>The driver destroyed this object: forget it and everything it owned.</summary>

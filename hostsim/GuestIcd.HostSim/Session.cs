@@ -97,6 +97,17 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         var payload = ReadPayload(h, options.MessageTimeoutMs);
         if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
         if (h.Command == PrivateCommands.ReadMemory) { Commands++; ReadMemory(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.RecordedCommands) { RunRecorded(payload); _sequence++; return true; }
+        RunMessage(h, payload);
+        _sequence++;
+        return true;
+    }
+
+    /// <summary>Decode → gate → execute → reply for one registry command (or AllocateSharedMemory), whether it
+    /// arrived as its own message or nested in a command buffer's recording (CommandBuffers.cs).</summary>
+    /// <param name="nestedIn">The host handle of the command buffer whose recording this message came in; 0 for a message of its own.</param>
+    void RunMessage(MessageHeader h, ReadOnlySpan<byte> payload, ulong nestedIn = 0)
+    {
         ulong heapOffset = 0, heapSize = 0;
         bool shared = h.Command == PrivateCommands.AllocateSharedMemory;
         if (shared)
@@ -117,14 +128,17 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
         if (Tables.Commands[cmd].Level != CommandLevel.Global && args[0] == 0)
             throw new ProtocolException($"{Tables.Commands[cmd].Name} with a NULL dispatchable handle");
+        if (nestedIn != 0 && args[0] != nestedIn) throw new ProtocolException($"{Tables.Commands[cmd].Name} names another command buffer than the recording it came in");
         // The valid-usage gate (Gate/): refuses what would make the driver misbehave, or answers for it.
         ulong result;
-        if (_gate.Check(cmd, args, out result))
+        if (RecordingFailed(cmd, args, out result)) { } // a submit of a command buffer whose deferred recording failed here (CommandBuffers.cs)
+        else if (_gate.Check(cmd, args, out result))
         {
             result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);
         }
+        AfterMessage(cmd, args, result, nestedIn, h.Flags);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
             _writer.Reset();
@@ -133,8 +147,6 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             transport.Flush();
             Replies++;
         }
-        _sequence++;
-        return true;
     }
 
     nint Fn(int cmd)

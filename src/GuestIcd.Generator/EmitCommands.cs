@@ -17,6 +17,9 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkCmdPushDescriptorSetWithTemplateKHR",
         "vkCreateFence", "vkDestroyFence", "vkGetFenceStatus", "vkResetFences", "vkWaitForFences", "vkQueueSubmit", "vkQueueSubmit2",
         "vkQueueBindSparse",
+        // Command buffers record guest-side (CommandBuffer.cs).
+        "vkAllocateCommandBuffers", "vkFreeCommandBuffers", "vkResetCommandPool", "vkDestroyCommandPool",
+        "vkBeginCommandBuffer", "vkEndCommandBuffer", "vkResetCommandBuffer",
     };
 
     /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>
@@ -446,7 +449,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             // failure surfaces as a lost device at the object's first use. Kept synchronous: results applications
             // branch on (pool exhaustion, pipeline compile-required) and the objects that set up a connection.
             bool onlyCreates = lines.Where(l => l.Contains("FieldFlags.Out") || l.Contains("FieldFlags.InOut")).All(l => l.Contains("FieldFlags.Create"));
-            if (carry == "Generic" && ret == "VkResult" && onlyCreates && (name.StartsWith("vkCreate") || name.StartsWith("vkAllocate"))
+            if ((carry == "Generic" || name == "vkAllocateCommandBuffers") && ret == "VkResult" && onlyCreates && (name.StartsWith("vkCreate") || name.StartsWith("vkAllocate"))
                 && !name.EndsWith("Pipelines") && !SynchronousCreates.Contains(name))
                 reply = false;
             // A hand-written command whose parameters the codec cannot describe never travels as itself.
@@ -661,7 +664,8 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             {
                 sb.AppendLine($"            ulong* a = stackalloc ulong[{Math.Max(1, c.Params.Count)}];");
                 for (int i = 0; i < c.Params.Count; i++) sb.AppendLine($"            a[{i}] = {ToSlot(c.Params[i])};");
-                var call = $"Generic.Call(Tables.{c.Name}, a)";
+                // vkCmd* go into their command buffer's own recording, never to the connection directly.
+                var call = c.Name.StartsWith("vkCmd") ? $"CommandBuffers.Record(Tables.{c.Name}, a)" : $"Generic.Call(Tables.{c.Name}, a)";
                 sb.AppendLine(ret switch
                 {
                     "Void" => $"            {call};",

@@ -12,7 +12,7 @@ namespace GuestIcd.Icd;
 
 /// <summary>One guest↔host connection (one per VkInstance): transport, encoder, handle map and the
 /// handshake's answers. Calls are serialised: a reply always belongs to the last request that wanted one.</summary>
-internal sealed unsafe class Connection : IDisposable
+internal sealed unsafe partial class Connection : IDisposable
 {
     static readonly Connection?[] s_all = new Connection?[256];
 
@@ -414,6 +414,7 @@ internal sealed unsafe class Connection : IDisposable
         lock (this) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
         lock (s_all) if (s_all[Index] == this || s_all[Index] is null) s_all[Index] = null;
         try { _transport.Dispose(); } catch { }
+        CommandPools.ReleaseAll();
         Handles.FreeAll();
         _writer.Dispose();
     }

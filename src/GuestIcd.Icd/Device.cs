@@ -55,6 +55,7 @@ internal static unsafe partial class Entry
             // Whatever the application left goes with the device: shared-heap ranges, local copies of mapped
             // memory, and every dispatchable object under it (its queues; command buffers of pools it left).
             int memories = dev.Memory.ReleaseAll(c);
+            c.CommandPools.DeviceDestroyed(device.Handle);
             int children = c.Handles.ForgetTree((ulong)device.Handle);
             if (memories > 0) Log.Info($"vkDestroyDevice: {memories} memory allocations were still live");
             Log.Debug($"vkDestroyDevice: released {children} dispatchable objects under the device");

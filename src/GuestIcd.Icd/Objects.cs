@@ -80,6 +80,9 @@ internal sealed unsafe class GuestHandleMap(int connection) : IHandleMap
 
     public void ExpectCreate(int objectType, ulong id, ulong* slot) => throw new InvalidOperationException("host-only");
 
+    /// <summary>An id for an object whose handle is made elsewhere (command buffers: CommandBuffer.cs).</summary>
+    public ulong NewId() => Interlocked.Increment(ref _next);
+
     DispatchableObject* NewObject(int objectType, ulong id)
     {
         var p = (DispatchableObject*)NativeMemory.AllocZeroed((nuint)sizeof(DispatchableObject));

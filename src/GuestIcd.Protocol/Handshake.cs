@@ -16,7 +16,12 @@ public static class Handshake
 {
     public const uint Magic = 0x44434947; // "GICD"
     public const uint HelloCommand = 1, HelloReplyCommand = 2;
-    public const ushort ProtocolMajor = 1, ProtocolMinor = 0;
+    /// <summary>1.1: command buffers record guest-side and travel as <see cref="PrivateCommands.RecordedCommands"/>;
+    /// a 1.0 peer gets every vkCmd* as its own message and waits for begin/end/reset as before.</summary>
+    public const ushort ProtocolMajor = 1, ProtocolMinor = 1;
+
+    /// <summary>The first minor version whose guests may send <see cref="PrivateCommands.RecordedCommands"/>.</summary>
+    public const ushort RecordedCommandsMinor = 1;
 
     /// <summary>Same major: both speak the lower minor. Different major: no common version.</summary>
     public static (bool Ok, ushort Major, ushort Minor) Negotiate(ushort guestMajor, ushort guestMinor, ushort hostMajor, ushort hostMinor)

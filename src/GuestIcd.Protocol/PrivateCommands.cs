@@ -18,4 +18,10 @@ public static class PrivateCommands
     /// Payload: u64 memory id, u64 from. Reply (command 5): u64 where to continue (the size when done),
     /// u32 run count, then runs.</summary>
     public const uint ReadMemory = 5;
+
+    /// <summary>Guest → host, no reply (protocol 1.1 on): what one command buffer recorded, sent at the submit that
+    /// uses it or when its recording outgrows a chunk. Payload: u64 command buffer id, then ordinary messages
+    /// (header + payload padded to 8) of vkBeginCommandBuffer, vkCmd*, vkEndCommandBuffer and vkResetCommandBuffer
+    /// on that command buffer, none wanting a reply (<see cref="Wire.RecordedCommands"/>).</summary>
+    public const uint RecordedCommands = 6;
 }

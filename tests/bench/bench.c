@@ -16,6 +16,7 @@
  * program goes on with the next metric. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +47,9 @@ static const MetricInfo METRICS[] = {
     { "record", "record_barrier_ns", "ns", "lower", "<=1.0", "record vkCmdPipelineBarrier" },
     { "record", "record_dispatch_begin_end_ns", "ns", "lower", "-", "vkCmdDispatch incl. begin/end, per cmd" },
     { "submits", "submits_per_s", "1/s", "higher", "-", "submits/s (100 small dispatches each)" },
+    { "threads", "record_rate_1t_mps", "M cmd/s", "higher", "-", "recording rate per thread, 1 thread (vkCmdDispatch incl. begin/end)" },
+    { "threads", "record_rate_2t_mps", "M cmd/s", "higher", "-", "recording rate per thread, 2 threads, two pools" },
+    { "frames", "frames_100cb_per_s", "1/s", "higher", "-", "frames/s: 100 command buffers recorded, ended, submitted per frame" },
     { "upload", "upload_gbps", "GB/s", "higher", ">=0.9", "upload: memcpy to mapping + vkCmdCopyBuffer + wait" },
     { "upload", "upload_memcpy_gbps", "GB/s", "higher", "-", "memcpy into the HOST_VISIBLE mapping alone" },
     { "compute", "compute_gflops", "GFLOP/s", "higher", ">=0.95", "GPU-bound FMA kernel throughput" },
@@ -708,6 +712,154 @@ static void group_submits(const Ctx *c)
     if (!submits_per_s(c)) emit_na("submits_per_s", "%s", g_reason);
 }
 
+/* ---------------------------------------------------------------- group: threads */
+
+/* One recording thread: its own pool and command buffer; per round, begin .. BENCH_RECORD_CMDS dispatches .. end. */
+typedef struct {
+    const Ctx *c;
+    const Compute *k;
+    pthread_barrier_t *start;
+    int reps, warm, cmds;
+    double rate; /* median commands per second, 0 when a call failed */
+    char reason[256];
+} Recorder;
+
+static void *record_thread(void *arg)
+{
+    Recorder *t = arg;
+    t->rate = 0;
+    Cmd x;
+    if (!create_cmd(t->c, &x)) { snprintf(t->reason, sizeof t->reason, "%.200s", g_reason); pthread_barrier_wait(t->start); return NULL; }
+    double *s = calloc((size_t)t->reps, sizeof *s);
+    int n = 0;
+    pthread_barrier_wait(t->start);
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
+    for (int i = 0; i < t->warm + t->reps; i++) {
+        double t0 = now_s();
+        VkResult r = vkResetCommandBuffer(x.cmd, 0);
+        if (r == VK_SUCCESS) r = vkBeginCommandBuffer(x.cmd, &bi);
+        if (r != VK_SUCCESS) { snprintf(t->reason, sizeof t->reason, "vkBeginCommandBuffer returned %s", vkres(r)); break; }
+        bind_compute(x.cmd, t->k, (FmaParams){ 64, 1 });
+        for (int j = 0; j < t->cmds; j++) vkCmdDispatch(x.cmd, 1, 1, 1);
+        r = vkEndCommandBuffer(x.cmd);
+        double t1 = now_s();
+        if (r != VK_SUCCESS) { snprintf(t->reason, sizeof t->reason, "vkEndCommandBuffer returned %s", vkres(r)); break; }
+        if (i >= t->warm) s[n++] = t->cmds / (t1 - t0);
+    }
+    if (n == t->reps) t->rate = median(s, n);
+    free(s);
+    destroy_cmd(t->c, &x);
+    return NULL;
+}
+
+/* `threads` threads record at once, each into its own pool; the metric is the mean of their per-thread rates. */
+static int record_rate(const Ctx *c, const Compute *k, int threads, const char *name)
+{
+    Recorder t[2];
+    pthread_t id[2];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        t[i] = (Recorder){ .c = c, .k = k, .start = &start, .reps = (int)env_long("BENCH_RECORD_REPS", 15),
+                           .warm = (int)env_long("BENCH_RECORD_WARMUP", 2), .cmds = (int)env_long("BENCH_RECORD_CMDS", 10000) };
+        pthread_create(&id[i], NULL, record_thread, &t[i]);
+    }
+    double rates[2];
+    int ok = 1;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(id[i], NULL);
+        if (t[i].rate <= 0) { ok = 0; snprintf(g_reason, sizeof g_reason, "thread %d: %s", i, t[i].reason); }
+        rates[i] = t[i].rate / 1e6;
+    }
+    pthread_barrier_destroy(&start);
+    if (!ok) return 0;
+    double mean = 0;
+    for (int i = 0; i < threads; i++) mean += rates[i] / threads;
+    printf("metric\t%s\t%s\t%.6g\tn=%d,min=%.6g,max=%.6g\n", name, metric(name)->unit, mean, threads,
+           threads > 1 && rates[1] < rates[0] ? rates[1] : rates[0], threads > 1 && rates[1] > rates[0] ? rates[1] : rates[0]);
+    fflush(stdout);
+    return 1;
+}
+
+static void group_threads(const Ctx *c)
+{
+    Buf src, dst;
+    Compute k;
+    if (!create_buffer(c, &src, 256, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 1) || !create_buffer(c, &dst, 256, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 1)
+        || !create_compute(c, &k, &src, &dst)) {
+        emit_na("record_rate_1t_mps", "set-up: %s", g_reason);
+        emit_na("record_rate_2t_mps", "set-up: %s", g_reason);
+        return;
+    }
+    if (!record_rate(c, &k, 1, "record_rate_1t_mps")) emit_na("record_rate_1t_mps", "%s", g_reason);
+    if (!record_rate(c, &k, 2, "record_rate_2t_mps")) emit_na("record_rate_2t_mps", "%s", g_reason);
+    destroy_compute(c, &k);
+    destroy_buffer(c, &src);
+    destroy_buffer(c, &dst);
+}
+
+/* ---------------------------------------------------------------- group: frames */
+
+/* Per frame: vkResetCommandPool, then 100 (BENCH_FRAME_CBS) command buffers each begun, given one small dispatch
+ * and ended, all in one vkQueueSubmit with a fence, then the wait. Frames per second over BENCH_FRAMES frames. */
+static int frames(const Ctx *c)
+{
+    int reps = (int)env_long("BENCH_FRAMES_REPS", 7), warm = (int)env_long("BENCH_FRAMES_WARMUP", 1);
+    int per = (int)env_long("BENCH_FRAMES", 20), cbs = (int)env_long("BENCH_FRAME_CBS", 100);
+    Buf src, dst;
+    Compute k;
+    if (!create_buffer(c, &src, 256, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 1) || !create_buffer(c, &dst, 256, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, 1)) return 0;
+    memset(src.mapped, 0, src.size);
+    memset(dst.mapped, 0, dst.size);
+    if (!create_compute(c, &k, &src, &dst)) return 0;
+    VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT, .queueFamilyIndex = c->family };
+    VkCommandPool pool;
+    TRY(vkCreateCommandPool(c->device, &cpci, NULL, &pool));
+    VkCommandBuffer *cmd = calloc((size_t)cbs, sizeof *cmd);
+    VkCommandBufferAllocateInfo cbai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = (uint32_t)cbs };
+    TRY(vkAllocateCommandBuffers(c->device, &cbai, cmd));
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VkFence fence;
+    TRY(vkCreateFence(c->device, &fci, NULL, &fence));
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };
+    VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = (uint32_t)cbs, .pCommandBuffers = cmd };
+    double *s = calloc((size_t)reps, sizeof *s);
+    int n = 0;
+    for (int i = 0; i < warm + reps; i++) {
+        double t0 = now_s();
+        for (int f = 0; f < per; f++) {
+            TRY(vkResetCommandPool(c->device, pool, 0));
+            for (int j = 0; j < cbs; j++) {
+                TRY(vkBeginCommandBuffer(cmd[j], &bi));
+                bind_compute(cmd[j], &k, (FmaParams){ 64, 1 });
+                vkCmdDispatch(cmd[j], 1, 1, 1);
+                TRY(vkEndCommandBuffer(cmd[j]));
+            }
+            TRY(vkQueueSubmit(c->queue, 1, &si, fence));
+            TRY(vkWaitForFences(c->device, 1, &fence, VK_TRUE, g_timeout_ns));
+            TRY(vkResetFences(c->device, 1, &fence));
+        }
+        double t1 = now_s();
+        if (i >= warm) s[n++] = per / (t1 - t0);
+    }
+    float *out = dst.mapped, want = fma_ref(0.0f, 1);
+    if (!(fabsf(out[0] - want) <= 1e-4f)) { free(s); FAIL("the dispatches did not run: dst[0] = %g, want %g", out[0], want); }
+    emit("frames_100cb_per_s", s, n);
+    free(s);
+    free(cmd);
+    vkDestroyFence(c->device, fence, NULL);
+    vkDestroyCommandPool(c->device, pool, NULL);
+    destroy_compute(c, &k);
+    destroy_buffer(c, &src);
+    destroy_buffer(c, &dst);
+    return 1;
+}
+
+static void group_frames(const Ctx *c)
+{
+    if (!frames(c)) emit_na("frames_100cb_per_s", "%s", g_reason);
+}
+
 /* ---------------------------------------------------------------- group: upload */
 
 static int upload(const Ctx *c)
@@ -811,7 +963,8 @@ static void group_compute(const Ctx *c)
 typedef struct { const char *name; void (*run)(const Ctx *); } Group;
 static const Group GROUPS[] = {
     { "create", NULL }, { "submit", group_submit }, { "query", group_query }, { "record", group_record },
-    { "submits", group_submits }, { "upload", group_upload }, { "compute", group_compute },
+    { "submits", group_submits }, { "threads", group_threads }, { "frames", group_frames }, { "upload", group_upload },
+    { "compute", group_compute },
 };
 
 int main(int argc, char **argv)

@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- build
-gcc -O2 -std=c11 -Wall -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "bench: build failed"; exit 2; }
+gcc -O2 -std=c11 -Wall -pthread -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "bench: build failed"; exit 2; }
 glslc "$here/fma.comp" -o "$work/fma.comp.spv" && glslc "$here/noop.vert" -o "$work/noop.vert.spv" || { echo "bench: shader build failed"; exit 2; }
 "$work/bench" --list > "$work/metrics.tsv"
 

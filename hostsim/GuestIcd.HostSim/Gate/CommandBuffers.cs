@@ -87,6 +87,13 @@ internal sealed unsafe partial class ValidUsageGate
                 cb.State = RecordState.Invalid;
     }
 
+    /// <summary>A deferred recording went wrong on the host (its begin or end failed, or it named an object
+    /// destroyed since it was recorded): the command buffer is invalid until it is begun or reset again.</summary>
+    public void InvalidateRecording(ulong commandBuffer)
+    {
+        if (_commandBuffers.TryGetValue(commandBuffer, out var cb)) cb.State = RecordState.Invalid;
+    }
+
     bool CheckRecording(int cmd, ulong* a, DeviceState dev)
     {
         var cb = _recording!;

@@ -49,11 +49,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pAllocateInfo;
-            a[2] = (ulong)pCommandBuffers;
-            return (VkResult)(int)Generic.Call(Tables.vkAllocateCommandBuffers, a);
+            return Entry.vkAllocateCommandBuffers(device, pAllocateInfo, pCommandBuffers);
         }
         catch (Exception e)
         {
@@ -96,10 +92,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pBeginInfo;
-            return (VkResult)(int)Generic.Call(Tables.vkBeginCommandBuffer, a);
+            return Entry.vkBeginCommandBuffer(commandBuffer, pBeginInfo);
         }
         catch (Exception e)
         {
@@ -239,7 +232,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pConditionalRenderingBegin;
-            Generic.Call(Tables.vkCmdBeginConditionalRenderingEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBeginConditionalRenderingEXT, a);
         }
         catch (Exception e)
         {
@@ -257,7 +250,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)queryPool.Handle;
             a[2] = (ulong)query;
             a[3] = (ulong)(uint)flags;
-            Generic.Call(Tables.vkCmdBeginQuery, a);
+            CommandBuffers.Record(Tables.vkCmdBeginQuery, a);
         }
         catch (Exception e)
         {
@@ -276,7 +269,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)query;
             a[3] = (ulong)(uint)flags;
             a[4] = (ulong)index;
-            Generic.Call(Tables.vkCmdBeginQueryIndexedEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBeginQueryIndexedEXT, a);
         }
         catch (Exception e)
         {
@@ -293,7 +286,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pRenderPassBegin;
             a[2] = (ulong)(uint)(int)contents;
-            Generic.Call(Tables.vkCmdBeginRenderPass, a);
+            CommandBuffers.Record(Tables.vkCmdBeginRenderPass, a);
         }
         catch (Exception e)
         {
@@ -310,7 +303,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pRenderPassBegin;
             a[2] = (ulong)pSubpassBeginInfo;
-            Generic.Call(Tables.vkCmdBeginRenderPass2, a);
+            CommandBuffers.Record(Tables.vkCmdBeginRenderPass2, a);
         }
         catch (Exception e)
         {
@@ -326,7 +319,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pRenderingInfo;
-            Generic.Call(Tables.vkCmdBeginRendering, a);
+            CommandBuffers.Record(Tables.vkCmdBeginRendering, a);
         }
         catch (Exception e)
         {
@@ -345,7 +338,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)counterBufferCount;
             a[3] = (ulong)pCounterBuffers;
             a[4] = (ulong)pCounterBufferOffsets;
-            Generic.Call(Tables.vkCmdBeginTransformFeedbackEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBeginTransformFeedbackEXT, a);
         }
         catch (Exception e)
         {
@@ -361,7 +354,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pBeginInfo;
-            Generic.Call(Tables.vkCmdBeginVideoCodingKHR, a);
+            CommandBuffers.Record(Tables.vkCmdBeginVideoCodingKHR, a);
         }
         catch (Exception e)
         {
@@ -379,7 +372,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)(uint)(int)pipelineBindPoint;
             a[2] = (ulong)layout.Handle;
             a[3] = (ulong)set;
-            Generic.Call(Tables.vkCmdBindDescriptorBufferEmbeddedSamplersEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBindDescriptorBufferEmbeddedSamplersEXT, a);
         }
         catch (Exception e)
         {
@@ -396,7 +389,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)bufferCount;
             a[2] = (ulong)pBindingInfos;
-            Generic.Call(Tables.vkCmdBindDescriptorBuffersEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBindDescriptorBuffersEXT, a);
         }
         catch (Exception e)
         {
@@ -418,7 +411,7 @@ internal static unsafe partial class Entrypoints
             a[5] = (ulong)pDescriptorSets;
             a[6] = (ulong)dynamicOffsetCount;
             a[7] = (ulong)pDynamicOffsets;
-            Generic.Call(Tables.vkCmdBindDescriptorSets, a);
+            CommandBuffers.Record(Tables.vkCmdBindDescriptorSets, a);
         }
         catch (Exception e)
         {
@@ -436,7 +429,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)buffer.Handle;
             a[2] = (ulong)offset;
             a[3] = (ulong)(uint)(int)indexType;
-            Generic.Call(Tables.vkCmdBindIndexBuffer, a);
+            CommandBuffers.Record(Tables.vkCmdBindIndexBuffer, a);
         }
         catch (Exception e)
         {
@@ -453,7 +446,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)imageView.Handle;
             a[2] = (ulong)(uint)(int)imageLayout;
-            Generic.Call(Tables.vkCmdBindInvocationMaskHUAWEI, a);
+            CommandBuffers.Record(Tables.vkCmdBindInvocationMaskHUAWEI, a);
         }
         catch (Exception e)
         {
@@ -470,7 +463,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)pipelineBindPoint;
             a[2] = (ulong)pipeline.Handle;
-            Generic.Call(Tables.vkCmdBindPipeline, a);
+            CommandBuffers.Record(Tables.vkCmdBindPipeline, a);
         }
         catch (Exception e)
         {
@@ -488,7 +481,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)(uint)(int)pipelineBindPoint;
             a[2] = (ulong)pipeline.Handle;
             a[3] = (ulong)groupIndex;
-            Generic.Call(Tables.vkCmdBindPipelineShaderGroupNV, a);
+            CommandBuffers.Record(Tables.vkCmdBindPipelineShaderGroupNV, a);
         }
         catch (Exception e)
         {
@@ -505,7 +498,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)imageView.Handle;
             a[2] = (ulong)(uint)(int)imageLayout;
-            Generic.Call(Tables.vkCmdBindShadingRateImageNV, a);
+            CommandBuffers.Record(Tables.vkCmdBindShadingRateImageNV, a);
         }
         catch (Exception e)
         {
@@ -525,7 +518,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)pBuffers;
             a[4] = (ulong)pOffsets;
             a[5] = (ulong)pSizes;
-            Generic.Call(Tables.vkCmdBindTransformFeedbackBuffersEXT, a);
+            CommandBuffers.Record(Tables.vkCmdBindTransformFeedbackBuffersEXT, a);
         }
         catch (Exception e)
         {
@@ -544,7 +537,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)bindingCount;
             a[3] = (ulong)pBuffers;
             a[4] = (ulong)pOffsets;
-            Generic.Call(Tables.vkCmdBindVertexBuffers, a);
+            CommandBuffers.Record(Tables.vkCmdBindVertexBuffers, a);
         }
         catch (Exception e)
         {
@@ -565,7 +558,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)pOffsets;
             a[5] = (ulong)pSizes;
             a[6] = (ulong)pStrides;
-            Generic.Call(Tables.vkCmdBindVertexBuffers2, a);
+            CommandBuffers.Record(Tables.vkCmdBindVertexBuffers2, a);
         }
         catch (Exception e)
         {
@@ -587,7 +580,7 @@ internal static unsafe partial class Entrypoints
             a[5] = (ulong)regionCount;
             a[6] = (ulong)pRegions;
             a[7] = (ulong)(uint)(int)filter;
-            Generic.Call(Tables.vkCmdBlitImage, a);
+            CommandBuffers.Record(Tables.vkCmdBlitImage, a);
         }
         catch (Exception e)
         {
@@ -603,7 +596,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pBlitImageInfo;
-            Generic.Call(Tables.vkCmdBlitImage2, a);
+            CommandBuffers.Record(Tables.vkCmdBlitImage2, a);
         }
         catch (Exception e)
         {
@@ -626,7 +619,7 @@ internal static unsafe partial class Entrypoints
             a[6] = (ulong)src.Handle;
             a[7] = (ulong)scratch.Handle;
             a[8] = (ulong)scratchOffset;
-            Generic.Call(Tables.vkCmdBuildAccelerationStructureNV, a);
+            CommandBuffers.Record(Tables.vkCmdBuildAccelerationStructureNV, a);
         }
         catch (Exception e)
         {
@@ -645,7 +638,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)pAttachments;
             a[3] = (ulong)rectCount;
             a[4] = (ulong)pRects;
-            Generic.Call(Tables.vkCmdClearAttachments, a);
+            CommandBuffers.Record(Tables.vkCmdClearAttachments, a);
         }
         catch (Exception e)
         {
@@ -665,7 +658,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)pColor;
             a[4] = (ulong)rangeCount;
             a[5] = (ulong)pRanges;
-            Generic.Call(Tables.vkCmdClearColorImage, a);
+            CommandBuffers.Record(Tables.vkCmdClearColorImage, a);
         }
         catch (Exception e)
         {
@@ -685,7 +678,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)pDepthStencil;
             a[4] = (ulong)rangeCount;
             a[5] = (ulong)pRanges;
-            Generic.Call(Tables.vkCmdClearDepthStencilImage, a);
+            CommandBuffers.Record(Tables.vkCmdClearDepthStencilImage, a);
         }
         catch (Exception e)
         {
@@ -701,7 +694,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pCodingControlInfo;
-            Generic.Call(Tables.vkCmdControlVideoCodingKHR, a);
+            CommandBuffers.Record(Tables.vkCmdControlVideoCodingKHR, a);
         }
         catch (Exception e)
         {
@@ -717,7 +710,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pInfo;
-            Generic.Call(Tables.vkCmdCopyAccelerationStructureKHR, a);
+            CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureKHR, a);
         }
         catch (Exception e)
         {
@@ -735,7 +728,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)dst.Handle;
             a[2] = (ulong)src.Handle;
             a[3] = (ulong)(uint)(int)mode;
-            Generic.Call(Tables.vkCmdCopyAccelerationStructureNV, a);
+            CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureNV, a);
         }
         catch (Exception e)
         {
@@ -754,7 +747,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)dstBuffer.Handle;
             a[3] = (ulong)regionCount;
             a[4] = (ulong)pRegions;
-            Generic.Call(Tables.vkCmdCopyBuffer, a);
+            CommandBuffers.Record(Tables.vkCmdCopyBuffer, a);
         }
         catch (Exception e)
         {
@@ -770,7 +763,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pCopyBufferInfo;
-            Generic.Call(Tables.vkCmdCopyBuffer2, a);
+            CommandBuffers.Record(Tables.vkCmdCopyBuffer2, a);
         }
         catch (Exception e)
         {
@@ -790,7 +783,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)(uint)(int)dstImageLayout;
             a[4] = (ulong)regionCount;
             a[5] = (ulong)pRegions;
-            Generic.Call(Tables.vkCmdCopyBufferToImage, a);
+            CommandBuffers.Record(Tables.vkCmdCopyBufferToImage, a);
         }
         catch (Exception e)
         {
@@ -806,7 +799,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pCopyBufferToImageInfo;
-            Generic.Call(Tables.vkCmdCopyBufferToImage2, a);
+            CommandBuffers.Record(Tables.vkCmdCopyBufferToImage2, a);
         }
         catch (Exception e)
         {
@@ -827,7 +820,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)(uint)(int)dstImageLayout;
             a[5] = (ulong)regionCount;
             a[6] = (ulong)pRegions;
-            Generic.Call(Tables.vkCmdCopyImage, a);
+            CommandBuffers.Record(Tables.vkCmdCopyImage, a);
         }
         catch (Exception e)
         {
@@ -843,7 +836,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pCopyImageInfo;
-            Generic.Call(Tables.vkCmdCopyImage2, a);
+            CommandBuffers.Record(Tables.vkCmdCopyImage2, a);
         }
         catch (Exception e)
         {
@@ -863,7 +856,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)dstBuffer.Handle;
             a[4] = (ulong)regionCount;
             a[5] = (ulong)pRegions;
-            Generic.Call(Tables.vkCmdCopyImageToBuffer, a);
+            CommandBuffers.Record(Tables.vkCmdCopyImageToBuffer, a);
         }
         catch (Exception e)
         {
@@ -879,7 +872,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pCopyImageToBufferInfo;
-            Generic.Call(Tables.vkCmdCopyImageToBuffer2, a);
+            CommandBuffers.Record(Tables.vkCmdCopyImageToBuffer2, a);
         }
         catch (Exception e)
         {
@@ -897,7 +890,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)copyBufferAddress;
             a[2] = (ulong)copyCount;
             a[3] = (ulong)stride;
-            Generic.Call(Tables.vkCmdCopyMemoryIndirectNV, a);
+            CommandBuffers.Record(Tables.vkCmdCopyMemoryIndirectNV, a);
         }
         catch (Exception e)
         {
@@ -918,7 +911,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)dstImage.Handle;
             a[5] = (ulong)(uint)(int)dstImageLayout;
             a[6] = (ulong)pImageSubresources;
-            Generic.Call(Tables.vkCmdCopyMemoryToImageIndirectNV, a);
+            CommandBuffers.Record(Tables.vkCmdCopyMemoryToImageIndirectNV, a);
         }
         catch (Exception e)
         {
@@ -934,7 +927,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pInfo;
-            Generic.Call(Tables.vkCmdCopyMicromapEXT, a);
+            CommandBuffers.Record(Tables.vkCmdCopyMicromapEXT, a);
         }
         catch (Exception e)
         {
@@ -956,7 +949,7 @@ internal static unsafe partial class Entrypoints
             a[5] = (ulong)dstOffset;
             a[6] = (ulong)stride;
             a[7] = (ulong)(uint)flags;
-            Generic.Call(Tables.vkCmdCopyQueryPoolResults, a);
+            CommandBuffers.Record(Tables.vkCmdCopyQueryPoolResults, a);
         }
         catch (Exception e)
         {
@@ -972,7 +965,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pDecodeInfo;
-            Generic.Call(Tables.vkCmdDecodeVideoKHR, a);
+            CommandBuffers.Record(Tables.vkCmdDecodeVideoKHR, a);
         }
         catch (Exception e)
         {
@@ -990,7 +983,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)indirectCommandsAddress;
             a[2] = (ulong)indirectCommandsCountAddress;
             a[3] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDecompressMemoryIndirectCountNV, a);
+            CommandBuffers.Record(Tables.vkCmdDecompressMemoryIndirectCountNV, a);
         }
         catch (Exception e)
         {
@@ -1007,7 +1000,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)decompressRegionCount;
             a[2] = (ulong)pDecompressMemoryRegions;
-            Generic.Call(Tables.vkCmdDecompressMemoryNV, a);
+            CommandBuffers.Record(Tables.vkCmdDecompressMemoryNV, a);
         }
         catch (Exception e)
         {
@@ -1025,7 +1018,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)groupCountX;
             a[2] = (ulong)groupCountY;
             a[3] = (ulong)groupCountZ;
-            Generic.Call(Tables.vkCmdDispatch, a);
+            CommandBuffers.Record(Tables.vkCmdDispatch, a);
         }
         catch (Exception e)
         {
@@ -1046,7 +1039,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)groupCountX;
             a[5] = (ulong)groupCountY;
             a[6] = (ulong)groupCountZ;
-            Generic.Call(Tables.vkCmdDispatchBase, a);
+            CommandBuffers.Record(Tables.vkCmdDispatchBase, a);
         }
         catch (Exception e)
         {
@@ -1063,7 +1056,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)buffer.Handle;
             a[2] = (ulong)offset;
-            Generic.Call(Tables.vkCmdDispatchIndirect, a);
+            CommandBuffers.Record(Tables.vkCmdDispatchIndirect, a);
         }
         catch (Exception e)
         {
@@ -1082,7 +1075,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)instanceCount;
             a[3] = (ulong)firstVertex;
             a[4] = (ulong)firstInstance;
-            Generic.Call(Tables.vkCmdDraw, a);
+            CommandBuffers.Record(Tables.vkCmdDraw, a);
         }
         catch (Exception e)
         {
@@ -1100,7 +1093,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)groupCountX;
             a[2] = (ulong)groupCountY;
             a[3] = (ulong)groupCountZ;
-            Generic.Call(Tables.vkCmdDrawClusterHUAWEI, a);
+            CommandBuffers.Record(Tables.vkCmdDrawClusterHUAWEI, a);
         }
         catch (Exception e)
         {
@@ -1117,7 +1110,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)buffer.Handle;
             a[2] = (ulong)offset;
-            Generic.Call(Tables.vkCmdDrawClusterIndirectHUAWEI, a);
+            CommandBuffers.Record(Tables.vkCmdDrawClusterIndirectHUAWEI, a);
         }
         catch (Exception e)
         {
@@ -1137,7 +1130,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)firstIndex;
             a[4] = (ulong)(uint)vertexOffset;
             a[5] = (ulong)firstInstance;
-            Generic.Call(Tables.vkCmdDrawIndexed, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndexed, a);
         }
         catch (Exception e)
         {
@@ -1156,7 +1149,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)offset;
             a[3] = (ulong)drawCount;
             a[4] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawIndexedIndirect, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirect, a);
         }
         catch (Exception e)
         {
@@ -1177,7 +1170,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)countBufferOffset;
             a[5] = (ulong)maxDrawCount;
             a[6] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawIndexedIndirectCount, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirectCount, a);
         }
         catch (Exception e)
         {
@@ -1196,7 +1189,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)offset;
             a[3] = (ulong)drawCount;
             a[4] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawIndirect, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndirect, a);
         }
         catch (Exception e)
         {
@@ -1217,7 +1210,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)counterBufferOffset;
             a[5] = (ulong)counterOffset;
             a[6] = (ulong)vertexStride;
-            Generic.Call(Tables.vkCmdDrawIndirectByteCountEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndirectByteCountEXT, a);
         }
         catch (Exception e)
         {
@@ -1238,7 +1231,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)countBufferOffset;
             a[5] = (ulong)maxDrawCount;
             a[6] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawIndirectCount, a);
+            CommandBuffers.Record(Tables.vkCmdDrawIndirectCount, a);
         }
         catch (Exception e)
         {
@@ -1256,7 +1249,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)groupCountX;
             a[2] = (ulong)groupCountY;
             a[3] = (ulong)groupCountZ;
-            Generic.Call(Tables.vkCmdDrawMeshTasksEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksEXT, a);
         }
         catch (Exception e)
         {
@@ -1277,7 +1270,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)countBufferOffset;
             a[5] = (ulong)maxDrawCount;
             a[6] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawMeshTasksIndirectCountEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountEXT, a);
         }
         catch (Exception e)
         {
@@ -1298,7 +1291,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)countBufferOffset;
             a[5] = (ulong)maxDrawCount;
             a[6] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawMeshTasksIndirectCountNV, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountNV, a);
         }
         catch (Exception e)
         {
@@ -1317,7 +1310,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)offset;
             a[3] = (ulong)drawCount;
             a[4] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawMeshTasksIndirectEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectEXT, a);
         }
         catch (Exception e)
         {
@@ -1336,7 +1329,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)offset;
             a[3] = (ulong)drawCount;
             a[4] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawMeshTasksIndirectNV, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectNV, a);
         }
         catch (Exception e)
         {
@@ -1353,7 +1346,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)taskCount;
             a[2] = (ulong)firstTask;
-            Generic.Call(Tables.vkCmdDrawMeshTasksNV, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksNV, a);
         }
         catch (Exception e)
         {
@@ -1373,7 +1366,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)instanceCount;
             a[4] = (ulong)firstInstance;
             a[5] = (ulong)stride;
-            Generic.Call(Tables.vkCmdDrawMultiEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMultiEXT, a);
         }
         catch (Exception e)
         {
@@ -1394,7 +1387,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)firstInstance;
             a[5] = (ulong)stride;
             a[6] = (ulong)pVertexOffset;
-            Generic.Call(Tables.vkCmdDrawMultiIndexedEXT, a);
+            CommandBuffers.Record(Tables.vkCmdDrawMultiIndexedEXT, a);
         }
         catch (Exception e)
         {
@@ -1409,7 +1402,7 @@ internal static unsafe partial class Entrypoints
         {
             ulong* a = stackalloc ulong[1];
             a[0] = (ulong)commandBuffer.Handle;
-            Generic.Call(Tables.vkCmdEndConditionalRenderingEXT, a);
+            CommandBuffers.Record(Tables.vkCmdEndConditionalRenderingEXT, a);
         }
         catch (Exception e)
         {
@@ -1426,7 +1419,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)queryPool.Handle;
             a[2] = (ulong)query;
-            Generic.Call(Tables.vkCmdEndQuery, a);
+            CommandBuffers.Record(Tables.vkCmdEndQuery, a);
         }
         catch (Exception e)
         {
@@ -1444,7 +1437,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)queryPool.Handle;
             a[2] = (ulong)query;
             a[3] = (ulong)index;
-            Generic.Call(Tables.vkCmdEndQueryIndexedEXT, a);
+            CommandBuffers.Record(Tables.vkCmdEndQueryIndexedEXT, a);
         }
         catch (Exception e)
         {
@@ -1459,7 +1452,7 @@ internal static unsafe partial class Entrypoints
         {
             ulong* a = stackalloc ulong[1];
             a[0] = (ulong)commandBuffer.Handle;
-            Generic.Call(Tables.vkCmdEndRenderPass, a);
+            CommandBuffers.Record(Tables.vkCmdEndRenderPass, a);
         }
         catch (Exception e)
         {
@@ -1475,7 +1468,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pSubpassEndInfo;
-            Generic.Call(Tables.vkCmdEndRenderPass2, a);
+            CommandBuffers.Record(Tables.vkCmdEndRenderPass2, a);
         }
         catch (Exception e)
         {
@@ -1490,7 +1483,7 @@ internal static unsafe partial class Entrypoints
         {
             ulong* a = stackalloc ulong[1];
             a[0] = (ulong)commandBuffer.Handle;
-            Generic.Call(Tables.vkCmdEndRendering, a);
+            CommandBuffers.Record(Tables.vkCmdEndRendering, a);
         }
         catch (Exception e)
         {
@@ -1509,7 +1502,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)counterBufferCount;
             a[3] = (ulong)pCounterBuffers;
             a[4] = (ulong)pCounterBufferOffsets;
-            Generic.Call(Tables.vkCmdEndTransformFeedbackEXT, a);
+            CommandBuffers.Record(Tables.vkCmdEndTransformFeedbackEXT, a);
         }
         catch (Exception e)
         {
@@ -1525,7 +1518,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pEndCodingInfo;
-            Generic.Call(Tables.vkCmdEndVideoCodingKHR, a);
+            CommandBuffers.Record(Tables.vkCmdEndVideoCodingKHR, a);
         }
         catch (Exception e)
         {
@@ -1542,7 +1535,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)commandBufferCount;
             a[2] = (ulong)pCommandBuffers;
-            Generic.Call(Tables.vkCmdExecuteCommands, a);
+            CommandBuffers.Record(Tables.vkCmdExecuteCommands, a);
         }
         catch (Exception e)
         {
@@ -1559,7 +1552,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)isPreprocessed;
             a[2] = (ulong)pGeneratedCommandsInfo;
-            Generic.Call(Tables.vkCmdExecuteGeneratedCommandsNV, a);
+            CommandBuffers.Record(Tables.vkCmdExecuteGeneratedCommandsNV, a);
         }
         catch (Exception e)
         {
@@ -1578,7 +1571,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)dstOffset;
             a[3] = (ulong)size;
             a[4] = (ulong)data;
-            Generic.Call(Tables.vkCmdFillBuffer, a);
+            CommandBuffers.Record(Tables.vkCmdFillBuffer, a);
         }
         catch (Exception e)
         {
@@ -1594,7 +1587,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)contents;
-            Generic.Call(Tables.vkCmdNextSubpass, a);
+            CommandBuffers.Record(Tables.vkCmdNextSubpass, a);
         }
         catch (Exception e)
         {
@@ -1611,7 +1604,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pSubpassBeginInfo;
             a[2] = (ulong)pSubpassEndInfo;
-            Generic.Call(Tables.vkCmdNextSubpass2, a);
+            CommandBuffers.Record(Tables.vkCmdNextSubpass2, a);
         }
         catch (Exception e)
         {
@@ -1628,7 +1621,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)session.Handle;
             a[2] = (ulong)pExecuteInfo;
-            Generic.Call(Tables.vkCmdOpticalFlowExecuteNV, a);
+            CommandBuffers.Record(Tables.vkCmdOpticalFlowExecuteNV, a);
         }
         catch (Exception e)
         {
@@ -1652,7 +1645,7 @@ internal static unsafe partial class Entrypoints
             a[7] = (ulong)pBufferMemoryBarriers;
             a[8] = (ulong)imageMemoryBarrierCount;
             a[9] = (ulong)pImageMemoryBarriers;
-            Generic.Call(Tables.vkCmdPipelineBarrier, a);
+            CommandBuffers.Record(Tables.vkCmdPipelineBarrier, a);
         }
         catch (Exception e)
         {
@@ -1668,7 +1661,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pDependencyInfo;
-            Generic.Call(Tables.vkCmdPipelineBarrier2, a);
+            CommandBuffers.Record(Tables.vkCmdPipelineBarrier2, a);
         }
         catch (Exception e)
         {
@@ -1684,7 +1677,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pGeneratedCommandsInfo;
-            Generic.Call(Tables.vkCmdPreprocessGeneratedCommandsNV, a);
+            CommandBuffers.Record(Tables.vkCmdPreprocessGeneratedCommandsNV, a);
         }
         catch (Exception e)
         {
@@ -1704,7 +1697,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)offset;
             a[4] = (ulong)size;
             a[5] = (ulong)pValues;
-            Generic.Call(Tables.vkCmdPushConstants, a);
+            CommandBuffers.Record(Tables.vkCmdPushConstants, a);
         }
         catch (Exception e)
         {
@@ -1724,7 +1717,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)set;
             a[4] = (ulong)descriptorWriteCount;
             a[5] = (ulong)pDescriptorWrites;
-            Generic.Call(Tables.vkCmdPushDescriptorSetKHR, a);
+            CommandBuffers.Record(Tables.vkCmdPushDescriptorSetKHR, a);
         }
         catch (Exception e)
         {
@@ -1754,7 +1747,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)@event.Handle;
             a[2] = (ulong)(uint)stageMask;
-            Generic.Call(Tables.vkCmdResetEvent, a);
+            CommandBuffers.Record(Tables.vkCmdResetEvent, a);
         }
         catch (Exception e)
         {
@@ -1771,7 +1764,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)@event.Handle;
             a[2] = (ulong)(ulong)stageMask;
-            Generic.Call(Tables.vkCmdResetEvent2, a);
+            CommandBuffers.Record(Tables.vkCmdResetEvent2, a);
         }
         catch (Exception e)
         {
@@ -1789,7 +1782,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)queryPool.Handle;
             a[2] = (ulong)firstQuery;
             a[3] = (ulong)queryCount;
-            Generic.Call(Tables.vkCmdResetQueryPool, a);
+            CommandBuffers.Record(Tables.vkCmdResetQueryPool, a);
         }
         catch (Exception e)
         {
@@ -1810,7 +1803,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)(uint)(int)dstImageLayout;
             a[5] = (ulong)regionCount;
             a[6] = (ulong)pRegions;
-            Generic.Call(Tables.vkCmdResolveImage, a);
+            CommandBuffers.Record(Tables.vkCmdResolveImage, a);
         }
         catch (Exception e)
         {
@@ -1826,7 +1819,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pResolveImageInfo;
-            Generic.Call(Tables.vkCmdResolveImage2, a);
+            CommandBuffers.Record(Tables.vkCmdResolveImage2, a);
         }
         catch (Exception e)
         {
@@ -1842,7 +1835,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)alphaToCoverageEnable;
-            Generic.Call(Tables.vkCmdSetAlphaToCoverageEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetAlphaToCoverageEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -1858,7 +1851,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)alphaToOneEnable;
-            Generic.Call(Tables.vkCmdSetAlphaToOneEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetAlphaToOneEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -1874,7 +1867,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)blendConstants;
-            Generic.Call(Tables.vkCmdSetBlendConstants, a);
+            CommandBuffers.Record(Tables.vkCmdSetBlendConstants, a);
         }
         catch (Exception e)
         {
@@ -1892,7 +1885,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)(uint)(int)sampleOrderType;
             a[2] = (ulong)customSampleOrderCount;
             a[3] = (ulong)pCustomSampleOrders;
-            Generic.Call(Tables.vkCmdSetCoarseSampleOrderNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoarseSampleOrderNV, a);
         }
         catch (Exception e)
         {
@@ -1910,7 +1903,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstAttachment;
             a[2] = (ulong)attachmentCount;
             a[3] = (ulong)pColorBlendAdvanced;
-            Generic.Call(Tables.vkCmdSetColorBlendAdvancedEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetColorBlendAdvancedEXT, a);
         }
         catch (Exception e)
         {
@@ -1928,7 +1921,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstAttachment;
             a[2] = (ulong)attachmentCount;
             a[3] = (ulong)pColorBlendEnables;
-            Generic.Call(Tables.vkCmdSetColorBlendEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetColorBlendEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -1946,7 +1939,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstAttachment;
             a[2] = (ulong)attachmentCount;
             a[3] = (ulong)pColorBlendEquations;
-            Generic.Call(Tables.vkCmdSetColorBlendEquationEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetColorBlendEquationEXT, a);
         }
         catch (Exception e)
         {
@@ -1963,7 +1956,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)attachmentCount;
             a[2] = (ulong)pColorWriteEnables;
-            Generic.Call(Tables.vkCmdSetColorWriteEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetColorWriteEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -1981,7 +1974,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstAttachment;
             a[2] = (ulong)attachmentCount;
             a[3] = (ulong)pColorWriteMasks;
-            Generic.Call(Tables.vkCmdSetColorWriteMaskEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetColorWriteMaskEXT, a);
         }
         catch (Exception e)
         {
@@ -1997,7 +1990,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)conservativeRasterizationMode;
-            Generic.Call(Tables.vkCmdSetConservativeRasterizationModeEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetConservativeRasterizationModeEXT, a);
         }
         catch (Exception e)
         {
@@ -2013,7 +2006,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)coverageModulationMode;
-            Generic.Call(Tables.vkCmdSetCoverageModulationModeNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationModeNV, a);
         }
         catch (Exception e)
         {
@@ -2029,7 +2022,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)coverageModulationTableEnable;
-            Generic.Call(Tables.vkCmdSetCoverageModulationTableEnableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableEnableNV, a);
         }
         catch (Exception e)
         {
@@ -2046,7 +2039,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)coverageModulationTableCount;
             a[2] = (ulong)pCoverageModulationTable;
-            Generic.Call(Tables.vkCmdSetCoverageModulationTableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableNV, a);
         }
         catch (Exception e)
         {
@@ -2062,7 +2055,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)coverageReductionMode;
-            Generic.Call(Tables.vkCmdSetCoverageReductionModeNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageReductionModeNV, a);
         }
         catch (Exception e)
         {
@@ -2078,7 +2071,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)coverageToColorEnable;
-            Generic.Call(Tables.vkCmdSetCoverageToColorEnableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageToColorEnableNV, a);
         }
         catch (Exception e)
         {
@@ -2094,7 +2087,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)coverageToColorLocation;
-            Generic.Call(Tables.vkCmdSetCoverageToColorLocationNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetCoverageToColorLocationNV, a);
         }
         catch (Exception e)
         {
@@ -2110,7 +2103,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)cullMode;
-            Generic.Call(Tables.vkCmdSetCullMode, a);
+            CommandBuffers.Record(Tables.vkCmdSetCullMode, a);
         }
         catch (Exception e)
         {
@@ -2128,7 +2121,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasConstantFactor);
             a[2] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasClamp);
             a[3] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasSlopeFactor);
-            Generic.Call(Tables.vkCmdSetDepthBias, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthBias, a);
         }
         catch (Exception e)
         {
@@ -2144,7 +2137,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthBiasEnable;
-            Generic.Call(Tables.vkCmdSetDepthBiasEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthBiasEnable, a);
         }
         catch (Exception e)
         {
@@ -2161,7 +2154,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)BitConverter.SingleToUInt32Bits(minDepthBounds);
             a[2] = (ulong)BitConverter.SingleToUInt32Bits(maxDepthBounds);
-            Generic.Call(Tables.vkCmdSetDepthBounds, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthBounds, a);
         }
         catch (Exception e)
         {
@@ -2177,7 +2170,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthBoundsTestEnable;
-            Generic.Call(Tables.vkCmdSetDepthBoundsTestEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthBoundsTestEnable, a);
         }
         catch (Exception e)
         {
@@ -2193,7 +2186,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthClampEnable;
-            Generic.Call(Tables.vkCmdSetDepthClampEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthClampEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -2209,7 +2202,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthClipEnable;
-            Generic.Call(Tables.vkCmdSetDepthClipEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthClipEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -2225,7 +2218,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)negativeOneToOne;
-            Generic.Call(Tables.vkCmdSetDepthClipNegativeOneToOneEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthClipNegativeOneToOneEXT, a);
         }
         catch (Exception e)
         {
@@ -2241,7 +2234,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)depthCompareOp;
-            Generic.Call(Tables.vkCmdSetDepthCompareOp, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthCompareOp, a);
         }
         catch (Exception e)
         {
@@ -2257,7 +2250,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthTestEnable;
-            Generic.Call(Tables.vkCmdSetDepthTestEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthTestEnable, a);
         }
         catch (Exception e)
         {
@@ -2273,7 +2266,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)depthWriteEnable;
-            Generic.Call(Tables.vkCmdSetDepthWriteEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetDepthWriteEnable, a);
         }
         catch (Exception e)
         {
@@ -2294,7 +2287,7 @@ internal static unsafe partial class Entrypoints
             a[4] = (ulong)setCount;
             a[5] = (ulong)pBufferIndices;
             a[6] = (ulong)pOffsets;
-            Generic.Call(Tables.vkCmdSetDescriptorBufferOffsetsEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetDescriptorBufferOffsetsEXT, a);
         }
         catch (Exception e)
         {
@@ -2310,7 +2303,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)deviceMask;
-            Generic.Call(Tables.vkCmdSetDeviceMask, a);
+            CommandBuffers.Record(Tables.vkCmdSetDeviceMask, a);
         }
         catch (Exception e)
         {
@@ -2328,7 +2321,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstDiscardRectangle;
             a[2] = (ulong)discardRectangleCount;
             a[3] = (ulong)pDiscardRectangles;
-            Generic.Call(Tables.vkCmdSetDiscardRectangleEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetDiscardRectangleEXT, a);
         }
         catch (Exception e)
         {
@@ -2345,7 +2338,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)@event.Handle;
             a[2] = (ulong)(uint)stageMask;
-            Generic.Call(Tables.vkCmdSetEvent, a);
+            CommandBuffers.Record(Tables.vkCmdSetEvent, a);
         }
         catch (Exception e)
         {
@@ -2362,7 +2355,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)@event.Handle;
             a[2] = (ulong)pDependencyInfo;
-            Generic.Call(Tables.vkCmdSetEvent2, a);
+            CommandBuffers.Record(Tables.vkCmdSetEvent2, a);
         }
         catch (Exception e)
         {
@@ -2380,7 +2373,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstExclusiveScissor;
             a[2] = (ulong)exclusiveScissorCount;
             a[3] = (ulong)pExclusiveScissors;
-            Generic.Call(Tables.vkCmdSetExclusiveScissorNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetExclusiveScissorNV, a);
         }
         catch (Exception e)
         {
@@ -2396,7 +2389,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)BitConverter.SingleToUInt32Bits(extraPrimitiveOverestimationSize);
-            Generic.Call(Tables.vkCmdSetExtraPrimitiveOverestimationSizeEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetExtraPrimitiveOverestimationSizeEXT, a);
         }
         catch (Exception e)
         {
@@ -2413,7 +2406,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)shadingRate;
             a[2] = (ulong)combinerOps;
-            Generic.Call(Tables.vkCmdSetFragmentShadingRateEnumNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateEnumNV, a);
         }
         catch (Exception e)
         {
@@ -2430,7 +2423,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pFragmentSize;
             a[2] = (ulong)combinerOps;
-            Generic.Call(Tables.vkCmdSetFragmentShadingRateKHR, a);
+            CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateKHR, a);
         }
         catch (Exception e)
         {
@@ -2446,7 +2439,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)frontFace;
-            Generic.Call(Tables.vkCmdSetFrontFace, a);
+            CommandBuffers.Record(Tables.vkCmdSetFrontFace, a);
         }
         catch (Exception e)
         {
@@ -2462,7 +2455,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)lineRasterizationMode;
-            Generic.Call(Tables.vkCmdSetLineRasterizationModeEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetLineRasterizationModeEXT, a);
         }
         catch (Exception e)
         {
@@ -2479,7 +2472,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)lineStippleFactor;
             a[2] = (ulong)lineStipplePattern;
-            Generic.Call(Tables.vkCmdSetLineStippleEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetLineStippleEXT, a);
         }
         catch (Exception e)
         {
@@ -2495,7 +2488,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)stippledLineEnable;
-            Generic.Call(Tables.vkCmdSetLineStippleEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetLineStippleEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -2511,7 +2504,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)BitConverter.SingleToUInt32Bits(lineWidth);
-            Generic.Call(Tables.vkCmdSetLineWidth, a);
+            CommandBuffers.Record(Tables.vkCmdSetLineWidth, a);
         }
         catch (Exception e)
         {
@@ -2527,7 +2520,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)logicOp;
-            Generic.Call(Tables.vkCmdSetLogicOpEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetLogicOpEXT, a);
         }
         catch (Exception e)
         {
@@ -2543,7 +2536,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)logicOpEnable;
-            Generic.Call(Tables.vkCmdSetLogicOpEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetLogicOpEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -2559,7 +2552,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)patchControlPoints;
-            Generic.Call(Tables.vkCmdSetPatchControlPointsEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetPatchControlPointsEXT, a);
         }
         catch (Exception e)
         {
@@ -2575,7 +2568,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pMarkerInfo;
-            return (VkResult)(int)Generic.Call(Tables.vkCmdSetPerformanceMarkerINTEL, a);
+            return (VkResult)(int)CommandBuffers.Record(Tables.vkCmdSetPerformanceMarkerINTEL, a);
         }
         catch (Exception e)
         {
@@ -2591,7 +2584,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pOverrideInfo;
-            return (VkResult)(int)Generic.Call(Tables.vkCmdSetPerformanceOverrideINTEL, a);
+            return (VkResult)(int)CommandBuffers.Record(Tables.vkCmdSetPerformanceOverrideINTEL, a);
         }
         catch (Exception e)
         {
@@ -2607,7 +2600,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pMarkerInfo;
-            return (VkResult)(int)Generic.Call(Tables.vkCmdSetPerformanceStreamMarkerINTEL, a);
+            return (VkResult)(int)CommandBuffers.Record(Tables.vkCmdSetPerformanceStreamMarkerINTEL, a);
         }
         catch (Exception e)
         {
@@ -2623,7 +2616,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)polygonMode;
-            Generic.Call(Tables.vkCmdSetPolygonModeEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetPolygonModeEXT, a);
         }
         catch (Exception e)
         {
@@ -2639,7 +2632,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)primitiveRestartEnable;
-            Generic.Call(Tables.vkCmdSetPrimitiveRestartEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetPrimitiveRestartEnable, a);
         }
         catch (Exception e)
         {
@@ -2655,7 +2648,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)primitiveTopology;
-            Generic.Call(Tables.vkCmdSetPrimitiveTopology, a);
+            CommandBuffers.Record(Tables.vkCmdSetPrimitiveTopology, a);
         }
         catch (Exception e)
         {
@@ -2671,7 +2664,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)provokingVertexMode;
-            Generic.Call(Tables.vkCmdSetProvokingVertexModeEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetProvokingVertexModeEXT, a);
         }
         catch (Exception e)
         {
@@ -2687,7 +2680,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)rasterizationSamples;
-            Generic.Call(Tables.vkCmdSetRasterizationSamplesEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetRasterizationSamplesEXT, a);
         }
         catch (Exception e)
         {
@@ -2703,7 +2696,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)rasterizationStream;
-            Generic.Call(Tables.vkCmdSetRasterizationStreamEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetRasterizationStreamEXT, a);
         }
         catch (Exception e)
         {
@@ -2719,7 +2712,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)rasterizerDiscardEnable;
-            Generic.Call(Tables.vkCmdSetRasterizerDiscardEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetRasterizerDiscardEnable, a);
         }
         catch (Exception e)
         {
@@ -2735,7 +2728,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pipelineStackSize;
-            Generic.Call(Tables.vkCmdSetRayTracingPipelineStackSizeKHR, a);
+            CommandBuffers.Record(Tables.vkCmdSetRayTracingPipelineStackSizeKHR, a);
         }
         catch (Exception e)
         {
@@ -2751,7 +2744,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)representativeFragmentTestEnable;
-            Generic.Call(Tables.vkCmdSetRepresentativeFragmentTestEnableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetRepresentativeFragmentTestEnableNV, a);
         }
         catch (Exception e)
         {
@@ -2767,7 +2760,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)pSampleLocationsInfo;
-            Generic.Call(Tables.vkCmdSetSampleLocationsEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetSampleLocationsEXT, a);
         }
         catch (Exception e)
         {
@@ -2783,7 +2776,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)sampleLocationsEnable;
-            Generic.Call(Tables.vkCmdSetSampleLocationsEnableEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetSampleLocationsEnableEXT, a);
         }
         catch (Exception e)
         {
@@ -2800,7 +2793,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)samples;
             a[2] = (ulong)pSampleMask;
-            Generic.Call(Tables.vkCmdSetSampleMaskEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetSampleMaskEXT, a);
         }
         catch (Exception e)
         {
@@ -2818,7 +2811,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstScissor;
             a[2] = (ulong)scissorCount;
             a[3] = (ulong)pScissors;
-            Generic.Call(Tables.vkCmdSetScissor, a);
+            CommandBuffers.Record(Tables.vkCmdSetScissor, a);
         }
         catch (Exception e)
         {
@@ -2835,7 +2828,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)scissorCount;
             a[2] = (ulong)pScissors;
-            Generic.Call(Tables.vkCmdSetScissorWithCount, a);
+            CommandBuffers.Record(Tables.vkCmdSetScissorWithCount, a);
         }
         catch (Exception e)
         {
@@ -2851,7 +2844,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)shadingRateImageEnable;
-            Generic.Call(Tables.vkCmdSetShadingRateImageEnableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetShadingRateImageEnableNV, a);
         }
         catch (Exception e)
         {
@@ -2868,7 +2861,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)faceMask;
             a[2] = (ulong)compareMask;
-            Generic.Call(Tables.vkCmdSetStencilCompareMask, a);
+            CommandBuffers.Record(Tables.vkCmdSetStencilCompareMask, a);
         }
         catch (Exception e)
         {
@@ -2888,7 +2881,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)(uint)(int)passOp;
             a[4] = (ulong)(uint)(int)depthFailOp;
             a[5] = (ulong)(uint)(int)compareOp;
-            Generic.Call(Tables.vkCmdSetStencilOp, a);
+            CommandBuffers.Record(Tables.vkCmdSetStencilOp, a);
         }
         catch (Exception e)
         {
@@ -2905,7 +2898,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)faceMask;
             a[2] = (ulong)reference;
-            Generic.Call(Tables.vkCmdSetStencilReference, a);
+            CommandBuffers.Record(Tables.vkCmdSetStencilReference, a);
         }
         catch (Exception e)
         {
@@ -2921,7 +2914,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)stencilTestEnable;
-            Generic.Call(Tables.vkCmdSetStencilTestEnable, a);
+            CommandBuffers.Record(Tables.vkCmdSetStencilTestEnable, a);
         }
         catch (Exception e)
         {
@@ -2938,7 +2931,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)faceMask;
             a[2] = (ulong)writeMask;
-            Generic.Call(Tables.vkCmdSetStencilWriteMask, a);
+            CommandBuffers.Record(Tables.vkCmdSetStencilWriteMask, a);
         }
         catch (Exception e)
         {
@@ -2954,7 +2947,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)(uint)(int)domainOrigin;
-            Generic.Call(Tables.vkCmdSetTessellationDomainOriginEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetTessellationDomainOriginEXT, a);
         }
         catch (Exception e)
         {
@@ -2973,7 +2966,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)pVertexBindingDescriptions;
             a[3] = (ulong)vertexAttributeDescriptionCount;
             a[4] = (ulong)pVertexAttributeDescriptions;
-            Generic.Call(Tables.vkCmdSetVertexInputEXT, a);
+            CommandBuffers.Record(Tables.vkCmdSetVertexInputEXT, a);
         }
         catch (Exception e)
         {
@@ -2991,7 +2984,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstViewport;
             a[2] = (ulong)viewportCount;
             a[3] = (ulong)pViewports;
-            Generic.Call(Tables.vkCmdSetViewport, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewport, a);
         }
         catch (Exception e)
         {
@@ -3009,7 +3002,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstViewport;
             a[2] = (ulong)viewportCount;
             a[3] = (ulong)pShadingRatePalettes;
-            Generic.Call(Tables.vkCmdSetViewportShadingRatePaletteNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewportShadingRatePaletteNV, a);
         }
         catch (Exception e)
         {
@@ -3027,7 +3020,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstViewport;
             a[2] = (ulong)viewportCount;
             a[3] = (ulong)pViewportSwizzles;
-            Generic.Call(Tables.vkCmdSetViewportSwizzleNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewportSwizzleNV, a);
         }
         catch (Exception e)
         {
@@ -3043,7 +3036,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)viewportWScalingEnable;
-            Generic.Call(Tables.vkCmdSetViewportWScalingEnableNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewportWScalingEnableNV, a);
         }
         catch (Exception e)
         {
@@ -3061,7 +3054,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)firstViewport;
             a[2] = (ulong)viewportCount;
             a[3] = (ulong)pViewportWScalings;
-            Generic.Call(Tables.vkCmdSetViewportWScalingNV, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewportWScalingNV, a);
         }
         catch (Exception e)
         {
@@ -3078,7 +3071,7 @@ internal static unsafe partial class Entrypoints
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)viewportCount;
             a[2] = (ulong)pViewports;
-            Generic.Call(Tables.vkCmdSetViewportWithCount, a);
+            CommandBuffers.Record(Tables.vkCmdSetViewportWithCount, a);
         }
         catch (Exception e)
         {
@@ -3093,7 +3086,7 @@ internal static unsafe partial class Entrypoints
         {
             ulong* a = stackalloc ulong[1];
             a[0] = (ulong)commandBuffer.Handle;
-            Generic.Call(Tables.vkCmdSubpassShadingHUAWEI, a);
+            CommandBuffers.Record(Tables.vkCmdSubpassShadingHUAWEI, a);
         }
         catch (Exception e)
         {
@@ -3109,7 +3102,7 @@ internal static unsafe partial class Entrypoints
             ulong* a = stackalloc ulong[2];
             a[0] = (ulong)commandBuffer.Handle;
             a[1] = (ulong)indirectDeviceAddress;
-            Generic.Call(Tables.vkCmdTraceRaysIndirect2KHR, a);
+            CommandBuffers.Record(Tables.vkCmdTraceRaysIndirect2KHR, a);
         }
         catch (Exception e)
         {
@@ -3129,7 +3122,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)pHitShaderBindingTable;
             a[4] = (ulong)pCallableShaderBindingTable;
             a[5] = (ulong)indirectDeviceAddress;
-            Generic.Call(Tables.vkCmdTraceRaysIndirectKHR, a);
+            CommandBuffers.Record(Tables.vkCmdTraceRaysIndirectKHR, a);
         }
         catch (Exception e)
         {
@@ -3151,7 +3144,7 @@ internal static unsafe partial class Entrypoints
             a[5] = (ulong)width;
             a[6] = (ulong)height;
             a[7] = (ulong)depth;
-            Generic.Call(Tables.vkCmdTraceRaysKHR, a);
+            CommandBuffers.Record(Tables.vkCmdTraceRaysKHR, a);
         }
         catch (Exception e)
         {
@@ -3180,7 +3173,7 @@ internal static unsafe partial class Entrypoints
             a[12] = (ulong)width;
             a[13] = (ulong)height;
             a[14] = (ulong)depth;
-            Generic.Call(Tables.vkCmdTraceRaysNV, a);
+            CommandBuffers.Record(Tables.vkCmdTraceRaysNV, a);
         }
         catch (Exception e)
         {
@@ -3199,7 +3192,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)dstOffset;
             a[3] = (ulong)dataSize;
             a[4] = (ulong)pData;
-            Generic.Call(Tables.vkCmdUpdateBuffer, a);
+            CommandBuffers.Record(Tables.vkCmdUpdateBuffer, a);
         }
         catch (Exception e)
         {
@@ -3224,7 +3217,7 @@ internal static unsafe partial class Entrypoints
             a[8] = (ulong)pBufferMemoryBarriers;
             a[9] = (ulong)imageMemoryBarrierCount;
             a[10] = (ulong)pImageMemoryBarriers;
-            Generic.Call(Tables.vkCmdWaitEvents, a);
+            CommandBuffers.Record(Tables.vkCmdWaitEvents, a);
         }
         catch (Exception e)
         {
@@ -3242,7 +3235,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)eventCount;
             a[2] = (ulong)pEvents;
             a[3] = (ulong)pDependencyInfos;
-            Generic.Call(Tables.vkCmdWaitEvents2, a);
+            CommandBuffers.Record(Tables.vkCmdWaitEvents2, a);
         }
         catch (Exception e)
         {
@@ -3262,7 +3255,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)(uint)(int)queryType;
             a[4] = (ulong)queryPool.Handle;
             a[5] = (ulong)firstQuery;
-            Generic.Call(Tables.vkCmdWriteAccelerationStructuresPropertiesKHR, a);
+            CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesKHR, a);
         }
         catch (Exception e)
         {
@@ -3282,7 +3275,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)(uint)(int)queryType;
             a[4] = (ulong)queryPool.Handle;
             a[5] = (ulong)firstQuery;
-            Generic.Call(Tables.vkCmdWriteAccelerationStructuresPropertiesNV, a);
+            CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesNV, a);
         }
         catch (Exception e)
         {
@@ -3301,7 +3294,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)dstBuffer.Handle;
             a[3] = (ulong)dstOffset;
             a[4] = (ulong)marker;
-            Generic.Call(Tables.vkCmdWriteBufferMarker2AMD, a);
+            CommandBuffers.Record(Tables.vkCmdWriteBufferMarker2AMD, a);
         }
         catch (Exception e)
         {
@@ -3320,7 +3313,7 @@ internal static unsafe partial class Entrypoints
             a[2] = (ulong)dstBuffer.Handle;
             a[3] = (ulong)dstOffset;
             a[4] = (ulong)marker;
-            Generic.Call(Tables.vkCmdWriteBufferMarkerAMD, a);
+            CommandBuffers.Record(Tables.vkCmdWriteBufferMarkerAMD, a);
         }
         catch (Exception e)
         {
@@ -3340,7 +3333,7 @@ internal static unsafe partial class Entrypoints
             a[3] = (ulong)(uint)(int)queryType;
             a[4] = (ulong)queryPool.Handle;
             a[5] = (ulong)firstQuery;
-            Generic.Call(Tables.vkCmdWriteMicromapsPropertiesEXT, a);
+            CommandBuffers.Record(Tables.vkCmdWriteMicromapsPropertiesEXT, a);
         }
         catch (Exception e)
         {
@@ -3358,7 +3351,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)(uint)pipelineStage;
             a[2] = (ulong)queryPool.Handle;
             a[3] = (ulong)query;
-            Generic.Call(Tables.vkCmdWriteTimestamp, a);
+            CommandBuffers.Record(Tables.vkCmdWriteTimestamp, a);
         }
         catch (Exception e)
         {
@@ -3376,7 +3369,7 @@ internal static unsafe partial class Entrypoints
             a[1] = (ulong)(ulong)stage;
             a[2] = (ulong)queryPool.Handle;
             a[3] = (ulong)query;
-            Generic.Call(Tables.vkCmdWriteTimestamp2, a);
+            CommandBuffers.Record(Tables.vkCmdWriteTimestamp2, a);
         }
         catch (Exception e)
         {
@@ -4175,11 +4168,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)commandPool.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkDestroyCommandPool, a);
+            Entry.vkDestroyCommandPool(device, commandPool, pAllocator);
         }
         catch (Exception e)
         {
@@ -4684,9 +4673,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[1];
-            a[0] = (ulong)commandBuffer.Handle;
-            return (VkResult)(int)Generic.Call(Tables.vkEndCommandBuffer, a);
+            return Entry.vkEndCommandBuffer(commandBuffer);
         }
         catch (Exception e)
         {
@@ -4834,12 +4821,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)commandPool.Handle;
-            a[2] = (ulong)commandBufferCount;
-            a[3] = (ulong)pCommandBuffers;
-            Generic.Call(Tables.vkFreeCommandBuffers, a);
+            Entry.vkFreeCommandBuffers(device, commandPool, commandBufferCount, pCommandBuffers);
         }
         catch (Exception e)
         {
@@ -6473,10 +6455,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)flags;
-            return (VkResult)(int)Generic.Call(Tables.vkResetCommandBuffer, a);
+            return Entry.vkResetCommandBuffer(commandBuffer, flags);
         }
         catch (Exception e)
         {
@@ -6489,11 +6468,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)commandPool.Handle;
-            a[2] = (ulong)(uint)flags;
-            return (VkResult)(int)Generic.Call(Tables.vkResetCommandPool, a);
+            return Entry.vkResetCommandPool(device, commandPool, flags);
         }
         catch (Exception e)
         {
