@@ -39,7 +39,10 @@ internal static unsafe class WorkerMain
 
         // The warm-up runs beside the wait for a session and stops when one arrives.
         bool assigned = false;
-        var warm = new Thread(() => WarmUp(log, socket, () => Volatile.Read(ref assigned))) { IsBackground = true, Name = "warm-up" };
+        // Held while the warm-up writes to the control socket, so that it never writes to the number of a
+        // descriptor closed (and maybe reused for the guest's) once the session has arrived.
+        var controlLock = new object();
+        var warm = new Thread(() => WarmUp(log, socket, controlLock, () => Volatile.Read(ref assigned))) { IsBackground = true, Name = "warm-up" };
         warm.Start();
         var fds = new List<int>();
         byte[]? body;
@@ -51,10 +54,11 @@ internal static unsafe class WorkerMain
         }
         finally
         {
-            Volatile.Write(ref assigned, true);
+            lock (controlLock) Volatile.Write(ref assigned, true);
         }
-        // Nothing of the warm-up runs beside the guest's session.
-        warm.Join();
+        // Not joined: a warm-up cut short ends its replayed session at its next command and tears it down
+        // at nice 19, beside the guest's session but not in its way (waiting for it here, the guest would
+        // wait for a starved thread). It shares nothing with the guest's session but the process.
         // The control socket's only job was the assignment.
         socket.Dispose();
         if (body is null) return 0; // the supervisor stopped while we were warm
@@ -73,6 +77,14 @@ internal static unsafe class WorkerMain
         };
         var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page };
         using (session) session.Run();
+        // A warm-up cut short by a short session may still be tearing its replay down, in the driver. The
+        // process's exit handlers (the driver's among them) must not run under it: they can wait for its
+        // threads. Everything the guest made is destroyed already; the kernel frees the rest.
+        if (warm.IsAlive && !warm.Join(500))
+        {
+            logs.Dispose();
+            WorkerNative._exit(0);
+        }
         return 0;
     }
 
@@ -103,7 +115,7 @@ internal static unsafe class WorkerMain
 
     /// <summary>What every session needs before its first command: the loader, the driver, the code that
     /// decodes and executes; done while the worker waits in the pool, not while a guest waits.</summary>
-    static void WarmUp(ILogger log, Socket control, Func<bool> stop)
+    static void WarmUp(ILogger log, Socket control, object controlLock, Func<bool> stop)
     {
         var sw = Stopwatch.StartNew();
         // Lowest priority, this thread only: the warm-up must not take CPU from the supervisor's handshakes
@@ -123,7 +135,8 @@ internal static unsafe class WorkerMain
             GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             log.LogDebug("worker: warmed up in {Ms:F0} ms ({Replayed} recorded sessions replayed)", sw.Elapsed.TotalMilliseconds, replayed);
             // Tells the supervisor this worker is ready: it prefers ready workers over ones still warming.
-            WorkerNative.SendExactly((int)control.Handle, "R"u8);
+            lock (controlLock)
+                if (!stop()) WorkerNative.SendExactly((int)control.Handle, "R"u8);
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {

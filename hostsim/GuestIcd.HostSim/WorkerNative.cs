@@ -52,6 +52,7 @@ internal static unsafe partial class WorkerNative
     [LibraryImport(Lib, SetLastError = true)] public static partial int prctl(int option, nuint a2, nuint a3, nuint a4, nuint a5);
     [LibraryImport(Lib, SetLastError = true)] public static partial int getppid();
     [LibraryImport(Lib, SetLastError = true)] public static partial int gettid();
+    [LibraryImport(Lib)] public static partial void _exit(int status);
     /// <summary>With PRIO_PROCESS (0) and a thread id, Linux sets that one thread's nice value.</summary>
     [LibraryImport(Lib, SetLastError = true)] public static partial int setpriority(int which, uint who, int priority);
     [LibraryImport(Lib, SetLastError = true)] public static partial int setrlimit(int resource, RLimit* limit);

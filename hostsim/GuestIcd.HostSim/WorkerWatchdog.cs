@@ -23,8 +23,10 @@ namespace GuestIcd.HostSim;
 /// </remarks>
 internal sealed unsafe partial class WorkerWatchdog(int pid)
 {
-    /// <summary>How long a worker whose guest left may take to tear down and exit.</summary>
-    public const int ExitGraceMs = 2000;
+    /// <summary>How long a worker whose guest left may take to tear down and exit. Generous: a worker that
+    /// got its guest while still starting can take seconds on a loaded host (measured: over 2 s for a
+    /// probe session at load 30 on 2 cores), and killing it early would only log a false "hung".</summary>
+    public const int ExitGraceMs = 5000;
     /// <summary>How long a thread may stay in fatal-signal handling (a real crash ends in milliseconds).</summary>
     public const int FaultStuckMs = 1000;
     /// <summary>How often the supervisor looks.</summary>

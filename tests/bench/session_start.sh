@@ -3,7 +3,9 @@
 # (serve --in-process): vkCreateInstance through the ICD (connect → handshake → hello → worker takes over
 # → instance created), then vkCreateDevice, and hostsim's own figures for worker start and hand-over.
 # Not a test: prints figures side by side, asserts nothing. Uses the build in out/.
-# Environment: BENCH_ITERATIONS (20), BENCH_PAUSE_MS (300: lets the warm pool refill between sessions).
+# Environment: BENCH_ITERATIONS (20), BENCH_PAUSE_MS (300: lets the warm pool refill between sessions),
+# BENCH_MODES (isolated isolated_b2b inprocess; add noreplay for workers that skip the warm-up replays,
+# GUESTICD_WORKER_NO_REPLAY=1, to see what the replays buy).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -50,11 +52,11 @@ printf '%-52s | %-32s | %-32s\n' "metric (ms, median of $iterations)" "isolation
 printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, sessions ${pause} ms apart" "$(stats "$work/isolated.tsv" 4)" "$(stats "$work/inprocess.tsv" 4)"
 [ -f "$work/noreplay.tsv" ] && printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, workers without warm-up replays" "$(stats "$work/noreplay.tsv" 4)" "-"
 printf '%-52s | %-32s | %-32s\n' "vkCreateDevice after it" "$(stats "$work/isolated.tsv" 6)" "$(stats "$work/inprocess.tsv" 6)"
-printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, back to back (pool drained)" "$(stats "$work/isolated_b2b.tsv" 4)" "-"
+[ -f "$work/isolated_b2b.tsv" ] && printf '%-52s | %-32s | %-32s\n' "vkCreateInstance, back to back (pool drained)" "$(stats "$work/isolated_b2b.tsv" 4)" "-"
 printf '%-52s | %-32s | %-32s\n' "worker start (spawn → connected)" "$(logstat "$work/isolated.log" "started in")" "-"
 printf '%-52s | %-32s | %-32s\n' "worker warm-up (replays, driver; while idle)" "$(logstat "$work/isolated.log" "warmed up in")" "-"
 printf '%-52s | %-32s | %-32s\n' "hand-over wait, sessions ${pause} ms apart" "$(logstat "$work/isolated.log" "handed over after")" "-"
-printf '%-52s | %-32s | %-32s\n' "hand-over wait, back to back" "$(logstat "$work/isolated_b2b.log" "handed over after")" "-"
+[ -f "$work/isolated_b2b.log" ] && printf '%-52s | %-32s | %-32s\n' "hand-over wait, back to back" "$(logstat "$work/isolated_b2b.log" "handed over after")" "-"
 printf '%-52s | %-32s | %-32s\n' "idle warm worker RSS (KiB)" "$(cat "$work/isolated.rss" 2>/dev/null)" "-"
 [ -f "$work/noreplay.rss" ] && printf '%-52s | %-32s | %-32s\n' "idle warm worker RSS without replays (KiB)" "$(cat "$work/noreplay.rss")" "-"
 echo "logs and raw figures: $work"
