@@ -60,6 +60,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             log.LogError(e, "session {Session} failed", Id);
         }
         End = end;
+        DropWaits();
         int leaked = _objects.GuestCount;
         ReleaseAll();
         ReportValidation();
@@ -88,15 +89,18 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         Span<byte> hdr = stackalloc byte[MessageHeader.Size];
         try
         {
-            if (!transport.ReadExactly(hdr, -1)) return false;
+            // Pending waits and feedback slots are polled while the guest sends nothing (PendingWaits.cs).
+            if (!ReadHeaderPolling(hdr)) return false;
         }
-        catch (TransportClosedException) { return false; }
+        catch (TransportClosedException) when (_waits.Count == 0) { return false; }
         _capture?.Header(hdr);
         var h = MessageHeader.Read(hdr);
         *Progress = ((ulong)(uint)(Commands + 1) << 32) | h.Command;
         var payload = ReadPayload(h, options.MessageTimeoutMs);
         if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
         if (h.Command == PrivateCommands.ReadMemory) { Commands++; ReadMemory(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.Features) { Commands++; OnFeatures(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.Feedback) { Commands++; OnFeedback(payload); _sequence++; return true; }
         ulong heapOffset = 0, heapSize = 0;
         bool shared = h.Command == PrivateCommands.AllocateSharedMemory;
         if (shared)
@@ -121,10 +125,14 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         ulong result;
         if (_gate.Check(cmd, args, out result))
         {
+            // A wait of a guest that takes replies in any order is answered when it completes (PendingWaits.cs).
+            if ((h.Flags & MessageFlags.ReplyWanted) != 0 && TryDefer(cmd, args)) { _sequence++; return true; }
             result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);
         }
+        // Before the reply: a guest told its signal succeeded may read the slot at once.
+        FeedbackAfter(cmd, args, result);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
             _writer.Reset();
@@ -134,6 +142,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             Replies++;
         }
         _sequence++;
+        if (_waits.Count > 0) PollWaitsAfter(cmd);
         return true;
     }
 

@@ -16,7 +16,9 @@ public static class Handshake
 {
     public const uint Magic = 0x44434947; // "GICD"
     public const uint HelloCommand = 1, HelloReplyCommand = 2;
-    public const ushort ProtocolMajor = 1, ProtocolMinor = 0;
+    /// <summary>1.1: the guest may announce <see cref="PrivateCommands.Features"/> (replies in any order,
+    /// feedback slots); a 1.0 peer never sees those messages.</summary>
+    public const ushort ProtocolMajor = 1, ProtocolMinor = 1;
 
     /// <summary>Same major: both speak the lower minor. Different major: no common version.</summary>
     public static (bool Ok, ushort Major, ushort Minor) Negotiate(ushort guestMajor, ushort guestMinor, ushort hostMajor, ushort hostMinor)

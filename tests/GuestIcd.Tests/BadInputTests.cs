@@ -75,7 +75,7 @@ public class BadInputTests
         var r = Repo.Run("vulkaninfo", "--summary", host.ClientEnv(withLavapipe: true), timeoutMs: 60_000);
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("deviceName         = llvmpipe", r.Stdout);
-        Assert.Contains("hostsim refused protocol 1.0 (host speaks 2.0)", r.Stderr);
+        Assert.Contains("hostsim refused protocol 1.1 (host speaks 2.0)", r.Stderr);
         host.WaitForLog("no common major version", 10_000);
     }
 
@@ -87,7 +87,7 @@ public class BadInputTests
         var r = Repo.Run("vulkaninfo", "--summary", env, timeoutMs: 60_000);
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("GuestIcd: llvmpipe", r.Stdout);
-        Assert.Contains("protocol 1.0 agreed", host.Log);
+        Assert.Contains("protocol 1.1 agreed", host.Log);
 
         env["GUESTICD_PROTOCOL_VERSION"] = "1.9";
         r = Repo.Run("vulkaninfo", "--summary", env, timeoutMs: 60_000);

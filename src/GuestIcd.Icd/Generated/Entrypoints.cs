@@ -4001,12 +4001,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pCreateInfo;
-            a[2] = (ulong)pAllocator;
-            a[3] = (ulong)pSemaphore;
-            return (VkResult)(int)Generic.Call(Tables.vkCreateSemaphore, a);
+            return Entry.vkCreateSemaphore(device, pCreateInfo, pAllocator, pSemaphore);
         }
         catch (Exception e)
         {
@@ -4584,11 +4579,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)semaphore.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkDestroySemaphore, a);
+            Entry.vkDestroySemaphore(device, semaphore, pAllocator);
         }
         catch (Exception e)
         {
@@ -6199,11 +6190,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)semaphore.Handle;
-            a[2] = (ulong)pValue;
-            return (VkResult)(int)Generic.Call(Tables.vkGetSemaphoreCounterValue, a);
+            return Entry.vkGetSemaphoreCounterValue(device, semaphore, pValue);
         }
         catch (Exception e)
         {
