@@ -43,9 +43,13 @@ internal sealed unsafe partial class Session
         public uint Count, All;
         public VkSemaphoreWaitInfo* Info;
         public ulong[]? Queues;
+        /// <summary>vkGetQueryPoolResults: the output capacities the reply encoder needs (pData lives in Block).</summary>
+        public ulong* Caps;
         public void* Block;
         /// <summary>Set when something it names was destroyed under it (a guest breaking the rules).</summary>
         public bool Orphaned;
+        /// <summary>Set when the wait could not even start (its idle fences failed): answered with this at once.</summary>
+        public VkResult? Early;
     }
 
     readonly List<PendingWait> _waits = new();
@@ -66,7 +70,7 @@ internal sealed unsafe partial class Session
 
     /// <summary>Takes over a wait the guest asked for (true): it is answered from <see cref="PollWaits"/>,
     /// possibly at once. False: not a wait, or a guest that expects its replies in order.</summary>
-    bool TryDefer(int cmd, ulong* a)
+    bool TryDefer(int cmd, ulong* a, ulong* caps)
     {
         if (!RepliesOutOfOrder) return false;
         PendingWait? w = cmd switch
@@ -75,6 +79,7 @@ internal sealed unsafe partial class Session
             Tables.vkWaitSemaphores => DeferSemaphores(a),
             Tables.vkQueueWaitIdle => _queueDevice.TryGetValue(a[0], out var d) ? DeferIdle(cmd, a, d, [a[0]]) : null,
             Tables.vkDeviceWaitIdle => DeferIdle(cmd, a, a[0], QueuesOf(a[0])),
+            Tables.vkGetQueryPoolResults when QueryWaits(a) => DeferQuery(a, caps),
             _ => null,
         };
         if (w is null) return false;
@@ -127,9 +132,28 @@ internal sealed unsafe partial class Session
         return w;
     }
 
-    PendingWait? DeferIdle(int cmd, ulong* a, ulong device, ulong[] queues)
+    /// <summary>Query results wait for the queues first where the blocking path would (Waits.cs
+    /// GetQueryPoolResults: with the WAIT bit, and always on lavapipe), then are read without the bit until
+    /// complete.</summary>
+    bool QueryWaits(ulong* a) =>
+        ((VkQueryResultFlags)(uint)a[7] & VkQueryResultFlags.VK_QUERY_RESULT_WAIT_BIT) != 0 || options.DeviceName.Contains("llvmpipe", StringComparison.Ordinal);
+
+    PendingWait? DeferQuery(ulong* a, ulong* caps)
     {
-        var w = NewWait((nuint)queues.Length * (nuint)sizeof(VkFence));
+        var queues = QueuesOf(a[0]);
+        nuint fences = (nuint)queues.Length * (nuint)sizeof(VkFence), capsBytes = (nuint)(CommandCodec.MaxParams * sizeof(ulong));
+        var w = DeferIdle(Tables.vkGetQueryPoolResults, a, a[0], queues, capsBytes + (nuint)a[4]);
+        if (w is null) return null;
+        w.Caps = (ulong*)((byte*)w.Fences + fences);
+        Buffer.MemoryCopy(caps, w.Caps, capsBytes, capsBytes);
+        for (int i = 1; i < 8; i++) w.Args[i] = a[i];
+        w.Args[5] = (ulong)((byte*)w.Caps + capsBytes);
+        return w;
+    }
+
+    PendingWait? DeferIdle(int cmd, ulong* a, ulong device, ulong[] queues, nuint extra = 0)
+    {
+        var w = NewWait((nuint)queues.Length * (nuint)sizeof(VkFence) + extra);
         w.Fences = (VkFence*)(w.Args + CommandCodec.MaxParams);
         w.Count = (uint)queues.Length;
         w.Queues = queues;
@@ -140,8 +164,7 @@ internal sealed unsafe partial class Session
         {
             // Answered at once with the driver's error, as the blocking path would.
             w.Count = 0;
-            w.Deadline = 0;
-            w.Args[5] = Result(r);
+            w.Early = r;
         }
         return w;
     }
@@ -159,8 +182,12 @@ internal sealed unsafe partial class Session
             case Tables.vkWaitSemaphores:
                 r = ((delegate* unmanaged<VkDevice, VkSemaphoreWaitInfo*, ulong, VkResult>)Fn(Tables.vkWaitSemaphores))(w.Device, w.Info, 0);
                 break;
+            case Tables.vkGetQueryPoolResults:
+                r = w.Early ?? PollIdle(w);
+                if (r == VK_SUCCESS) r = PollQuery(w);
+                break;
             default:
-                r = w.Deadline == 0 ? (VkResult)(int)(uint)w.Args[5] : PollIdle(w);
+                r = w.Early ?? PollIdle(w);
                 break;
         }
         if (r == VK_TIMEOUT && Stopwatch.GetTimestamp() < w.Deadline) return false;
@@ -190,6 +217,18 @@ internal sealed unsafe partial class Session
         return VK_SUCCESS;
     }
 
+    /// <summary>Once the queues are idle: the results without the WAIT bit; with it, VK_NOT_READY keeps the
+    /// entry pending (a query never written waits as long as the guest does, without stalling the session).</summary>
+    VkResult PollQuery(PendingWait w)
+    {
+        var flags = (VkQueryResultFlags)(uint)w.Args[7];
+        w.Count = 0; // idle once is enough: what the results wait for was submitted before the call
+        var fn = (delegate* unmanaged<VkDevice, VkQueryPool, uint, uint, nuint, void*, ulong, VkQueryResultFlags, VkResult>)Fn(Tables.vkGetQueryPoolResults);
+        var r = fn(w.Device, new VkQueryPool(w.Args[1]), (uint)w.Args[2], (uint)w.Args[3], (nuint)w.Args[4], (void*)w.Args[5], w.Args[6],
+            flags & ~VkQueryResultFlags.VK_QUERY_RESULT_WAIT_BIT);
+        return r == VK_NOT_READY && (flags & VkQueryResultFlags.VK_QUERY_RESULT_WAIT_BIT) != 0 ? VK_TIMEOUT : r;
+    }
+
     /// <summary>The reply, numbered with the wait's request, once the gate and the feedback slots know.</summary>
     void Answer(PendingWait w, VkResult r)
     {
@@ -201,6 +240,7 @@ internal sealed unsafe partial class Session
         }
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
         new Span<ulong>(caps, CommandCodec.MaxParams).Clear();
+        if (w.Caps != null) caps = w.Caps;
         _writer.Reset();
         CommandCodec.EncodeReply(w.Command, result, w.Args, caps, w.Sequence, _writer, _objects);
         transport.Write(_writer.Written);
@@ -285,7 +325,7 @@ internal sealed unsafe partial class Session
                 ((delegate* unmanaged<VkDevice, VkSemaphoreWaitInfo*, ulong, VkResult>)Fn(Tables.vkWaitSemaphores))(w.Device, w.Info, Math.Min(EagerSliceNs, Slice(w.Deadline)));
                 break;
             default:
-                if (w.Count > 0 && w.Deadline != 0) SessionIdleFns().Wait(w.Device, w.Count, w.Fences, 1, EagerSliceNs);
+                if (w.Count > 0 && w.Early is null) SessionIdleFns().Wait(w.Device, w.Count, w.Fences, 1, EagerSliceNs);
                 break;
         }
     }

@@ -126,7 +126,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         if (_gate.Check(cmd, args, out result))
         {
             // A wait of a guest that takes replies in any order is answered when it completes (PendingWaits.cs).
-            if ((h.Flags & MessageFlags.ReplyWanted) != 0 && TryDefer(cmd, args)) { _sequence++; return true; }
+            if ((h.Flags & MessageFlags.ReplyWanted) != 0 && TryDefer(cmd, args, caps)) { _sequence++; return true; }
             result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);

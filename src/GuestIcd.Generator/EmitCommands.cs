@@ -16,7 +16,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
         "vkCmdPushDescriptorSetWithTemplateKHR",
         "vkCreateFence", "vkDestroyFence", "vkGetFenceStatus", "vkResetFences", "vkWaitForFences", "vkQueueSubmit", "vkQueueSubmit2",
-        "vkQueueBindSparse", "vkCreateSemaphore", "vkDestroySemaphore", "vkGetSemaphoreCounterValue",
+        "vkQueueBindSparse", "vkCreateSemaphore", "vkDestroySemaphore", "vkGetSemaphoreCounterValue", "vkWaitSemaphores",
     };
 
     /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>

@@ -130,6 +130,26 @@ internal static unsafe partial class Entry
         SyncOf(device).DestroyedSemaphore(semaphore.Handle);
     }
 
+    /// <summary>A wait that the slots already show satisfied is answered here (no round trip, and no
+    /// timeout on a busy host for a value that is there); anything else is the host's to answer.</summary>
+    public static VkResult vkWaitSemaphores(VkDevice device, VkSemaphoreWaitInfo* pWaitInfo, ulong timeout)
+    {
+        var sync = SyncOf(device);
+        uint n = pWaitInfo->semaphoreCount;
+        bool any = (pWaitInfo->flags & VkSemaphoreWaitFlags.VK_SEMAPHORE_WAIT_ANY_BIT) != 0, all = n > 0, some = false;
+        for (uint i = 0; i < n; i++)
+        {
+            var slot = sync.TimelineSlot(pWaitInfo->pSemaphores[i].Handle);
+            bool reached = slot != null && Volatile.Read(ref *slot) >= pWaitInfo->pValues[i];
+            all &= reached;
+            some |= reached;
+        }
+        if (all || (any && some)) return VK_SUCCESS;
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)device.Handle; a[1] = (ulong)pWaitInfo; a[2] = timeout;
+        return (VkResult)(int)Generic.Call(Tables.vkWaitSemaphores, a);
+    }
+
     public static VkResult vkGetSemaphoreCounterValue(VkDevice device, VkSemaphore semaphore, ulong* pValue)
     {
         var slot = SyncOf(device).TimelineSlot(semaphore.Handle);

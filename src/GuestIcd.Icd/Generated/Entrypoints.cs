@@ -6732,11 +6732,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pWaitInfo;
-            a[2] = (ulong)timeout;
-            return (VkResult)(int)Generic.Call(Tables.vkWaitSemaphores, a);
+            return Entry.vkWaitSemaphores(device, pWaitInfo, timeout);
         }
         catch (Exception e)
         {

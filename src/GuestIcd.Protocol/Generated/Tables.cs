@@ -6865,7 +6865,7 @@ public static partial class Tables
         new("vkUpdateVideoSessionParametersKHR", 0xBA0655ADu, CommandLevel.Device, ReturnKind.VkResult, Carry.Generic, 1354, 3, true, "VK_KHR_video_queue", true),
         new("vkWaitForFences", 0xE7C2C7DCu, CommandLevel.Device, ReturnKind.VkResult, Carry.HandWritten, 1357, 5, true, "VK_VERSION_1_0", true),
         new("vkWaitForPresentKHR", 0x3C1884F0u, CommandLevel.Device, ReturnKind.VkResult, Carry.None, 1362, 0, true, "VK_KHR_present_wait", false),
-        new("vkWaitSemaphores", 0xC2ACA738u, CommandLevel.Device, ReturnKind.VkResult, Carry.Generic, 1362, 3, true, "VK_VERSION_1_2", true),
+        new("vkWaitSemaphores", 0xC2ACA738u, CommandLevel.Device, ReturnKind.VkResult, Carry.HandWritten, 1362, 3, true, "VK_VERSION_1_2", true),
         new("vkWriteAccelerationStructuresPropertiesKHR", 0x6485EF01u, CommandLevel.Device, ReturnKind.VkResult, Carry.Generic, 1365, 7, true, "VK_KHR_acceleration_structure", true),
         new("vkWriteMicromapsPropertiesEXT", 0xC3E1F2E0u, CommandLevel.Device, ReturnKind.VkResult, Carry.Generic, 1372, 7, true, "VK_EXT_opacity_micromap", true),
     ];
