@@ -163,6 +163,15 @@ internal sealed unsafe partial class Connection
         }
     }
 
+    /// <summary>Before answering from a slot: messages still queued here (a submit that did not wait for its
+    /// reply, a destroy) go out, so a loop that polls a slot never waits on work the host has not seen.</summary>
+    public void FlushQueued()
+    {
+        if (_writer.Position == 0 || _lost) return;
+        try { lock (_send) SendQueued(); }
+        catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost("a status read", e); }
+    }
+
     /// <summary>A guest that answers from slots must still notice a dead host: every so many answers it
     /// checks the connection (one non-blocking poll).</summary>
     public bool StillConnected()

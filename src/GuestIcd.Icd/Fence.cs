@@ -42,7 +42,9 @@ internal static unsafe partial class Entry
         if (slot != null)
         {
             if (Volatile.Read(ref *slot) != 0) { sync.SetFence(fence.Handle, FenceState.Signaled); return VK_SUCCESS; }
-            return Generic.ConnectionOf(device.Handle).StillConnected() ? VK_NOT_READY : VK_ERROR_DEVICE_LOST;
+            var c = Generic.ConnectionOf(device.Handle);
+            c.FlushQueued();
+            return c.StillConnected() ? VK_NOT_READY : VK_ERROR_DEVICE_LOST;
         }
         ulong* a = stackalloc ulong[2];
         a[0] = (ulong)device.Handle; a[1] = fence.Handle;
@@ -155,7 +157,9 @@ internal static unsafe partial class Entry
         var slot = SyncOf(device).TimelineSlot(semaphore.Handle);
         if (slot != null)
         {
-            if (!Generic.ConnectionOf(device.Handle).StillConnected()) return VK_ERROR_DEVICE_LOST;
+            var c = Generic.ConnectionOf(device.Handle);
+            c.FlushQueued();
+            if (!c.StillConnected()) return VK_ERROR_DEVICE_LOST;
             *pValue = Volatile.Read(ref *slot);
             return VK_SUCCESS;
         }
