@@ -60,6 +60,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             log.LogError(e, "session {Session} failed", Id);
         }
         End = end;
+        DropWaits();
         int leaked = _objects.GuestCount;
         ReleaseAll();
         ReportValidation();
@@ -88,25 +89,30 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         Span<byte> hdr = stackalloc byte[MessageHeader.Size];
         try
         {
-            if (!transport.ReadExactly(hdr, -1)) return false;
+            // Pending waits and feedback slots are polled while the guest sends nothing (PendingWaits.cs).
+            if (!ReadHeaderPolling(hdr)) return false;
         }
-        catch (TransportClosedException) { return false; }
+        catch (TransportClosedException) when (_waits.Count == 0) { return false; }
         _capture?.Header(hdr);
         var h = MessageHeader.Read(hdr);
         *Progress = ((ulong)(uint)(Commands + 1) << 32) | h.Command;
         var payload = ReadPayload(h, options.MessageTimeoutMs);
         if (h.Command == PrivateCommands.WriteMemory) { Commands++; WriteMemory(payload); _sequence++; return true; }
         if (h.Command == PrivateCommands.ReadMemory) { Commands++; ReadMemory(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.Features) { Commands++; OnFeatures(payload); _sequence++; return true; }
+        if (h.Command == PrivateCommands.Feedback) { Commands++; OnFeedback(payload); _sequence++; return true; }
         if (h.Command == PrivateCommands.RecordedCommands) { RunRecorded(payload); _sequence++; return true; }
-        RunMessage(h, payload);
+        int cmd = RunMessage(h, payload);
         _sequence++;
+        if (cmd >= 0 && _waits.Count > 0) PollWaitsAfter(cmd);
         return true;
     }
 
     /// <summary>Decode → gate → execute → reply for one registry command (or AllocateSharedMemory), whether it
-    /// arrived as its own message or nested in a command buffer's recording (CommandBuffers.cs).</summary>
+    /// arrived as its own message or nested in a command buffer's recording (CommandBuffers.cs). Returns the
+    /// command's index.</summary>
     /// <param name="nestedIn">The host handle of the command buffer whose recording this message came in; 0 for a message of its own.</param>
-    void RunMessage(MessageHeader h, ReadOnlySpan<byte> payload, ulong nestedIn = 0)
+    int RunMessage(MessageHeader h, ReadOnlySpan<byte> payload, ulong nestedIn = 0)
     {
         ulong heapOffset = 0, heapSize = 0;
         bool shared = h.Command == PrivateCommands.AllocateSharedMemory;
@@ -134,10 +140,14 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         if (RecordingFailed(cmd, args, out result)) { } // a submit of a command buffer whose deferred recording failed here (CommandBuffers.cs)
         else if (_gate.Check(cmd, args, out result))
         {
+            // A wait of a guest that takes replies in any order is answered when it completes (PendingWaits.cs).
+            if ((h.Flags & MessageFlags.ReplyWanted) != 0 && TryDefer(cmd, args, caps)) return cmd;
             result = shared ? AllocateShared(args, heapOffset, heapSize) : Execute(cmd, args);
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);
         }
+        // Before the reply: a guest told its signal succeeded may read the slot at once.
+        FeedbackAfter(cmd, args, result);
         AfterMessage(cmd, args, result, nestedIn, h.Flags);
         if ((h.Flags & MessageFlags.ReplyWanted) != 0)
         {
@@ -147,6 +157,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             transport.Flush();
             Replies++;
         }
+        return cmd;
     }
 
     nint Fn(int cmd)

@@ -16,7 +16,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
         "vkCmdPushDescriptorSetWithTemplateKHR",
         "vkCreateFence", "vkDestroyFence", "vkGetFenceStatus", "vkResetFences", "vkWaitForFences", "vkQueueSubmit", "vkQueueSubmit2",
-        "vkQueueBindSparse",
+        "vkQueueBindSparse", "vkCreateSemaphore", "vkDestroySemaphore", "vkGetSemaphoreCounterValue", "vkWaitSemaphores",
         // Command buffers record guest-side (CommandBuffer.cs).
         "vkAllocateCommandBuffers", "vkFreeCommandBuffers", "vkResetCommandPool", "vkDestroyCommandPool",
         "vkBeginCommandBuffer", "vkEndCommandBuffer", "vkResetCommandBuffer",

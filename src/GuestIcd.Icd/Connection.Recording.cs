@@ -23,7 +23,7 @@ internal sealed unsafe partial class Connection
     /// recording itself when it outgrows a chunk; concurrent submits of one command buffer send it once.</summary>
     public void FlushRecorded(Recorder rec)
     {
-        lock (this)
+        lock (_send)
         {
             if (rec.Writer.Position == 0) return;
             if (_lost) throw new DeviceLostException(_lostReason);
@@ -61,7 +61,7 @@ internal sealed unsafe partial class Connection
     {
         ref readonly var cd = ref Tables.Commands[command];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
-        lock (this)
+        lock (_send)
         {
             if (_lost) throw new DeviceLostException(_lostReason);
             try
@@ -82,7 +82,7 @@ internal sealed unsafe partial class Connection
         ref readonly var cd = ref Tables.Commands[command];
         if (cd.WantsReply) throw new InvalidOperationException($"{cd.Name} wants a reply");
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
-        lock (this)
+        lock (_send)
         {
             if (_lost) throw new DeviceLostException(_lostReason);
             try

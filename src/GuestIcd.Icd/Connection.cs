@@ -11,7 +11,8 @@ using GuestIcd.Vulkan;
 namespace GuestIcd.Icd;
 
 /// <summary>One guest↔host connection (one per VkInstance): transport, encoder, handle map and the
-/// handshake's answers. Calls are serialised: a reply always belongs to the last request that wanted one.</summary>
+/// handshake's answers. Sending is serialised; waiting is not: each reply carries the sequence number of its
+/// request and finds its waiter by it (Replies.cs), so replies may come in any order.</summary>
 internal sealed unsafe partial class Connection : IDisposable
 {
     static readonly Connection?[] s_all = new Connection?[256];
@@ -24,16 +25,15 @@ internal sealed unsafe partial class Connection : IDisposable
     public readonly byte* HeapBase;
     public readonly HeapAllocator? Heap;
     readonly WireWriter _writer = new();
-    byte[] _reply = ArrayPool<byte>.Shared.Rent(4096);
+    /// <summary>Serialises encoding into <see cref="_writer"/> and writing to the transport; never held
+    /// while waiting for a reply.</summary>
+    readonly object _send = new();
     volatile bool _lost;
     string _lostReason = "";
     /// <summary>The host numbers every message after the hello from 0 and echoes the number in its reply:
     /// this is the number of the next message sent (counting starts once the handshake is done).</summary>
     ulong _sent;
     bool _numbered;
-    /// <summary>Replies to waits whose timeout passed here before the host answered (a slow or stopped host):
-    /// they still arrive, in order, and are recognised by their sequence number and skipped.</summary>
-    readonly Queue<ulong> _abandoned = new();
 
     Connection(int index, ITransport transport)
     {
@@ -116,6 +116,7 @@ internal sealed unsafe partial class Connection : IDisposable
             throw new IncompatibleHostException($"hostsim refused protocol {major}.{minor} (host speaks {reply.Major}.{reply.Minor}): {reply.Reason}");
         Host = reply;
         _numbered = true;
+        NegotiateFeatures();
         Log.Info($"connected to {reply.HostDriver} over {_transport.Description}, protocol {reply.Major}.{reply.Minor}");
     }
 
@@ -134,19 +135,25 @@ internal sealed unsafe partial class Connection : IDisposable
     const int BatchBytes = 256 << 10;
 
     /// <summary>Runs command <paramref name="command"/>. Without a result or outputs it is queued and returns
-    /// at once; otherwise the queue and the command go to the host and this waits for the reply.</summary>
+    /// at once; otherwise the queue and the command go to the host and this waits for the reply. Only the
+    /// encoding and the send are serialised (<see cref="_send"/>); the wait for the reply is not, so a thread
+    /// blocked in a wait leaves the connection to the others (Replies.cs matches replies by sequence).</summary>
     public ulong Call(int command, ulong* args)
     {
         ref readonly var cd = ref Tables.Commands[command];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
         // A wait's timeout runs from the application's call and holds even when the host does not answer.
         long waitDeadline = WaitDeadline(command, args);
-        lock (this)
+        if (_lost) throw new DeviceLostException(_lostReason);
+        try
         {
-            if (_lost) throw new DeviceLostException(_lostReason);
-            try
+            ulong sequence;
+            long sentAt;
+            byte[]? cacheKey = null;
+            lock (_send)
             {
-                if (_shadows.Count > 0 && ShadowSync.PushBefore[command]) PushShadows();
+                if (_lost) throw new DeviceLostException(_lostReason);
+                if (_shadows.Count > 0 && ShadowSync.PushBefore[command]) PushShadowsLocked();
                 int start = _writer.Position;
                 CommandCodec.EncodeRequest(command, args, _writer, Handles, caps);
                 if (QueryCache.Cacheable[command])
@@ -158,42 +165,42 @@ internal sealed unsafe partial class Connection : IDisposable
                         _writer.Truncate(start);
                         return CommandCodec.DecodeReply(command, cached, args, caps, Handles);
                     }
-                    var key = request.ToArray();
-                    _writer.Truncate(start + key.Length);
-                    SendQueued();
-                    var reply = ReadReply(-1, cd.Id);
-                    _queries.Add(key, reply.ToArray());
-                    return CommandCodec.DecodeReply(command, reply, args, caps, Handles);
+                    cacheKey = request.ToArray();
                 }
-                if (!cd.WantsReply)
+                else if (!cd.WantsReply)
                 {
                     if (_writer.Position >= BatchBytes) SendQueued();
                     return 0;
                 }
-                long sentAt = Stopwatch.GetTimestamp();
-                SendQueued();
-                if (waitDeadline != long.MaxValue)
-                {
-                    if (!TryReadReply(waitDeadline + GraceTicks, cd.Id, out int length))
-                    {
-                        _abandoned.Enqueue(_sent - 1);
-                        return unchecked((ulong)(uint)(int)VkResult.VK_TIMEOUT);
-                    }
-                    return DecodeWaitReply(command, length, args, caps);
-                }
-                var answer = ReadReply(-1, cd.Id);
-                // Clamped: a call the host takes long to run (vkCreateDevice) says nothing about its latency.
-                _roundTrip += (Math.Min(Stopwatch.GetTimestamp() - sentAt, Stopwatch.Frequency / 1000) - _roundTrip) / 8;
-                ulong result = CommandCodec.DecodeReply(command, answer, args, caps, Handles);
-                if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
-                return result;
+                sentAt = Stopwatch.GetTimestamp();
+                sequence = SendForReply(cd.Id);
             }
-            catch (Exception e) when (e is TransportClosedException or ProtocolException)
+            if (cacheKey is not null)
             {
-                throw Lost(cd.Name, e);
+                using var cachedReply = AwaitReply(sequence, long.MaxValue);
+                lock (_send) _queries.Add(cacheKey, cachedReply.Span.ToArray());
+                return CommandCodec.DecodeReply(command, cachedReply.Span, args, caps, Handles);
             }
+            if (waitDeadline != long.MaxValue)
+            {
+                using var waited = AwaitReply(sequence, waitDeadline + GraceTicks);
+                if (!waited.Arrived) return unchecked((ulong)(uint)(int)VkResult.VK_TIMEOUT);
+                return DecodeWaitReply(command, waited.Span, args, caps);
+            }
+            using var answer = AwaitReply(sequence, long.MaxValue);
+            // Clamped: a call the host takes long to run (vkCreateDevice) says nothing about its latency.
+            if (!IsWait(command))
+                _roundTrip += (Math.Min(Stopwatch.GetTimestamp() - sentAt, Stopwatch.Frequency / 1000) - _roundTrip) / 8;
+            return DecodeWaitReply(command, answer.Span, args, caps);
+        }
+        catch (Exception e) when (e is TransportClosedException or ProtocolException)
+        {
+            throw Lost(cd.Name, e);
         }
     }
+
+    static bool IsWait(int command) => command is Tables.vkWaitForFences or Tables.vkWaitSemaphores or Tables.vkQueueWaitIdle
+        or Tables.vkDeviceWaitIdle or Tables.vkGetQueryPoolResults;
 
     /// <summary>Round trip of recent calls that did not wait (Stopwatch ticks; a moving average of 1/8).</summary>
     long _roundTrip;
@@ -219,9 +226,9 @@ internal sealed unsafe partial class Connection : IDisposable
         return Stopwatch.GetTimestamp() + (long)(timeoutNs / 1_000_000_000 * f + timeoutNs % 1_000_000_000 * f / 1_000_000_000) + 1;
     }
 
-    ulong DecodeWaitReply(int command, int length, ulong* args, ulong* caps)
+    ulong DecodeWaitReply(int command, ReadOnlySpan<byte> reply, ulong* args, ulong* caps)
     {
-        ulong result = CommandCodec.DecodeReply(command, _reply.AsSpan(0, length), args, caps, Handles);
+        ulong result = CommandCodec.DecodeReply(command, reply, args, caps, Handles);
         if (_shadows.Count > 0 && ShadowSync.PullAfter[command]) PullShadows();
         return result;
     }
@@ -231,27 +238,31 @@ internal sealed unsafe partial class Connection : IDisposable
     {
         ref readonly var cd = ref Tables.Commands[Tables.vkAllocateMemory];
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
-        lock (this)
+        if (_lost) throw new DeviceLostException(_lostReason);
+        try
         {
-            if (_lost) throw new DeviceLostException(_lostReason);
-            try
+            ulong sequence;
+            lock (_send)
             {
                 int at = _writer.BeginMessage(PrivateCommands.AllocateSharedMemory, MessageFlags.ReplyWanted);
                 _writer.U64(heapOffset);
                 _writer.U64(size);
                 CommandCodec.EncodeParams(Tables.vkAllocateMemory, args, _writer, Handles, caps);
                 _writer.EndMessage(at);
-                SendQueued();
-                return CommandCodec.DecodeReply(Tables.vkAllocateMemory, ReadReply(-1, cd.Id), args, caps, Handles);
+                sequence = SendForReply(cd.Id);
             }
-            catch (Exception e) when (e is TransportClosedException or ProtocolException)
-            {
-                throw Lost(cd.Name, e);
-            }
+            using var reply = AwaitReply(sequence, long.MaxValue);
+            return CommandCodec.DecodeReply(Tables.vkAllocateMemory, reply.Span, args, caps, Handles);
+        }
+        catch (Exception e) when (e is TransportClosedException or ProtocolException)
+        {
+            throw Lost(cd.Name, e);
         }
     }
 
     // ---- mapped memory without a shared heap (TCP, vsock): guest-side copies, only changed pages travel ----
+    // The copies and their dictionary are guarded by _send: pushes happen while encoding, pulls apply
+    // their replies under it, so the two never touch a copy at once.
 
     sealed class Shadow
     {
@@ -268,12 +279,12 @@ internal sealed unsafe partial class Connection : IDisposable
         var s = new Shadow { Size = size, Data = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 4096), Seen = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(size, 1), 4096) };
         NativeMemory.Clear(s.Data, (nuint)size);
         NativeMemory.Clear(s.Seen, (nuint)size);
-        lock (this) _shadows[memory] = s;
+        lock (_send) _shadows[memory] = s;
     }
 
     public void RemoveShadow(ulong memory)
     {
-        lock (this)
+        lock (_send)
         {
             if (!_shadows.Remove(memory, out var s)) return;
             NativeMemory.AlignedFree(s.Data);
@@ -284,57 +295,83 @@ internal sealed unsafe partial class Connection : IDisposable
     /// <summary>The mapping of a shadowed allocation, brought up to date with the host's contents.</summary>
     public byte* MapShadow(ulong memory)
     {
-        lock (this)
-        {
-            if (!_shadows.TryGetValue(memory, out var s)) return null;
-            if (_lost) throw new DeviceLostException(_lostReason);
-            try { Pull(memory, s); }
-            catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost("vkMapMemory", e); }
-            return s.Data;
-        }
+        Shadow? s;
+        lock (_send) if (!_shadows.TryGetValue(memory, out s)) return null;
+        if (_lost) throw new DeviceLostException(_lostReason);
+        try { Pull(memory, s); }
+        catch (Exception e) when (e is TransportClosedException or ProtocolException) { throw Lost("vkMapMemory", e); }
+        return s.Data;
     }
 
     /// <summary>Sends what the application wrote into its mappings (before submits, flushes, unmaps).</summary>
     public void PushShadows()
     {
-        lock (this)
-            foreach (var (memory, s) in _shadows)
-                for (ulong from = 0; from < s.Size;)
-                {
-                    int at = _writer.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None);
-                    _writer.U64(memory);
-                    int countAt = _writer.Position;
-                    _writer.U32(0);
-                    uint runs = DirtyPages.AppendChanged(s.Data, s.Seen, s.Size, _writer, ref from);
-                    if (runs == 0) { _writer.Truncate(at); continue; }
-                    _writer.PatchU32(countAt, runs);
-                    _writer.EndMessage(at);
-                    if (_writer.Position >= BatchBytes) SendQueued();
-                }
+        lock (_send) PushShadowsLocked();
+    }
+
+    void PushShadowsLocked()
+    {
+        foreach (var (memory, s) in _shadows)
+            for (ulong from = 0; from < s.Size;)
+            {
+                int at = _writer.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None);
+                _writer.U64(memory);
+                int countAt = _writer.Position;
+                _writer.U32(0);
+                uint runs = DirtyPages.AppendChanged(s.Data, s.Seen, s.Size, _writer, ref from);
+                if (runs == 0) { _writer.Truncate(at); continue; }
+                _writer.PatchU32(countAt, runs);
+                _writer.EndMessage(at);
+                if (_writer.Position >= BatchBytes) SendQueued();
+            }
     }
 
     /// <summary>Fetches what the device wrote (after waits, invalidates).</summary>
     void PullShadows()
     {
-        foreach (var (memory, s) in _shadows) Pull(memory, s);
+        KeyValuePair<ulong, Shadow>[] all;
+        lock (_send) all = _shadows.ToArray();
+        foreach (var (memory, s) in all) Pull(memory, s);
     }
 
     void Pull(ulong memory, Shadow s)
     {
         for (ulong from = 0; from < s.Size;)
         {
-            int at = _writer.BeginMessage(PrivateCommands.ReadMemory, MessageFlags.ReplyWanted);
-            _writer.U64(memory);
-            _writer.U64(from);
-            _writer.EndMessage(at);
-            SendQueued();
-            var r = new WireReader(ReadReply(-1, PrivateCommands.ReadMemory));
-            ulong next = r.U64();
-            if (next <= from) throw new ProtocolException($"memory read did not advance ({from} → {next})");
-            DirtyPages.Apply(ref r, r.U32(), s.Data, s.Seen, s.Size);
-            r.ExpectEnd();
-            from = next;
+            ulong sequence;
+            lock (_send)
+            {
+                int at = _writer.BeginMessage(PrivateCommands.ReadMemory, MessageFlags.ReplyWanted);
+                _writer.U64(memory);
+                _writer.U64(from);
+                _writer.EndMessage(at);
+                sequence = SendForReply(PrivateCommands.ReadMemory);
+            }
+            using var reply = AwaitReply(sequence, long.MaxValue);
+            lock (_send)
+            {
+                // Freed meanwhile (by another thread): its copy is gone, and so is the reason to read it.
+                if (!_shadows.TryGetValue(memory, out var live) || live != s) return;
+                var r = new WireReader(reply.Span);
+                ulong next = r.U64();
+                if (next <= from) throw new ProtocolException($"memory read did not advance ({from} → {next})");
+                DirtyPages.Apply(ref r, r.U32(), s.Data, s.Seen, s.Size);
+                r.ExpectEnd();
+                from = next;
+            }
         }
+    }
+
+    /// <summary>Sends the queue, whose last message wants a reply of <paramref name="replyCommand"/>, and
+    /// returns that message's sequence number; its waiter is registered before the bytes leave, so whichever
+    /// thread reads the reply knows whom it is for. Caller holds <see cref="_send"/>.</summary>
+    ulong SendForReply(uint replyCommand)
+    {
+        ulong sequence = _sent + CountMessages(_writer.Written) - 1;
+        ExpectReply(sequence, replyCommand);
+        try { SendQueued(); }
+        catch { ForgetReply(sequence); throw; }
+        return sequence;
     }
 
     void SendQueued()
@@ -357,18 +394,32 @@ internal sealed unsafe partial class Connection : IDisposable
 
     DeviceLostException Lost(string during, Exception e)
     {
-        _lost = true;
-        _lostReason = $"connection to hostsim lost during {during}: {e.Message}";
+        lock (_replyGate)
+        {
+            if (!_lost) _lostReason = $"connection to hostsim lost during {during}: {e.Message}";
+            _lost = true;
+            Monitor.PulseAll(_replyGate);
+        }
         Log.Error(_lostReason);
         return new DeviceLostException(_lostReason);
     }
 
+    /// <summary>The hello's answer: read directly, before any other thread can use the connection.</summary>
     ReadOnlySpan<byte> ReadReply(int timeoutMs, uint expectedCommand)
     {
         long deadline = timeoutMs < 0 ? long.MaxValue : Stopwatch.GetTimestamp() + timeoutMs * Stopwatch.Frequency / 1000;
-        if (!TryReadReply(deadline, expectedCommand, out int length)) throw new TimeoutException($"no reply within {timeoutMs} ms");
-        return _reply.AsSpan(0, length);
+        Span<byte> header = stackalloc byte[ReplyHeader.Size];
+        if (!_transport.ReadExactly(header, RemainingMs(deadline))) throw new TimeoutException($"no reply within {timeoutMs} ms");
+        var h = ReplyHeader.Read(header);
+        if (h.ByteLength > MessageHeader.MaxPayload) throw new ProtocolException($"a reply of {h.ByteLength} bytes");
+        int padded = MessageHeader.Padded((int)h.ByteLength);
+        if (_helloReply.Length < padded) _helloReply = new byte[padded];
+        if (!_transport.ReadExactly(_helloReply.AsSpan(0, padded), Math.Max(RemainingMs(deadline), 1000))) throw new ProtocolException("reply cut short");
+        if (h.Command != expectedCommand) throw new ProtocolException($"reply for command 0x{h.Command:X8} while waiting for 0x{expectedCommand:X8}");
+        return _helloReply.AsSpan(0, (int)h.ByteLength);
     }
+
+    byte[] _helloReply = new byte[4096];
 
     static int RemainingMs(long deadline)
     {
@@ -377,41 +428,10 @@ internal sealed unsafe partial class Connection : IDisposable
         return left <= 0 ? 0 : (int)Math.Min(int.MaxValue, (left * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
     }
 
-    /// <summary>Reads the reply to the last request into <see cref="_reply"/>, skipping replies to abandoned
-    /// waits. False when no reply began by <paramref name="deadline"/>: nothing was consumed, and the reply
-    /// will come later.</summary>
-    bool TryReadReply(long deadline, uint expectedCommand, out int length)
-    {
-        Span<byte> header = stackalloc byte[ReplyHeader.Size];
-        while (true)
-        {
-            if (!_transport.ReadExactly(header, RemainingMs(deadline))) { length = 0; return false; }
-            var h = ReplyHeader.Read(header);
-            int padded = MessageHeader.Padded((int)h.ByteLength);
-            if (_reply.Length < padded)
-            {
-                ArrayPool<byte>.Shared.Return(_reply);
-                _reply = ArrayPool<byte>.Shared.Rent(padded);
-            }
-            // The host sends a reply whole; one that stops halfway leaves the stream out of step for good.
-            int rest = deadline == long.MaxValue ? -1 : Math.Max(RemainingMs(deadline), 1000);
-            if (!_transport.ReadExactly(_reply.AsSpan(0, padded), rest)) throw new ProtocolException("reply cut short");
-            if (_abandoned.Count > 0 && h.Sequence == _abandoned.Peek())
-            {
-                _abandoned.Dequeue();
-                continue;
-            }
-            if (h.Command != expectedCommand) throw new ProtocolException($"reply for command 0x{h.Command:X8} while waiting for 0x{expectedCommand:X8}");
-            if (_numbered && h.Sequence != _sent - 1) throw new ProtocolException($"reply numbered {h.Sequence} while waiting for the reply to message {_sent - 1}");
-            length = (int)h.ByteLength;
-            return true;
-        }
-    }
-
     public void Dispose()
     {
         // Queued destroys still reach the host; a dead host has nothing left to tell.
-        lock (this) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
+        lock (_send) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
         lock (s_all) if (s_all[Index] == this || s_all[Index] is null) s_all[Index] = null;
         try { _transport.Dispose(); } catch { }
         CommandPools.ReleaseAll();

@@ -1,23 +1,18 @@
 using GuestIcd.Protocol;
 using GuestIcd.Vulkan;
 using static GuestIcd.Vulkan.VkResult;
+using FenceState = GuestIcd.Icd.SyncObjects.FenceState;
 
 namespace GuestIcd.Icd;
 
-/// <summary>Fences. A fence's status can only change after it is submitted, so the guest tracks what it
-/// knows: a signaled fence stays signaled until vkResetFences, and an unsignaled fence that no submit
-/// names cannot become signaled. vkGetFenceStatus crosses to the host only for a fence in flight.</summary>
+/// <summary>Fences and timeline semaphores. A fence's status can only change after it is submitted, so the
+/// guest tracks what it knows (per connection, <see cref="SyncObjects"/>): a signaled fence stays signaled
+/// until vkResetFences, and an unsignaled fence that no submit names cannot become signaled. A fence in
+/// flight is read from its feedback slot where the host writes one, else asked about.</summary>
 internal static unsafe partial class Entry
 {
-    enum FenceState : byte { Unsignaled, Pending, Signaled }
-
-    static readonly Dictionary<ulong, FenceState> s_fences = new();
-
-    static void SetFence(ulong fence, FenceState state)
-    {
-        if (fence == 0) return;
-        lock (s_fences) s_fences[fence] = state;
-    }
+    static SyncObjects SyncOf(VkDevice device) => Generic.ConnectionOf(device.Handle).Sync;
+    static SyncObjects SyncOf(VkQueue queue) => Generic.ConnectionOf(queue.Handle).Sync;
 
     public static VkResult vkCreateFence(VkDevice device, VkFenceCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkFence* pFence)
     {
@@ -25,29 +20,36 @@ internal static unsafe partial class Entry
         a[0] = (ulong)device.Handle; a[1] = (ulong)pCreateInfo; a[2] = 0; a[3] = (ulong)pFence;
         var r = (VkResult)(int)Generic.Call(Tables.vkCreateFence, a);
         if (r == VK_SUCCESS)
-            SetFence(pFence->Handle, (pCreateInfo->flags & VkFenceCreateFlags.VK_FENCE_CREATE_SIGNALED_BIT) != 0 ? FenceState.Signaled : FenceState.Unsignaled);
+            SyncOf(device).Created(pFence->Handle, (pCreateInfo->flags & VkFenceCreateFlags.VK_FENCE_CREATE_SIGNALED_BIT) != 0);
         return r;
     }
 
     public static void vkDestroyFence(VkDevice device, VkFence fence, VkAllocationCallbacks* pAllocator)
     {
         if (fence.IsNull) return;
-        lock (s_fences) s_fences.Remove(fence.Handle);
         ulong* a = stackalloc ulong[3];
         a[0] = (ulong)device.Handle; a[1] = fence.Handle; a[2] = 0;
         Generic.Call(Tables.vkDestroyFence, a);
+        SyncOf(device).DestroyedFence(fence.Handle);
     }
 
     public static VkResult vkGetFenceStatus(VkDevice device, VkFence fence)
     {
-        FenceState known;
-        lock (s_fences) known = s_fences.GetValueOrDefault(fence.Handle, FenceState.Pending);
+        var sync = SyncOf(device);
+        var known = sync.Known(fence.Handle, out ulong* slot);
         if (known == FenceState.Signaled) return VK_SUCCESS;
         if (known == FenceState.Unsignaled) return VK_NOT_READY;
+        if (slot != null)
+        {
+            if (Volatile.Read(ref *slot) != 0) { sync.SetFence(fence.Handle, FenceState.Signaled); return VK_SUCCESS; }
+            var c = Generic.ConnectionOf(device.Handle);
+            c.FlushQueued();
+            return c.StillConnected() ? VK_NOT_READY : VK_ERROR_DEVICE_LOST;
+        }
         ulong* a = stackalloc ulong[2];
         a[0] = (ulong)device.Handle; a[1] = fence.Handle;
         var r = (VkResult)(int)Generic.Call(Tables.vkGetFenceStatus, a);
-        if (r == VK_SUCCESS) SetFence(fence.Handle, FenceState.Signaled);
+        if (r == VK_SUCCESS) sync.SetFence(fence.Handle, FenceState.Signaled);
         return r;
     }
 
@@ -56,20 +58,22 @@ internal static unsafe partial class Entry
         ulong* a = stackalloc ulong[3];
         a[0] = (ulong)device.Handle; a[1] = fenceCount; a[2] = (ulong)pFences;
         var r = (VkResult)(int)Generic.Call(Tables.vkResetFences, a);
-        if (r == VK_SUCCESS) for (uint i = 0; i < fenceCount; i++) SetFence(pFences[i].Handle, FenceState.Unsignaled);
+        var sync = SyncOf(device);
+        if (r == VK_SUCCESS) for (uint i = 0; i < fenceCount; i++) sync.SetFence(pFences[i].Handle, FenceState.Unsignaled);
         return r;
     }
 
     public static VkResult vkWaitForFences(VkDevice device, uint fenceCount, VkFence* pFences, uint waitAll, ulong timeout)
     {
+        var sync = SyncOf(device);
         bool allKnownSignaled = true, anyKnownSignaled = false;
-        lock (s_fences)
-            for (uint i = 0; i < fenceCount; i++)
-            {
-                bool signaled = s_fences.GetValueOrDefault(pFences[i].Handle, FenceState.Pending) == FenceState.Signaled;
-                allKnownSignaled &= signaled;
-                anyKnownSignaled |= signaled;
-            }
+        for (uint i = 0; i < fenceCount; i++)
+        {
+            var known = sync.Known(pFences[i].Handle, out ulong* slot);
+            bool signaled = known == FenceState.Signaled || (known == FenceState.Pending && slot != null && Volatile.Read(ref *slot) != 0);
+            allKnownSignaled &= signaled;
+            anyKnownSignaled |= signaled;
+        }
         // Answered here, the wait cannot time out on a host that is slow to say what is already known.
         if (fenceCount > 0 && (allKnownSignaled || (waitAll == 0 && anyKnownSignaled))) return VK_SUCCESS;
         ulong* a = stackalloc ulong[5];
@@ -77,13 +81,13 @@ internal static unsafe partial class Entry
         var r = (VkResult)(int)Generic.Call(Tables.vkWaitForFences, a);
         // With waitAll every fence is signaled now; with "any" we do not know which, and learn it on the next query.
         if (r == VK_SUCCESS && (waitAll != 0 || fenceCount == 1))
-            for (uint i = 0; i < fenceCount; i++) SetFence(pFences[i].Handle, FenceState.Signaled);
+            for (uint i = 0; i < fenceCount; i++) sync.SetFence(pFences[i].Handle, FenceState.Signaled);
         return r;
     }
 
     public static VkResult vkQueueSubmit(VkQueue queue, uint submitCount, VkSubmitInfo* pSubmits, VkFence fence)
     {
-        SetFence(fence.Handle, FenceState.Pending);
+        SyncOf(queue).SetFence(fence.Handle, FenceState.Pending);
         ulong* a = stackalloc ulong[4];
         a[0] = (ulong)queue.Handle; a[1] = submitCount; a[2] = (ulong)pSubmits; a[3] = fence.Handle;
         return (VkResult)(int)Generic.Call(Tables.vkQueueSubmit, a);
@@ -91,7 +95,7 @@ internal static unsafe partial class Entry
 
     public static VkResult vkQueueSubmit2(VkQueue queue, uint submitCount, VkSubmitInfo2* pSubmits, VkFence fence)
     {
-        SetFence(fence.Handle, FenceState.Pending);
+        SyncOf(queue).SetFence(fence.Handle, FenceState.Pending);
         ulong* a = stackalloc ulong[4];
         a[0] = (ulong)queue.Handle; a[1] = submitCount; a[2] = (ulong)pSubmits; a[3] = fence.Handle;
         return (VkResult)(int)Generic.Call(Tables.vkQueueSubmit2, a);
@@ -99,9 +103,68 @@ internal static unsafe partial class Entry
 
     public static VkResult vkQueueBindSparse(VkQueue queue, uint bindInfoCount, VkBindSparseInfo* pBindInfo, VkFence fence)
     {
-        SetFence(fence.Handle, FenceState.Pending);
+        SyncOf(queue).SetFence(fence.Handle, FenceState.Pending);
         ulong* a = stackalloc ulong[4];
         a[0] = (ulong)queue.Handle; a[1] = bindInfoCount; a[2] = (ulong)pBindInfo; a[3] = fence.Handle;
         return (VkResult)(int)Generic.Call(Tables.vkQueueBindSparse, a);
+    }
+
+    // ---- semaphores: timeline values from their feedback slot ----
+
+    public static VkResult vkCreateSemaphore(VkDevice device, VkSemaphoreCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkSemaphore* pSemaphore)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)device.Handle; a[1] = (ulong)pCreateInfo; a[2] = 0; a[3] = (ulong)pSemaphore;
+        var r = (VkResult)(int)Generic.Call(Tables.vkCreateSemaphore, a);
+        if (r != VK_SUCCESS) return r;
+        for (var s = (VkBaseInStructure*)pCreateInfo->pNext; s != null; s = s->pNext)
+            if (s->sType == VkStructureType.VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO && ((VkSemaphoreTypeCreateInfo*)s)->semaphoreType == VkSemaphoreType.VK_SEMAPHORE_TYPE_TIMELINE)
+                SyncOf(device).CreatedTimeline(pSemaphore->Handle, ((VkSemaphoreTypeCreateInfo*)s)->initialValue);
+        return r;
+    }
+
+    public static void vkDestroySemaphore(VkDevice device, VkSemaphore semaphore, VkAllocationCallbacks* pAllocator)
+    {
+        if (semaphore.IsNull) return;
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)device.Handle; a[1] = semaphore.Handle; a[2] = 0;
+        Generic.Call(Tables.vkDestroySemaphore, a);
+        SyncOf(device).DestroyedSemaphore(semaphore.Handle);
+    }
+
+    /// <summary>A wait that the slots already show satisfied is answered here (no round trip, and no
+    /// timeout on a busy host for a value that is there); anything else is the host's to answer.</summary>
+    public static VkResult vkWaitSemaphores(VkDevice device, VkSemaphoreWaitInfo* pWaitInfo, ulong timeout)
+    {
+        var sync = SyncOf(device);
+        uint n = pWaitInfo->semaphoreCount;
+        bool any = (pWaitInfo->flags & VkSemaphoreWaitFlags.VK_SEMAPHORE_WAIT_ANY_BIT) != 0, all = n > 0, some = false;
+        for (uint i = 0; i < n; i++)
+        {
+            var slot = sync.TimelineSlot(pWaitInfo->pSemaphores[i].Handle);
+            bool reached = slot != null && Volatile.Read(ref *slot) >= pWaitInfo->pValues[i];
+            all &= reached;
+            some |= reached;
+        }
+        if (all || (any && some)) return VK_SUCCESS;
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)device.Handle; a[1] = (ulong)pWaitInfo; a[2] = timeout;
+        return (VkResult)(int)Generic.Call(Tables.vkWaitSemaphores, a);
+    }
+
+    public static VkResult vkGetSemaphoreCounterValue(VkDevice device, VkSemaphore semaphore, ulong* pValue)
+    {
+        var slot = SyncOf(device).TimelineSlot(semaphore.Handle);
+        if (slot != null)
+        {
+            var c = Generic.ConnectionOf(device.Handle);
+            c.FlushQueued();
+            if (!c.StillConnected()) return VK_ERROR_DEVICE_LOST;
+            *pValue = Volatile.Read(ref *slot);
+            return VK_SUCCESS;
+        }
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)device.Handle; a[1] = semaphore.Handle; a[2] = (ulong)pValue;
+        return (VkResult)(int)Generic.Call(Tables.vkGetSemaphoreCounterValue, a);
     }
 }

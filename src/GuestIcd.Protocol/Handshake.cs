@@ -16,8 +16,9 @@ public static class Handshake
 {
     public const uint Magic = 0x44434947; // "GICD"
     public const uint HelloCommand = 1, HelloReplyCommand = 2;
-    /// <summary>1.1: command buffers record guest-side and travel as <see cref="PrivateCommands.RecordedCommands"/>;
-    /// a 1.0 peer gets every vkCmd* as its own message and waits for begin/end/reset as before.</summary>
+    /// <summary>1.1: command buffers record guest-side and travel as <see cref="PrivateCommands.RecordedCommands"/>,
+    /// and the guest may announce <see cref="PrivateCommands.Features"/> (replies in any order, feedback slots);
+    /// a 1.0 peer gets every vkCmd* as its own message, waits for begin/end/reset, and never sees those messages.</summary>
     public const ushort ProtocolMajor = 1, ProtocolMinor = 1;
 
     /// <summary>The first minor version whose guests may send <see cref="PrivateCommands.RecordedCommands"/>.</summary>

@@ -19,9 +19,26 @@ public static class PrivateCommands
     /// u32 run count, then runs.</summary>
     public const uint ReadMemory = 5;
 
+    /// <summary>Protocol 1.1, guest → host, no reply, sent once right after the hello when both speak 1.1:
+    /// u32 feature bits the guest handles. Without it the host behaves as 1.0 (waits answered in order).</summary>
+    public const uint Features = 6;
+
+    /// <summary>Feature bit: replies may come in any order (each names its request's sequence number), so the
+    /// host answers a wait when it completes and executes the guest's later messages meanwhile.</summary>
+    public const uint FeatureRepliesOutOfOrder = 1;
+
+    /// <summary>Feature bit: the guest registers feedback slots (<see cref="Feedback"/>); needs a shared heap.</summary>
+    public const uint FeatureFeedback = 2;
+
+    /// <summary>Protocol 1.1, guest → host, no reply: the feedback slot of a fence or timeline semaphore.
+    /// Payload: u32 VkObjectType (7 fence, 5 semaphore), u32 0, u64 object id, u64 offset of an 8-byte
+    /// aligned u64 in the shared heap. The host writes there what it observes: a fence's status (1 signaled,
+    /// 0 not, written at reset and when seen signaled), a timeline's counter value.</summary>
+    public const uint Feedback = 7;
+
     /// <summary>Guest → host, no reply (protocol 1.1 on): what one command buffer recorded, sent at the submit that
     /// uses it or when its recording outgrows a chunk. Payload: u64 command buffer id, then ordinary messages
     /// (header + payload padded to 8) of vkBeginCommandBuffer, vkCmd*, vkEndCommandBuffer and vkResetCommandBuffer
     /// on that command buffer, none wanting a reply (<see cref="Wire.RecordedCommands"/>).</summary>
-    public const uint RecordedCommands = 6;
+    public const uint RecordedCommands = 8;
 }

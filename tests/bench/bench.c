@@ -40,6 +40,7 @@ static const MetricInfo METRICS[] = {
     { "submit", "submit_empty_rt_us", "us", "lower", "<=2.0", "empty vkQueueSubmit + vkWaitForFences" },
     { "submit", "submit_emptycb_rt_us", "us", "lower", "-", "submit of an empty command buffer + wait" },
     { "query", "fence_status_pending_us", "us", "lower", "-", "vkGetFenceStatus on a pending fence" },
+    { "query", "semaphore_counter_us", "us", "lower", "-", "vkGetSemaphoreCounterValue (timeline)" },
     { "query", "image_format_props_us", "us", "lower", "-", "vkGetPhysicalDeviceImageFormatProperties" },
     { "record", "record_dispatch_ns", "ns", "lower", "<=1.0", "record vkCmdDispatch" },
     { "record", "record_draw_ns", "ns", "lower", "<=1.0", "record vkCmdDraw" },
@@ -177,7 +178,8 @@ static int create_ctx(Ctx *c)
     if (c->family == UINT32_MAX) FAIL("no graphics+compute queue family");
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = c->family, .queueCount = 1, .pQueuePriorities = &prio };
-    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci };
+    VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .timelineSemaphore = VK_TRUE };
+    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f12, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci };
     TRY(vkCreateDevice(c->pd, &dci, NULL, &c->device));
     vkGetDeviceQueue(c->device, c->family, 0, &c->queue);
     vkGetPhysicalDeviceMemoryProperties(c->pd, &c->mem);
@@ -497,6 +499,35 @@ static int fence_status_pending(const Ctx *c)
     return 1;
 }
 
+/* A timeline's counter as a polling application reads it: the value a host signal set, read back
+ * QUERY_BATCH times per clock reading (through the ICD: from the feedback slot where the transport has one). */
+static int semaphore_counter(const Ctx *c)
+{
+    int reps = (int)env_long("BENCH_QUERY_REPS", 300), warm = (int)env_long("BENCH_QUERY_WARMUP", 20);
+    VkSemaphoreTypeCreateInfo sti = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO, .semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE };
+    VkSemaphoreCreateInfo sci = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, .pNext = &sti };
+    VkSemaphore sem;
+    TRY(vkCreateSemaphore(c->device, &sci, NULL, &sem));
+    VkSemaphoreSignalInfo ssi = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_SIGNAL_INFO, .semaphore = sem, .value = 7 };
+    TRY(vkSignalSemaphore(c->device, &ssi));
+    double *s = calloc((size_t)reps, sizeof *s);
+    int n = 0;
+    for (int i = 0; i < warm + reps; i++) {
+        uint64_t v = 0;
+        VkResult r = VK_SUCCESS;
+        double t0 = now_s();
+        for (int j = 0; j < QUERY_BATCH; j++) r = vkGetSemaphoreCounterValue(c->device, sem, &v);
+        double t1 = now_s();
+        if (r != VK_SUCCESS) { free(s); vkDestroySemaphore(c->device, sem, NULL); set_reason("vkGetSemaphoreCounterValue", r); return 0; }
+        if (v != 7) { free(s); vkDestroySemaphore(c->device, sem, NULL); FAIL("vkGetSemaphoreCounterValue read %llu after a signal of 7", (unsigned long long)v); }
+        if (i >= warm) s[n++] = (t1 - t0) * 1e6 / QUERY_BATCH;
+    }
+    emit("semaphore_counter_us", s, n);
+    free(s);
+    vkDestroySemaphore(c->device, sem, NULL);
+    return 1;
+}
+
 static int image_format_props(const Ctx *c)
 {
     int reps = (int)env_long("BENCH_QUERY_REPS", 300), warm = (int)env_long("BENCH_QUERY_WARMUP", 20);
@@ -521,6 +552,7 @@ static int image_format_props(const Ctx *c)
 static void group_query(const Ctx *c)
 {
     if (!fence_status_pending(c)) emit_na("fence_status_pending_us", "%s", g_reason);
+    if (!semaphore_counter(c)) emit_na("semaphore_counter_us", "%s", g_reason);
     if (!image_format_props(c)) emit_na("image_format_props_us", "%s", g_reason);
 }
 

@@ -3994,12 +3994,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pCreateInfo;
-            a[2] = (ulong)pAllocator;
-            a[3] = (ulong)pSemaphore;
-            return (VkResult)(int)Generic.Call(Tables.vkCreateSemaphore, a);
+            return Entry.vkCreateSemaphore(device, pCreateInfo, pAllocator, pSemaphore);
         }
         catch (Exception e)
         {
@@ -4573,11 +4568,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)semaphore.Handle;
-            a[2] = (ulong)pAllocator;
-            Generic.Call(Tables.vkDestroySemaphore, a);
+            Entry.vkDestroySemaphore(device, semaphore, pAllocator);
         }
         catch (Exception e)
         {
@@ -6181,11 +6172,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)semaphore.Handle;
-            a[2] = (ulong)pValue;
-            return (VkResult)(int)Generic.Call(Tables.vkGetSemaphoreCounterValue, a);
+            return Entry.vkGetSemaphoreCounterValue(device, semaphore, pValue);
         }
         catch (Exception e)
         {
@@ -6720,11 +6707,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)device.Handle;
-            a[1] = (ulong)pWaitInfo;
-            a[2] = (ulong)timeout;
-            return (VkResult)(int)Generic.Call(Tables.vkWaitSemaphores, a);
+            return Entry.vkWaitSemaphores(device, pWaitInfo, timeout);
         }
         catch (Exception e)
         {
