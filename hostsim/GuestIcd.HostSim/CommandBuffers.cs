@@ -98,7 +98,5 @@ internal sealed unsafe partial class Session
             }
             else if (cmd != Tables.vkEndCommandBuffer) _failedRecordings.Remove(nestedIn);
         }
-        else if (cmd == Tables.vkDeviceWaitIdle && log.IsEnabled(LogLevel.Debug))
-            log.LogDebug("session {Session}: vkDeviceWaitIdle with {Live} guest objects live", Id, _objects.GuestCount);
     }
 }

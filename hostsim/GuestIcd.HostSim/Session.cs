@@ -134,6 +134,10 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         CommandCodec.DecodeRequest(cmd, payload, args, caps, _objects, _arena);
         if (Tables.Commands[cmd].Level != CommandLevel.Global && args[0] == 0)
             throw new ProtocolException($"{Tables.Commands[cmd].Name} with a NULL dispatchable handle");
+        // The live-object count at a point the guest chooses (tests read it); logged on arrival, since the wait
+        // itself may be answered later (PendingWaits.cs).
+        if (cmd == Tables.vkDeviceWaitIdle && log.IsEnabled(LogLevel.Debug))
+            log.LogDebug("session {Session}: vkDeviceWaitIdle with {Live} guest objects live", Id, _objects.GuestCount);
         if (nestedIn != 0 && args[0] != nestedIn) throw new ProtocolException($"{Tables.Commands[cmd].Name} names another command buffer than the recording it came in");
         // The valid-usage gate (Gate/): refuses what would make the driver misbehave, or answers for it.
         ulong result;

@@ -336,6 +336,14 @@ internal sealed unsafe partial class Connection : IDisposable
 
     void Pull(ulong memory, Shadow s)
     {
+        // Whole pulls of one allocation take turns: the host answers each read with what changed since its last
+        // answer, so a second thread's read can come back empty while the first one's runs are still unapplied,
+        // and that thread would see the old contents.
+        lock (s) PullLocked(memory, s);
+    }
+
+    void PullLocked(ulong memory, Shadow s)
+    {
         for (ulong from = 0; from < s.Size;)
         {
             ulong sequence;

@@ -122,7 +122,7 @@ public unsafe class RecordedCommandsTests
     {
         Assert.Null(Walk(Chunk(w => { Dispatch(w, 7, 1); Dispatch(w, 7, 2); })));
         // A nested private message (a recording inside a recording, or memory traffic) is refused.
-        Assert.Contains("private message 6 nested", Walk(Chunk(w => RecordedCommands.Append(w, 7, Chunk(x => Dispatch(x, 7, 1))))));
+        Assert.Contains($"private message {PrivateCommands.RecordedCommands} nested", Walk(Chunk(w => RecordedCommands.Append(w, 7, Chunk(x => Dispatch(x, 7, 1))))));
         Assert.Contains("private message 4 nested", Walk(Chunk(w => { int at = w.BeginMessage(PrivateCommands.WriteMemory, MessageFlags.None); w.U64(1); w.EndMessage(at); })));
         // Nothing nested may want a reply: the guest is not waiting for one.
         Assert.Contains("wants a reply", Walk(Chunk(w => { int at = w.BeginMessage(Tables.Commands[Tables.vkCmdDispatch].Id, MessageFlags.ReplyWanted); w.U64(7); w.EndMessage(at); })));
