@@ -88,6 +88,13 @@ int main(int argc, char **argv)
 
     VkBuffer buffer;
     VkDeviceMemory memory;
+    if (strcmp(mode, "struct-not-enabled") == 0) {
+        /* A VK_EXT_memory_priority struct on a device that did not enable the extension: the driver would read it anyway. */
+        VkMemoryPriorityAllocateInfoEXT prio = { .sType = VK_STRUCTURE_TYPE_MEMORY_PRIORITY_ALLOCATE_INFO_EXT, .priority = 1.0f };
+        VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .pNext = &prio, .allocationSize = 4096, .memoryTypeIndex = 0 };
+        report("vkAllocateMemory(with VkMemoryPriorityAllocateInfoEXT)", vkAllocateMemory(device, &mai, NULL, &memory));
+        return 0;
+    }
     if (strcmp(mode, "bind-oversize") == 0) {
         /* 64 MiB of buffer bound to 4 KiB of memory: a fill would write over the host heap. */
         VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = 64u << 20, .usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT };

@@ -230,6 +230,26 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
 
     readonly Dictionary<int, List<string>> _typeFields = new();
 
+    Dictionary<string, List<string>>? _typeFeatures;
+
+    /// <summary>Every core version and extension that brings a struct in (under any of its alias names): the
+    /// host's gate accepts the struct in a device's pNext chains only where one of them is there.</summary>
+    List<string> TypeFeatures(string name)
+    {
+        if (_typeFeatures is null)
+        {
+            _typeFeatures = new();
+            foreach (var fd in reg.Features.Where(f => f.InCoreHeader))
+                foreach (var t in fd.Types.Concat(fd.ConditionalTypes))
+                {
+                    var canon = reg.Resolve(t);
+                    if (!_typeFeatures.TryGetValue(canon, out var l)) _typeFeatures[canon] = l = new();
+                    if (!l.Contains(fd.Name)) l.Add(fd.Name);
+                }
+        }
+        return _typeFeatures.GetValueOrDefault(name) ?? new List<string>();
+    }
+
     readonly List<string> _checkedEnums = new();
 
     /// <summary>What the host checks in a plain-data member: an enum's value (Elem Pod, Type = enum index), or a
@@ -506,7 +526,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             var f = _typeFields.GetValueOrDefault(i) ?? new List<string>();
             var stype = StructStype(td);
             long stv = stype is null ? -1 : EnumValue("VkStructureType", stype);
-            typeLines.Add($"new(\"{td.Name}\", {lay.Size}, {stv}, {(IsPod(td.Name, 0) ? "true" : "false")}, {(can.In ? "true" : "false")}, {(can.Out ? "true" : "false")}, {fieldLines.Count}, {f.Count})");
+            typeLines.Add($"new(\"{td.Name}\", {lay.Size}, {stv}, {(IsPod(td.Name, 0) ? "true" : "false")}, {(can.In ? "true" : "false")}, {(can.Out ? "true" : "false")}, {fieldLines.Count}, {f.Count}, \"{string.Join(",", TypeFeatures(td.Name))}\")");
             fieldLines.AddRange(f);
         }
         sb.AppendLine("    public static readonly TypeDesc[] Types =").AppendLine("    [");

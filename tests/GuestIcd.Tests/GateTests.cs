@@ -48,6 +48,7 @@ public class GateTests
     [InlineData("destroy-instance-first", "destroyed the instance first", "ended (guest disconnected)")] // survived: the teardown cascades
     // commands and features the device did not enable
     [InlineData("core-above-version", Lost, "vkCmdSetCullMode: a VK_VERSION_1_3 command, above the API version the guest's instance asked for")]
+    [InlineData("struct-not-enabled", Lost, "vkAllocateMemory: a VkMemoryPriorityAllocateInfoEXT in a pNext chain, which needs one of VK_EXT_memory_priority")]
     [InlineData("extension-not-enabled", Lost, "vkCmdSetLineStippleEXT: a command of VK_EXT_line_rasterization, which this device did not enable")]
     [InlineData("device-address", "result=-8", "bufferDeviceAddress is not served to guests")] // VK_ERROR_FEATURE_NOT_PRESENT
     [InlineData("layout-lacks-set", Lost, "the shader uses set 0, the layout has 0 (VUID-VkComputePipelineCreateInfo-layout-07988)")]

@@ -8,7 +8,7 @@ namespace GuestIcd.HostSim.Gate;
 
 /// <summary>What the gate knows of one device: its physical device's limits and memory types, what the
 /// guest enabled, and which commands the driver serves on it.</summary>
-internal sealed unsafe class DeviceState(ulong handle, VkPhysicalDevice physical)
+internal sealed unsafe partial class DeviceState(ulong handle, VkPhysicalDevice physical)
 {
     public readonly ulong Handle = handle;
     public readonly VkPhysicalDevice Physical = physical;
@@ -83,6 +83,7 @@ internal sealed unsafe partial class ValidUsageGate
             {
                 var ci = (VkInstanceCreateInfo*)a[0];
                 _apiVersion = ci->pApplicationInfo != null && ci->pApplicationInfo->apiVersion != 0 ? ci->pApplicationInfo->apiVersion : (1u << 22);
+                RecordInstanceExtensions(ci);
                 break;
             }
             case Tables.vkCreateDevice: RecordCreateDevice(a); break;
@@ -202,6 +203,7 @@ internal sealed unsafe partial class ValidUsageGate
         for (uint i = 0; i < ci->enabledExtensionCount; i++)
         {
             var ext = Marshal.PtrToStringUTF8((nint)ci->ppEnabledExtensionNames[i]);
+            if (ext is not null) dev.Extensions.Add(ext);
             dev.Spirv14 |= ext == "VK_KHR_spirv_1_4";
             dev.RelaxedBlockLayout |= ext == "VK_KHR_relaxed_block_layout";
         }

@@ -69,6 +69,7 @@ internal sealed unsafe partial class ValidUsageGate
                     cd.Feature.StartsWith("VK_VERSION_", StringComparison.Ordinal)
                         ? $"a {cd.Feature} command, above the API version the guest's instance asked for"
                         : $"a command of {cd.Feature}, which this device did not enable");
+            if (_arena.Chained.Length > 0) CheckChainedTypes(cmd, dev);
             if (!s_isCmd[cmd])
             {
                 CheckOwnership(cmd, a, dev.Handle);

@@ -64,7 +64,9 @@ public readonly record struct FieldDesc(
 }
 
 /// <summary>A struct, or a command's parameter list laid out as 8-byte argument slots.</summary>
-public readonly record struct TypeDesc(string Name, int Size, int SType, bool Pod, bool CanIn, bool CanOut, int FirstField, int FieldCount);
+/// <param name="Features">The core versions (VK_VERSION_1_1) and extensions that bring the type in, comma-separated;
+/// a pNext struct of a device's command needs one of them there.</param>
+public readonly record struct TypeDesc(string Name, int Size, int SType, bool Pod, bool CanIn, bool CanOut, int FirstField, int FieldCount, string Features);
 
 public enum CommandLevel : byte { Global, Instance, PhysicalDevice, Device }
 

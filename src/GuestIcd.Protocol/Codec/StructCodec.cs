@@ -300,6 +300,7 @@ public static unsafe class StructCodec
             if (hops == MaxChain) throw new ProtocolException($"pNext chain longer than {MaxChain}");
             int ti = Tables.TypeOfSType((int)sType);
             if (ti < 0 || !Tables.Types[ti].CanIn) throw new ProtocolException($"pNext holds unknown or uncarried sType {(int)sType}");
+            a.NoteChained(ti);
             byte* node = (byte*)a.Alloc((nuint)Tables.Types[ti].Size);
             DecodeStruct(ti, node, ref r, m, a, chained: true);
             if (*(uint*)node != sType) throw new ProtocolException($"pNext struct says sType {*(int*)node}, its tag says {sType}");

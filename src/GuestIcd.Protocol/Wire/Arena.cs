@@ -57,12 +57,28 @@ public sealed unsafe class Arena : IDisposable
         return Alloc(bytes);
     }
 
+    /// <summary>The distinct struct types (type indexes) the message's pNext chains held: the host's gate checks
+    /// that the device has what brings each in. Bounded, so a forged message cannot make it grow.</summary>
+    readonly int[] _chained = new int[MaxChainedTypes];
+    int _chainedCount;
+    public const int MaxChainedTypes = 32;
+
+    public ReadOnlySpan<int> Chained => _chained.AsSpan(0, _chainedCount);
+
+    public void NoteChained(int typeIndex)
+    {
+        for (int i = 0; i < _chainedCount; i++) if (_chained[i] == typeIndex) return;
+        if (_chainedCount == MaxChainedTypes) throw new ProtocolException($"more than {MaxChainedTypes} distinct pNext struct types in one message");
+        _chained[_chainedCount++] = typeIndex;
+    }
+
     public void Reset()
     {
         foreach (var p in _retired) NativeMemory.AlignedFree((void*)p);
         _retired.Clear();
         _used = 0;
         _outputs = 0;
+        _chainedCount = 0;
         // One large message must not leave the session holding its high-water mark for good.
         if (_size > 16 * _initial)
         {
