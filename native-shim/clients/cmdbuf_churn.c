@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <vulkan/vulkan.h>
+#include "compute_kit.h"
 
 #define CHECK(call) do { VkResult r_ = (call); if (r_ != VK_SUCCESS) { printf("FAILED %s = %d (line %d)\n", #call, r_, __LINE__); return 1; } } while (0)
 
@@ -37,10 +38,7 @@ int main(int argc, char **argv)
     VkPhysicalDevice pd;
     VkResult er = vkEnumeratePhysicalDevices(instance, &n, &pd);
     if ((er != VK_SUCCESS && er != VK_INCOMPLETE) || n == 0) { printf("no physical device\n"); return 1; }
-    uint32_t qfCount = 16, family = UINT32_MAX;
-    VkQueueFamilyProperties qfs[16];
-    vkGetPhysicalDeviceQueueFamilyProperties(pd, &qfCount, qfs);
-    for (uint32_t i = 0; i < qfCount; i++) if (qfs[i].queueFlags & VK_QUEUE_COMPUTE_BIT) { family = i; break; }
+    uint32_t family = kit_compute_family(pd, NULL);
     if (family == UINT32_MAX) { printf("no compute queue\n"); return 1; }
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = family, .queueCount = 1, .pQueuePriorities = &prio };
@@ -55,12 +53,7 @@ int main(int argc, char **argv)
     CHECK(vkCreateBuffer(device, &bci, NULL, &buffer));
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(device, buffer, &req);
-    VkPhysicalDeviceMemoryProperties mp;
-    vkGetPhysicalDeviceMemoryProperties(pd, &mp);
-    VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-    uint32_t type = UINT32_MAX;
-    for (uint32_t i = 0; i < mp.memoryTypeCount; i++)
-        if ((req.memoryTypeBits & (1u << i)) && (mp.memoryTypes[i].propertyFlags & want) == want) { type = i; break; }
+    uint32_t type = kit_memory_type(pd, req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
     VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size, .memoryTypeIndex = type };
     VkDeviceMemory memory;
     CHECK(vkAllocateMemory(device, &mai, NULL, &memory));

@@ -1,4 +1,4 @@
-/* What multi_instance.c and stress.c share: a storage-buffer compute job (multiply.comp: dst[i] = src[i] * mul
+/* What multi_instance.c, stress.c and cmdbuf_churn.c share (static inline: a client uses what it needs): a storage-buffer compute job (multiply.comp: dst[i] = src[i] * mul
  * + i) on one device, its buffers in mapped HOST_VISIBLE memory, and the check of every element. */
 #ifndef COMPUTE_KIT_H
 #define COMPUTE_KIT_H
@@ -11,7 +11,7 @@
 
 typedef struct { uint32_t *code; size_t size; } spirv;
 
-static int load_spirv(const char *path, spirv *out)
+static inline int load_spirv(const char *path, spirv *out)
 {
     FILE *f = fopen(path, "rb");
     if (!f) { perror(path); return 1; }
@@ -25,7 +25,7 @@ static int load_spirv(const char *path, spirv *out)
     return bad;
 }
 
-static uint32_t kit_memory_type(VkPhysicalDevice pd, uint32_t bits, VkMemoryPropertyFlags want)
+static inline uint32_t kit_memory_type(VkPhysicalDevice pd, uint32_t bits, VkMemoryPropertyFlags want)
 {
     VkPhysicalDeviceMemoryProperties mp;
     vkGetPhysicalDeviceMemoryProperties(pd, &mp);
@@ -34,7 +34,7 @@ static uint32_t kit_memory_type(VkPhysicalDevice pd, uint32_t bits, VkMemoryProp
     return UINT32_MAX;
 }
 
-static uint32_t kit_compute_family(VkPhysicalDevice pd, uint32_t *queueCount)
+static inline uint32_t kit_compute_family(VkPhysicalDevice pd, uint32_t *queueCount)
 {
     uint32_t n = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, NULL);
@@ -54,7 +54,7 @@ typedef struct {
     VkPipeline pipeline;
 } kit_pipeline;
 
-static int kit_pipeline_create(VkDevice device, const spirv *spv, kit_pipeline *p)
+static inline int kit_pipeline_create(VkDevice device, const spirv *spv, kit_pipeline *p)
 {
     VkDescriptorSetLayoutBinding bindings[2] = {
         { .binding = 0, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT },
@@ -74,7 +74,7 @@ static int kit_pipeline_create(VkDevice device, const spirv *spv, kit_pipeline *
     return 0;
 }
 
-static void kit_pipeline_destroy(VkDevice device, kit_pipeline *p)
+static inline void kit_pipeline_destroy(VkDevice device, kit_pipeline *p)
 {
     vkDestroyPipeline(device, p->pipeline, NULL);
     vkDestroyShaderModule(device, p->module, NULL);
@@ -92,7 +92,7 @@ typedef struct {
     VkDescriptorSet set;
 } kit_job;
 
-static int kit_job_create(VkPhysicalDevice pd, VkDevice device, const kit_pipeline *p, uint32_t count, kit_job *j)
+static inline int kit_job_create(VkPhysicalDevice pd, VkDevice device, const kit_pipeline *p, uint32_t count, kit_job *j)
 {
     j->count = count;
     for (int b = 0; b < 2; b++) {
@@ -115,19 +115,19 @@ static int kit_job_create(VkPhysicalDevice pd, VkDevice device, const kit_pipeli
     return 0;
 }
 
-static void kit_job_destroy(VkDevice device, kit_job *j)
+static inline void kit_job_destroy(VkDevice device, kit_job *j)
 {
     vkDestroyDescriptorPool(device, j->pool, NULL);
     for (int b = 0; b < 2; b++) { vkUnmapMemory(device, j->memories[b]); vkDestroyBuffer(device, j->buffers[b], NULL); vkFreeMemory(device, j->memories[b], NULL); }
 }
 
 /* Input depends on the element and on a seed, so two jobs never hold the same data. */
-static void kit_fill(kit_job *j, uint32_t seed)
+static inline void kit_fill(kit_job *j, uint32_t seed)
 {
     for (uint32_t i = 0; i < j->count; i++) { j->mapped[0][i] = i * 7u + 3u + seed * 131u; j->mapped[1][i] = 0xDEADBEEF; }
 }
 
-static void kit_record(VkCommandBuffer cmd, const kit_pipeline *p, const kit_job *j, uint32_t mul)
+static inline void kit_record(VkCommandBuffer cmd, const kit_pipeline *p, const kit_job *j, uint32_t mul)
 {
     uint32_t params[2] = { mul, j->count };
     vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p->pipeline);
@@ -141,7 +141,7 @@ static void kit_record(VkCommandBuffer cmd, const kit_pipeline *p, const kit_job
 }
 
 /* Elements whose result is wrong (the first few are printed under the caller's label). */
-static uint32_t kit_check(const kit_job *j, uint32_t seed, uint32_t mul, const char *label)
+static inline uint32_t kit_check(const kit_job *j, uint32_t seed, uint32_t mul, const char *label)
 {
     uint32_t bad = 0;
     for (uint32_t i = 0; i < j->count; i++) {
