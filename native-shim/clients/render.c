@@ -124,10 +124,11 @@ static void submit_and_wait(VkQueue queue, VkCommandBuffer cmd, VkFence fence)
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) { fprintf(stderr, "usage: render VERT.spv FRAG.spv OUT.ppm [--dynamic] [--provoke-validation]\n"); return 2; }
-    int dynamic = 0, provoke = 0;
+    if (argc < 4) { fprintf(stderr, "usage: render VERT.spv FRAG.spv OUT.ppm [--dynamic] [--multi-draw] [--provoke-validation]\n"); return 2; }
+    int dynamic = 0, provoke = 0, multi = 0;
     for (int i = 4; i < argc; i++) {
         if (strcmp(argv[i], "--dynamic") == 0) dynamic = 1;
+        else if (strcmp(argv[i], "--multi-draw") == 0) multi = 1;
         else if (strcmp(argv[i], "--provoke-validation") == 0) provoke = 1;
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
@@ -173,8 +174,12 @@ int main(int argc, char **argv)
 
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = family, .queueCount = 1, .pQueuePriorities = &prio };
-    VkPhysicalDeviceVulkan13Features want13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .dynamicRendering = VK_TRUE };
-    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want13, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci };
+    /* --multi-draw: the same frame through VK_EXT_multi_draw, its draws read from a padded array (stride 20). */
+    VkPhysicalDeviceMultiDrawFeaturesEXT wantMulti = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MULTI_DRAW_FEATURES_EXT, .multiDraw = VK_TRUE };
+    VkPhysicalDeviceVulkan13Features want13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = multi ? &wantMulti : NULL, .dynamicRendering = VK_TRUE };
+    const char *multiExt = "VK_EXT_multi_draw";
+    VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &want13, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
+                               .enabledExtensionCount = multi ? 1 : 0, .ppEnabledExtensionNames = &multiExt };
     CHECK(vkCreateDevice(pd, &dci, NULL, &device));
     VkQueue queue;
     vkGetDeviceQueue(device, family, 0, &queue);
@@ -415,11 +420,24 @@ int main(int argc, char **argv)
     const float textured = 1.0f, flat = 0.0f;
     vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipelines[0]);
     vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof textured, &textured);
-    vkCmdDrawIndexed(cmd, 6, 1, 0, 0, 0);                 /* the textured quad */
-    vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof flat, &flat);
-    vkCmdDrawIndexed(cmd, 3, 1, 6, 4, 0);                 /* the red triangle, through the quad's plane */
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipelines[1]);
-    vkCmdDrawIndexed(cmd, 3, 1, 9, 7, 0);                 /* the translucent green triangle */
+    if (!multi) {
+        vkCmdDrawIndexed(cmd, 6, 1, 0, 0, 0);                 /* the textured quad */
+        vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof flat, &flat);
+        vkCmdDrawIndexed(cmd, 3, 1, 6, 4, 0);                 /* the red triangle, through the quad's plane */
+        vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipelines[1]);
+        vkCmdDrawIndexed(cmd, 3, 1, 9, 7, 0);                 /* the translucent green triangle */
+    } else {
+        PFN_vkCmdDrawMultiIndexedEXT drawMulti = (PFN_vkCmdDrawMultiIndexedEXT)vkGetDeviceProcAddr(device, "vkCmdDrawMultiIndexedEXT");
+        if (!drawMulti) FAIL("vkCmdDrawMultiIndexedEXT not exposed");
+        /* The application's own records, with the draw first and 8 bytes of its data after it. */
+        struct { VkMultiDrawIndexedInfoEXT draw; uint32_t tag[2]; } quad[2] = { { { 0, 3, 0 }, { 0xDEAD, 0xBEEF } }, { { 3, 3, 0 }, { 0xDEAD, 0xBEEF } } },
+                                                                  red = { { 6, 3, 4 }, { 0, 0 } }, green = { { 9, 3, 7 }, { 0, 0 } };
+        drawMulti(cmd, 2, &quad[0].draw, 1, 0, sizeof quad[0], NULL);    /* the textured quad, one triangle a draw */
+        vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_FRAGMENT_BIT, 0, sizeof flat, &flat);
+        drawMulti(cmd, 1, &red.draw, 1, 0, sizeof red, NULL);
+        vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_GRAPHICS, pipelines[1]);
+        drawMulti(cmd, 1, &green.draw, 1, 0, sizeof green, NULL);
+    }
     if (!dynamic) {
         vkCmdEndRenderPass(cmd);                          /* resolve done; final layout TRANSFER_SRC_OPTIMAL */
     } else {

@@ -159,7 +159,8 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             string flags = m.IsOptional || m.NoAutoValidity && mtd?.Category == "handle" ? "FieldFlags.Optional" : "FieldFlags.None";
             if (Selected.Contains(td.Name + "." + name)) flags = "FieldFlags.Optional | FieldFlags.Selected";
             if (m.PointerDepth == 1 && mtd?.Category == "handle" && m.ElementsOptional) flags += " | FieldFlags.NullElements";
-            if (name == "pNext") { lines.Add(F("PNext", "Pod", "None", flags, off, 8, 1, -1, 0, 0, 0, name)); continue; }
+            // The owner's type: a chained struct must name it in its structextends.
+            if (name == "pNext") { lines.Add(F("PNext", "Pod", "None", flags, off, 8, 1, OwnerMark, 0, 0, 0, name)); continue; }
             if (parts.Count > 1 || IsPod(m.Type, m.PointerDepth))
             {
                 if (td.IsUnion && !IsPod(td.Name, 0)) { canIn = canOut = false; }
@@ -223,12 +224,14 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         }
         if (td.Members.Any(m => m.Type == "void" && m.PointerDepth == 1 && m.Name != "pNext" && m.Len is null)) canIn = false;
         if (td.Members.Any(m => cs.Def(m.Type)?.Category == "funcpointer")) canIn = canOut = false;
-        int idx = TypeIndex(td);
-        _typeFields[idx] = lines;
+        int idx = TypeIndex(td); // after the members: indices stay in the order types are first completed
+        _typeFields[idx] = lines.Select(l => l.Replace($", {OwnerMark}, ", $", {idx}, ")).ToList();
         return _can[td.Name] = (canIn, canOut);
     }
 
     readonly Dictionary<int, List<string>> _typeFields = new();
+    /// <summary>Stands for the owner's type index in its pNext line until the index is known.</summary>
+    const int OwnerMark = -99999;
 
     Dictionary<string, List<string>>? _typeFeatures;
 
@@ -400,6 +403,13 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
                     else { mode = "Field"; lenSize = ValueSizeAlign(ps[j].Type).Item1; }
                 }
             }
+            if (p.Stride is not null)
+            {
+                int j = ps.FindIndex(x => x.Name == p.Stride);
+                if (j < 0 || mode != "Field") { ok = false; continue; }
+                flags += " | FieldFlags.Strided";
+                lenMember = 8 * j;
+            }
             bool isConst = p.IsConst;
             bool referencedAsCount = ps.Any(x => x.Len is not null && x.Len.Split(',')[0] == p.Name);
             if (!isConst && referencedAsCount && p.PointerDepth == 1)
@@ -531,6 +541,16 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         }
         sb.AppendLine("    public static readonly TypeDesc[] Types =").AppendLine("    [");
         foreach (var l in typeLines) sb.AppendLine("        " + l + ",");
+        sb.AppendLine("    ];").AppendLine();
+        // Which owners each struct may be chained into (structextends), as sorted type indices.
+        sb.AppendLine("    /// <summary>For each type, the types whose pNext chain it may extend (registry structextends), sorted.</summary>");
+        sb.AppendLine("    public static readonly int[][] Extends =").AppendLine("    [");
+        foreach (var td in _types)
+        {
+            var parents = td.StructExtends.Select(n => cs.Def(n)).Where(d => d is not null && _typeIndex.ContainsKey(d.Name))
+                .Select(d => _typeIndex[d!.Name]).Distinct().OrderBy(x => x);
+            sb.AppendLine($"        [{string.Join(", ", parents)}],");
+        }
         sb.AppendLine("    ];").AppendLine();
         sb.AppendLine("    public static readonly FieldDesc[] Fields =").AppendLine("    [");
         foreach (var l in fieldLines) sb.AppendLine("        " + l + ",");

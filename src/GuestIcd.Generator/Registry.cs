@@ -200,6 +200,7 @@ sealed class Registry
             Type = (string)m.Element("type")!,
             Len = (string?)m.Attribute("len"),
             AltLen = (string?)m.Attribute("altlen"),
+            Stride = (string?)m.Attribute("stride"),
             Optional = (string?)m.Attribute("optional"),
             Values = (string?)m.Attribute("values"),
             Selector = (string?)m.Attribute("selector"),
@@ -270,6 +271,8 @@ sealed class MemberDef
 {
     public string Name = "", Type = "";
     public string? Len, AltLen, Optional, Values, Selector;
+    /// <summary>The parameter holding the byte distance between array elements (vkCmdDrawMultiEXT), where it is not the element size.</summary>
+    public string? Stride;
     public bool IsConst, PointeeConst, NoAutoValidity;
     public int PointerDepth;
     public int? BitField;

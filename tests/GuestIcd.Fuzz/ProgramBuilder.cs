@@ -34,6 +34,7 @@ internal sealed unsafe class ProgramBuilder : IDisposable
     /// <summary>Core commands: most extension commands meet a device that never enabled them, and one
     /// bug (calling through the loader's NULL stub) would otherwise hide every deeper one.</summary>
     static readonly int[] s_core = s_commands.Where(c => Tables.Commands[c].Feature.StartsWith("VK_VERSION_", StringComparison.Ordinal)).ToArray();
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<int, int[]> s_extending = new();
     static readonly int[] s_chainable = Enumerable.Range(0, Tables.Types.Length)
         .Where(t => Tables.Types[t].SType > 0 && Tables.Types[t].CanIn).ToArray();
     static readonly byte[][] s_extensionNames = Tables.Extensions.Select(e => Encoding.ASCII.GetBytes(e.Name + "\0")).ToArray();
@@ -285,7 +286,7 @@ internal sealed unsafe class ProgramBuilder : IDisposable
                 for (int i = 0; i < f.Count; i++) FillStruct(f.Type, at + i * f.Size);
                 break;
             case FieldKind.PNext:
-                *(void**)at = _depth < MaxDepth && _in.Coin(6) ? Chained() : null;
+                *(void**)at = _depth < MaxDepth && _in.Coin(6) ? Chained(f.Type) : null;
                 break;
             case FieldKind.Pointer:
             {
@@ -350,9 +351,12 @@ internal sealed unsafe class ProgramBuilder : IDisposable
         return m;
     }
 
-    void* Chained()
+    /// <summary>A struct for the pNext of <paramref name="owner"/>: mostly one that extends it (the guest's encoder
+    /// drops the others, as the host would refuse them), now and then any.</summary>
+    void* Chained(int owner)
     {
-        int t = s_chainable[_in.Below(s_chainable.Length)];
+        var fitting = s_extending.GetOrAdd(owner, o => s_chainable.Where(t => StructCodec.Extends(t, o)).ToArray());
+        int t = fitting.Length > 0 && !_in.Coin(8) ? fitting[_in.Below(fitting.Length)] : s_chainable[_in.Below(s_chainable.Length)];
         var p = (byte*)_mem.Alloc((nuint)Tables.Types[t].Size);
         FillStruct(t, p);
         *(int*)p = Tables.Types[t].SType;

@@ -26,7 +26,7 @@ public sealed unsafe class FuzzRegressionTests
     [InlineData("segv-vkCreateComputePipelines-pipeline.bin")]
     [InlineData("segv-vkCreateComputePipelines-shader.bin", "protocol error: vkCreateShaderModule: invalid SPIR-V for Vulkan 1.3: ")]
     [InlineData("segv-vkCreateSampler-border.bin", "protocol error: vkCreateSampler: anisotropy without the samplerAnisotropy feature")]
-    [InlineData("segv-vkCreateSampler.bin", "protocol error: vkCreateSampler: a VkPhysicalDeviceExtendedDynamicStateFeaturesEXT in a pNext chain")] // a feature struct of an extension the device did not enable (Gate/Extensions.cs), before its anisotropy
+    [InlineData("segv-vkCreateSampler.bin", "protocol error: pNext of VkSamplerCreateInfo holds a VkPhysicalDeviceExtendedDynamicStateFeaturesEXT, which does not extend it")] // a feature struct chained into a sampler (refused by the decoder), before its anisotropy
     [InlineData("segv-vkDestroyDevice.bin")]
     [InlineData("segv-vkGetBufferMemoryRequirements-null-buffer.bin")]
     [InlineData("segv-vkGetBufferMemoryRequirements2.bin")]
@@ -87,6 +87,33 @@ public sealed unsafe class FuzzRegressionTests
 
     /// <summary>One raw guest: the hello, then vkCreateInstance with <paramref name="ci"/>; its VkResult, or null
     /// where hostsim ended the session instead of answering.</summary>
+    /// <summary>vkCreateInstance as a hostile guest writes it: the first struct of <c>ci->pNext</c> on the wire
+    /// whether or not it extends VkInstanceCreateInfo (the ICD's encoder would leave it out).</summary>
+    static void ForgeChainedRequest(VkInstanceCreateInfo* ci, ulong* args, WireWriter w, ulong* caps)
+    {
+        var ids = new Ids();
+        ref readonly var c = ref Tables.Commands[Tables.vkCreateInstance];
+        int at = w.BeginMessage(c.Id, MessageFlags.ReplyWanted);
+        w.U32(1); // pCreateInfo: one struct
+        ref readonly var t = ref Tables.Types[Tables.TypeOfSType((int)VkStructureType.VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO)];
+        var fields = Tables.Fields.AsSpan(t.FirstField, t.FieldCount);
+        foreach (ref readonly var f in fields)
+        {
+            if (f.Kind != FieldKind.PNext) { StructCodec.EncodeField(f, (byte*)ci, w, ids); continue; }
+            int chained = Tables.TypeOfSType(*(int*)ci->pNext);
+            w.U32((uint)*(int*)ci->pNext);
+            StructCodec.EncodeStruct(chained, (byte*)ci->pNext, w, ids, chained: true);
+            w.U32(0);
+        }
+        var ps = CommandCodec.ParamsOf(Tables.vkCreateInstance);
+        for (int i = 1; i < ps.Length; i++)
+        {
+            if (ps[i].IsOut) StructCodec.EncodeShape(ps[i], (byte*)args, w, ids, out caps[i]);
+            else StructCodec.EncodeField(ps[i], (byte*)args, w, ids);
+        }
+        w.EndMessage(at);
+    }
+
     static int? CreateInstance(HostSim host, VkInstanceCreateInfo* ci)
     {
         using var t = UnixRingTransport.Connect(host.SocketPath, 5000);
@@ -97,7 +124,8 @@ public sealed unsafe class FuzzRegressionTests
         ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
         args[0] = (ulong)ci;
         args[2] = (ulong)&instance;
-        CommandCodec.EncodeRequest(Tables.vkCreateInstance, args, w, new Ids(), caps);
+        if (ci->pNext == null) CommandCodec.EncodeRequest(Tables.vkCreateInstance, args, w, new Ids(), caps);
+        else ForgeChainedRequest(ci, args, w, caps);
         t.Write(w.Written);
         t.Flush();
         Span<byte> hdr = stackalloc byte[ReplyHeader.Size];
@@ -124,7 +152,7 @@ public sealed unsafe class FuzzRegressionTests
     [Theory]
     [InlineData("api-major-0", null, "protocol error: vkCreateInstance: apiVersion 0.0.979.0 is neither 0 nor at least 1.0 (VUID-VkApplicationInfo-apiVersion-04010)")]
     [InlineData("api-patch-only", null, "(VUID-VkApplicationInfo-apiVersion-04010)")]
-    [InlineData("foreign-pnext", null, "protocol error: vkCreateInstance: sType 1000059000 does not extend VkInstanceCreateInfo")]
+    [InlineData("foreign-pnext", null, "protocol error: pNext of VkInstanceCreateInfo holds a VkPhysicalDeviceFeatures2, which does not extend it")]
     [InlineData("unknown-flags", null, "(VUID-VkInstanceCreateInfo-flags-parameter)")]
     [InlineData("unknown-layer", -6, "vkCreateInstance: layer VK_LAYER_GUESTICD_not_a_layer is not on this host")] // VK_ERROR_LAYER_NOT_PRESENT
     [InlineData("unknown-extension", -7, "vkCreateInstance: extension VK_GUESTICD_not_an_extension is not offered by this host")] // VK_ERROR_EXTENSION_NOT_PRESENT
@@ -141,7 +169,7 @@ public sealed unsafe class FuzzRegressionTests
         {
             case "api-major-0": app.apiVersion = 0x003D3000; break; // the fuzzer's value: 0.979.0
             case "api-patch-only": app.apiVersion = 1; break;
-            case "foreign-pnext": ci.pNext = &features; break;
+            case "foreign-pnext": ci.pNext = &features; break; // the guest's encoder drops it: CreateInstance forges it onto the wire
             case "unknown-flags": ci.flags = (VkInstanceCreateFlags)0x10; break;
             case "unknown-layer": ci.enabledLayerCount = 1; ci.ppEnabledLayerNames = &layer; break;
             case "unknown-extension": ci.enabledExtensionCount = 1; ci.ppEnabledExtensionNames = &extension; break;

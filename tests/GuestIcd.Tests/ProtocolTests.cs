@@ -140,6 +140,88 @@ public unsafe class ProtocolTests
         Assert.True(f2.pNext == &f12 && f12.pNext == &f13 && f13.pNext == null, "the caller's links are its own");
     }
 
+    /// <summary>vkCmdDrawMultiIndexedEXT reads its draws <c>stride</c> bytes apart: the guest encodes them from
+    /// there, the wire carries them packed, and the host's stride is the packed element size, so the guest's
+    /// stride never describes memory the host did not lay out.</summary>
+    [Theory]
+    [InlineData(12u)]
+    [InlineData(16u)]
+    [InlineData(40u)]
+    public void AStridedArrayTravelsPackedAndTheHostStrideIsTheElementSize(uint stride)
+    {
+        var map = new TestMap();
+        map.Known[3] = (Tables.Params[Tables.Commands[Tables.vkCmdDrawMultiIndexedEXT].Params].Type, 0x3000);
+        const int draws = 4;
+        byte* app = stackalloc byte[(int)stride * draws];
+        new Span<byte>(app, (int)stride * draws).Fill(0xEE); // padding the host must never see
+        for (int i = 0; i < draws; i++)
+            *(VkMultiDrawIndexedInfoEXT*)(app + i * stride) = new VkMultiDrawIndexedInfoEXT { firstIndex = (uint)(10 * i), indexCount = 3, vertexOffset = -i };
+        int vertexOffset = 5;
+        ulong* args = stackalloc ulong[CommandCodec.MaxParams];
+        ulong* caps = stackalloc ulong[CommandCodec.MaxParams];
+        args[0] = 0x3000; args[1] = draws; args[2] = (ulong)app; args[3] = 1; args[4] = 0; args[5] = stride; args[6] = (ulong)&vertexOffset;
+        using var w = new WireWriter();
+        CommandCodec.EncodeRequest(Tables.vkCmdDrawMultiIndexedEXT, args, w, map, caps);
+
+        var h = MessageHeader.Read(w.Written);
+        using var arena = new Arena();
+        ulong* hostArgs = stackalloc ulong[CommandCodec.MaxParams];
+        CommandCodec.DecodeRequest(Tables.vkCmdDrawMultiIndexedEXT, w.Written.Slice(MessageHeader.Size, (int)h.ByteLength), hostArgs, caps, map, arena);
+        Assert.Equal((ulong)sizeof(VkMultiDrawIndexedInfoEXT), hostArgs[5]);
+        var got = (VkMultiDrawIndexedInfoEXT*)hostArgs[2];
+        for (int i = 0; i < draws; i++)
+            Assert.Equal(((uint)(10 * i), 3u, -i), (got[i].firstIndex, got[i].indexCount, got[i].vertexOffset));
+        Assert.Equal(5, *(int*)hostArgs[6]);
+    }
+
+    /// <summary>A struct chained where the registry's structextends does not put it is dropped by the guest's
+    /// encoder (drivers ignore it too) and refused by the host's decoder, whose driver would read it by its
+    /// sType in code written for another owner.</summary>
+    [Fact]
+    public void AChainedStructThatDoesNotExtendItsOwnerIsDroppedByTheGuestAndRefusedByTheHost()
+    {
+        var map = new TestMap();
+        int bufferInfo = Tables.TypeOfSType((int)VkStructureType.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO);
+        int allocInfo = Tables.TypeOfSType((int)VkStructureType.VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO);
+        int priority = Tables.TypeOfSType((int)VkStructureType.VK_STRUCTURE_TYPE_MEMORY_PRIORITY_ALLOCATE_INFO_EXT);
+        Assert.True(StructCodec.Extends(priority, allocInfo));
+        Assert.False(StructCodec.Extends(priority, bufferInfo));
+        var prio = new VkMemoryPriorityAllocateInfoEXT { sType = VkStructureType.VK_STRUCTURE_TYPE_MEMORY_PRIORITY_ALLOCATE_INFO_EXT, priority = 0.5f };
+
+        // Where it belongs it travels.
+        var mai = new VkMemoryAllocateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, pNext = &prio, allocationSize = 4096 };
+        using var wa = new WireWriter();
+        StructCodec.EncodeStruct(allocInfo, (byte*)&mai, wa, map);
+        using var arena = new Arena();
+        var r = new WireReader(wa.Written);
+        var hostMai = (VkMemoryAllocateInfo*)arena.Alloc((nuint)sizeof(VkMemoryAllocateInfo));
+        StructCodec.DecodeStruct(allocInfo, (byte*)hostMai, ref r, map, arena);
+        Assert.True(hostMai->pNext != null && ((VkMemoryPriorityAllocateInfoEXT*)hostMai->pNext)->priority == 0.5f);
+
+        // Chained into VkBufferCreateInfo, the guest's encoder leaves it out: the same bytes as no chain.
+        var bci = new VkBufferCreateInfo { sType = VkStructureType.VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, pNext = &prio, size = 64, usage = VkBufferUsageFlags.VK_BUFFER_USAGE_TRANSFER_DST_BIT };
+        using var withChain = new WireWriter();
+        StructCodec.EncodeStruct(bufferInfo, (byte*)&bci, withChain, map);
+        bci.pNext = null;
+        using var plain = new WireWriter();
+        StructCodec.EncodeStruct(bufferInfo, (byte*)&bci, plain, map);
+        Assert.True(withChain.Written.SequenceEqual(plain.Written));
+
+        // A hostile guest writes it anyway: sType, then the chain's {sType, struct} where the terminator was.
+        using var forged = new WireWriter();
+        forged.Bytes(plain.Written[..4]);
+        forged.U32((uint)VkStructureType.VK_STRUCTURE_TYPE_MEMORY_PRIORITY_ALLOCATE_INFO_EXT);
+        StructCodec.EncodeStruct(priority, (byte*)&prio, forged, map, chained: true);
+        forged.Bytes(plain.Written[4..]);
+        var fr = new WireReader(forged.Written);
+        var hostBci = (byte*)arena.Alloc((nuint)sizeof(VkBufferCreateInfo));
+        ProtocolException? refused = null;
+        try { StructCodec.DecodeStruct(bufferInfo, hostBci, ref fr, map, arena); }
+        catch (ProtocolException e) { refused = e; }
+        Assert.NotNull(refused);
+        Assert.Contains("pNext of VkBufferCreateInfo holds a VkMemoryPriorityAllocateInfoEXT, which does not extend it", refused.Message);
+    }
+
     /// <summary>The decoder fed random bytes for any command answers with a value or a ProtocolException:
     /// never another exception, never a read outside the message (the reader is span-bounded).</summary>
     [FsCheck.Xunit.Property(MaxTest = 3000)]

@@ -146,6 +146,23 @@ public class RenderClientTests
         Assert.Contains(" 0 errors", host.Log);
     }
 
+    /// <summary>The same frame through vkCmdDrawMultiIndexedEXT, its draws 20 bytes apart in the application's
+    /// records: the ICD must read them at the application's stride and the host must hand the driver the stride
+    /// of the packed array it decoded, or the second draw reads the first one's padding.</summary>
+    [Fact]
+    public void MultiDrawsFromAPaddedArrayDrawTheSameFrameThroughTheIcd()
+    {
+        var reference = Reference(dynamic: false);
+        var (direct, directPpm) = Render(false, Lavapipe, "multi-lavapipe", " --multi-draw");
+        Assert.True(direct.ExitCode == 0, direct.Stdout + direct.Stderr);
+        AssertSameImage(reference, directPpm, "multi-draw on lavapipe");
+        using var host = new HostSim();
+        var (r, ppm) = Render(false, host.ClientEnv(), "multi-icd", " --multi-draw");
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        AssertSameImage(reference, ppm, "multi-draw through the ICD");
+        Assert.DoesNotContain("protocol error", host.Log);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

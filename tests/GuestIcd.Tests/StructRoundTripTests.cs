@@ -50,7 +50,7 @@ public unsafe class StructRoundTripTests
                         if (f.Type >= 0) ValidEnum(f, at);
                         break;
                     case FieldKind.PNext:
-                        *(byte**)at = depth > 2 ? null : Chain(depth);
+                        *(byte**)at = depth > 2 ? null : Chain(type, depth);
                         break;
                     case FieldKind.Handle:
                         // The host refuses VK_NULL_HANDLE where the registry requires a handle.
@@ -127,13 +127,16 @@ public unsafe class StructRoundTripTests
                 if (f.Kind == FieldKind.Pod && f.Type >= 0) ValidEnum(f, p + f.Offset);
         }
 
-        byte* Chain(int depth)
+        /// <summary>Mostly structs that extend the owner (the only ones that travel); now and then any, which the
+        /// encoder must drop.</summary>
+        byte* Chain(int owner, int depth)
         {
             byte* head = null;
             byte** link = &head;
+            var fitting = ChainTypes.Where(t => StructCodec.Extends(t, owner)).ToArray();
             for (int k = rnd.Next(0, 3); k > 0; k--)
             {
-                int ti = ChainTypes[rnd.Next(ChainTypes.Length)];
+                int ti = fitting.Length > 0 && rnd.Next(4) != 0 ? fitting[rnd.Next(fitting.Length)] : ChainTypes[rnd.Next(ChainTypes.Length)];
                 byte* node = Build(ti, depth + 1);
                 *(int*)node = Tables.Types[ti].SType;
                 *(void**)(node + 8) = null;

@@ -41,9 +41,11 @@ public static unsafe class CommandCodec
     {
         var r = new WireReader(payload);
         var ps = ParamsOf(command);
+        int strided = -1;
         for (int i = 0; i < ps.Length; i++)
         {
             ref readonly var f = ref ps[i];
+            if ((f.Flags & FieldFlags.Strided) != 0) strided = i;
             if (f.IsOut)
             {
                 StructCodec.DecodeShape(f, (byte*)args, ref r, m, a);
@@ -54,6 +56,8 @@ public static unsafe class CommandCodec
             else StructCodec.DecodeField(f, (byte*)args, ref r, m, a);
         }
         r.ExpectEnd();
+        // The elements arrived packed: the guest's stride describes its memory, not the arena's.
+        if (strided >= 0) args[ps[strided].LenMember / 8] = (ulong)ps[strided].Size;
     }
 
     /// <summary>Host: the reply, result first, then every output in parameter order.</summary>

@@ -54,8 +54,14 @@ public enum FieldFlags : byte
     Selected = 32,
     /// <summary>An array of handles whose elements may be VK_NULL_HANDLE; without it a NULL element is refused.</summary>
     NullElements = 64,
+    /// <summary>An array whose elements lie <c>stride</c> bytes apart in the caller's memory (registry
+    /// <c>stride=</c>); <see cref="FieldDesc.LenMember"/> is the stride parameter's offset. The wire carries the
+    /// elements packed, and the decoder sets the stride to the element size, so the guest's stride never
+    /// reaches the driver.</summary>
+    Strided = 128,
 }
 
+/// <param name="Type">The element's type or enum index; for a pNext field, the type that owns the chain.</param>
 public readonly record struct FieldDesc(
     FieldKind Kind, ElemKind Elem, LenMode Len, FieldFlags Flags,
     int Offset, int Size, int Count, int Type, int LenOffset, byte LenSize, int LenMember, string Name)

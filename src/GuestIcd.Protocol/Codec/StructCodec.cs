@@ -68,7 +68,7 @@ public static unsafe class StructCodec
         {
             case FieldKind.Pod: w.Raw(at, f.Size); break;
             case FieldKind.Skip: break;
-            case FieldKind.PNext: EncodeChain(*(byte**)at, w, m, forOutput: false); break;
+            case FieldKind.PNext: EncodeChain(*(byte**)at, f.Type, w, m); break;
             case FieldKind.Handle:
                 for (int i = 0; i < f.Count; i++) w.U64(m.ToWire(f.Type, ((ulong*)at)[i]));
                 break;
@@ -81,7 +81,8 @@ public static unsafe class StructCodec
                 if (q == null || (f.Flags & FieldFlags.Selected) != 0 && !Selectors.Applies(f, p)) { w.U32(Null); break; }
                 ulong n = Count(f, p);
                 w.U32(checked((uint)n));
-                EncodeElements(f, q, n, w, m);
+                if ((f.Flags & FieldFlags.Strided) != 0) EncodeStrided(f, q, n, (uint)Read(p + f.LenMember, 4), w, m);
+                else EncodeElements(f, q, n, w, m);
                 break;
             }
             case FieldKind.String: EncodeString(*(byte**)at, w); break;
@@ -110,6 +111,13 @@ public static unsafe class StructCodec
         }
     }
 
+    /// <summary>Elements <paramref name="stride"/> bytes apart in the caller's memory travel packed.</summary>
+    static void EncodeStrided(in FieldDesc f, byte* q, ulong n, uint stride, WireWriter w, IHandleMap m)
+    {
+        if (stride == (uint)f.Size || n <= 1) { EncodeElements(f, q, n, w, m); return; }
+        for (ulong i = 0; i < n; i++) EncodeElements(f, q + i * stride, 1, w, m);
+    }
+
     static void EncodeString(byte* s, WireWriter w)
     {
         if (s == null) { w.U32(Null); return; }
@@ -119,15 +127,16 @@ public static unsafe class StructCodec
     }
 
     /// <summary>Writes the structs of a pNext chain that the codec knows, each as {u32 sType, struct}, then 0.
-    /// A struct the codec cannot carry is not sent: the ICD never advertises what would need one.</summary>
-    static void EncodeChain(byte* node, WireWriter w, IHandleMap m, bool forOutput)
+    /// A struct the codec cannot carry is not sent: the ICD never advertises what would need one. Nor is one
+    /// that does not extend the chain's owner (an application bug the host would refuse; drivers ignore it).</summary>
+    static void EncodeChain(byte* node, int owner, WireWriter w, IHandleMap m)
     {
         for (int hops = 0; node != null && hops < MaxChain; hops++, node = *(byte**)(node + PNextOffset))
         {
             int sType = *(int*)node;
             int ti = Tables.TypeOfSType(sType);
             // sType 0 (VkApplicationInfo) never extends a chain, and on the wire it would end it.
-            if (sType == 0 || ti < 0 || !(forOutput ? Tables.Types[ti].CanOut : Tables.Types[ti].CanIn)) continue;
+            if (sType == 0 || ti < 0 || !Tables.Types[ti].CanIn || !Extends(ti, owner)) continue;
             w.U32((uint)sType);
             EncodeStruct(ti, node, w, m, chained: true);
         }
@@ -162,7 +171,7 @@ public static unsafe class StructCodec
                 if (f.Type >= 0) CheckPod(f, at);
                 break;
             case FieldKind.Skip: *(void**)at = null; break;
-            case FieldKind.PNext: *(void**)at = DecodeChain(ref r, m, a); break;
+            case FieldKind.PNext: *(void**)at = DecodeChain(ref r, m, a, f.Type); break;
             case FieldKind.Handle:
                 for (int i = 0; i < f.Count; i++) ((ulong*)at)[i] = DecodeHandle(f, ref r, m, (f.Flags & FieldFlags.Optional) != 0);
                 break;
@@ -289,7 +298,11 @@ public static unsafe class StructCodec
         return s;
     }
 
-    static byte* DecodeChain(ref WireReader r, IHandleMap m, Arena a)
+    /// <summary>Whether the struct <paramref name="type"/> may be chained into <paramref name="owner"/>'s pNext
+    /// (registry structextends).</summary>
+    public static bool Extends(int type, int owner) => owner >= 0 && Array.BinarySearch(Tables.Extends[type], owner) >= 0;
+
+    static byte* DecodeChain(ref WireReader r, IHandleMap m, Arena a, int owner)
     {
         byte* head = null;
         byte** link = &head;
@@ -300,6 +313,9 @@ public static unsafe class StructCodec
             if (hops == MaxChain) throw new ProtocolException($"pNext chain longer than {MaxChain}");
             int ti = Tables.TypeOfSType((int)sType);
             if (ti < 0 || !Tables.Types[ti].CanIn) throw new ProtocolException($"pNext holds unknown or uncarried sType {(int)sType}");
+            // A driver reads a chained struct by its sType wherever it finds it; one the spec never puts there is
+            // one its code for this owner was not written for.
+            if (!Extends(ti, owner)) throw new ProtocolException($"pNext of {Tables.Types[owner].Name} holds a {Tables.Types[ti].Name}, which does not extend it (VUID-{Tables.Types[owner].Name}-pNext-pNext)");
             a.NoteChained(ti);
             byte* node = (byte*)a.Alloc((nuint)Tables.Types[ti].Size);
             DecodeStruct(ti, node, ref r, m, a, chained: true);
@@ -329,7 +345,7 @@ public static unsafe class StructCodec
                     for (int hops = 0; node != null && hops < MaxChain; hops++, node = *(byte**)(node + PNextOffset))
                     {
                         int ti = Tables.TypeOfSType(*(int*)node);
-                        if (ti >= 0 && Tables.Types[ti].CanOut) w.U32(*(uint*)node);
+                        if (ti >= 0 && Tables.Types[ti].CanOut && Extends(ti, f.Type)) w.U32(*(uint*)node);
                     }
                     w.U32(0);
                 }
@@ -376,6 +392,7 @@ public static unsafe class StructCodec
                         if (hops == MaxChain) throw new ProtocolException($"{f.Name}: output chain longer than {MaxChain}");
                         int ti = Tables.TypeOfSType((int)st);
                         if (ti < 0 || !Tables.Types[ti].CanOut) throw new ProtocolException($"{f.Name}: unknown output sType {(int)st}");
+                        if (!Extends(ti, f.Type)) throw new ProtocolException($"{f.Name}: a {Tables.Types[ti].Name} does not extend {Tables.Types[f.Type].Name} (VUID-{Tables.Types[f.Type].Name}-pNext-pNext)");
                         byte* node = (byte*)a.AllocOutput((nuint)Tables.Types[ti].Size);
                         *(uint*)node = st;
                         *link = node;
