@@ -33,10 +33,12 @@ static VkResult make_device(VkDevice *out, uint32_t queues, const char *extensio
     return vkCreateDevice(pd, &dci, NULL, out);
 }
 
+static VkBufferUsageFlags extra_usage;
+
 static VkResult make_buffer(VkDevice dev, VkDeviceSize size, VkDeviceSize memSize, VkBuffer *buffer, VkDeviceMemory *memory)
 {
     VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = size,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT };
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT | extra_usage };
     VkResult r = vkCreateBuffer(dev, &bci, NULL, buffer);
     if (r) return r;
     VkMemoryRequirements req;
@@ -83,7 +85,16 @@ int main(int argc, char **argv)
         report("vkCreateDevice(bufferDeviceAddress)", make_device(&d, 1, NULL, &v12));
         return 0;
     }
-    CHECK(make_device(&device, 1, NULL, NULL));
+    /* The extension commands' modes enable their extension and feature: the gate's own checks are on trial. */
+    VkPhysicalDeviceMultiDrawFeaturesEXT multiDraw = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MULTI_DRAW_FEATURES_EXT, .multiDraw = VK_TRUE };
+    VkPhysicalDeviceVulkan13Features v13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = &multiDraw, .dynamicRendering = VK_TRUE };
+    VkPhysicalDeviceVertexInputDynamicStateFeaturesEXT vertexInput = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VERTEX_INPUT_DYNAMIC_STATE_FEATURES_EXT, .vertexInputDynamicState = VK_TRUE };
+    VkPhysicalDeviceTransformFeedbackFeaturesEXT xfb = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TRANSFORM_FEEDBACK_FEATURES_EXT, .transformFeedback = VK_TRUE };
+    int multi_mode = strcmp(mode, "multi-draw-no-pipeline") == 0, vertex_mode = strcmp(mode, "vertex-input-limit") == 0, xfb_mode = strcmp(mode, "xfb-range") == 0;
+    if (multi_mode) CHECK(make_device(&device, 1, "VK_EXT_multi_draw", &v13));
+    else if (vertex_mode) CHECK(make_device(&device, 1, "VK_EXT_vertex_input_dynamic_state", &vertexInput));
+    else if (xfb_mode) CHECK(make_device(&device, 1, "VK_EXT_transform_feedback", &xfb));
+    else CHECK(make_device(&device, 1, NULL, NULL));
     vkGetDeviceQueue(device, family, 0, &queue);
 
     VkBuffer buffer;
@@ -104,6 +115,7 @@ int main(int argc, char **argv)
         report("vkBindBufferMemory(64 MiB buffer, 4 KiB memory)", vkBindBufferMemory(device, buffer, memory, 0));
         return 0;
     }
+    if (xfb_mode) extra_usage = VK_BUFFER_USAGE_TRANSFORM_FEEDBACK_BUFFER_BIT_EXT;
     CHECK(make_buffer(device, 4096, 0, &buffer, &memory));
 
     /* A compute pipeline like the compute client's: set 0 with two storage buffers, 8 bytes of push constants. */
@@ -177,6 +189,31 @@ int main(int argc, char **argv)
     else if (strcmp(mode, "outside-begin") == 0) vkCmdFillBuffer(cmd, buffer, 0, 256, 0xAB);
     else if (strcmp(mode, "draw-outside-render-pass") == 0) vkCmdDraw(cmd, 3, 1, 0, 0);
     else if (strcmp(mode, "null-handle") == 0) vkCmdFillBuffer(cmd, VK_NULL_HANDLE, 0, 256, 0xAB);
+    else if (multi_mode) {
+        /* Two draws inside dynamic rendering with no graphics pipeline bound: the driver would draw with none. */
+        VkRenderingInfo ri = { .sType = VK_STRUCTURE_TYPE_RENDERING_INFO, .renderArea = { { 0, 0 }, { 16, 16 } }, .layerCount = 1 };
+        vkCmdBeginRendering(cmd, &ri);
+        VkMultiDrawInfoEXT draws[2] = { { 0, 3 }, { 3, 3 } };
+        PFN_vkCmdDrawMultiEXT drawMulti = (PFN_vkCmdDrawMultiEXT)vkGetDeviceProcAddr(device, "vkCmdDrawMultiEXT");
+        if (!drawMulti) { printf("vkCmdDrawMultiEXT not exposed\n"); return 0; }
+        drawMulti(cmd, 2, draws, 1, 0, sizeof draws[0]);
+        vkCmdEndRendering(cmd);
+    }
+    else if (vertex_mode) {
+        /* A vertex binding number far past maxVertexInputBindings: the driver indexes its binding array with it. */
+        VkVertexInputBindingDescription2EXT binding = { .sType = VK_STRUCTURE_TYPE_VERTEX_INPUT_BINDING_DESCRIPTION_2_EXT, .binding = 1000, .stride = 16,
+            .inputRate = VK_VERTEX_INPUT_RATE_VERTEX, .divisor = 1 };
+        PFN_vkCmdSetVertexInputEXT setVertexInput = (PFN_vkCmdSetVertexInputEXT)vkGetDeviceProcAddr(device, "vkCmdSetVertexInputEXT");
+        if (!setVertexInput) { printf("vkCmdSetVertexInputEXT not exposed\n"); return 0; }
+        setVertexInput(cmd, 1, &binding, 0, NULL);
+    }
+    else if (xfb_mode) {
+        /* 8 KiB of transform feedback output bound over a 4 KiB buffer: the driver would write past it. */
+        VkDeviceSize offset = 0, size = 8192;
+        PFN_vkCmdBindTransformFeedbackBuffersEXT bindXfb = (PFN_vkCmdBindTransformFeedbackBuffersEXT)vkGetDeviceProcAddr(device, "vkCmdBindTransformFeedbackBuffersEXT");
+        if (!bindXfb) { printf("vkCmdBindTransformFeedbackBuffersEXT not exposed\n"); return 0; }
+        bindXfb(cmd, 0, 1, &buffer, &offset, &size);
+    }
     else if (strcmp(mode, "core-above-version") == 0 || strcmp(mode, "extension-not-enabled") == 0) {
         /* A 1.3 command on a 1.0 instance; an extension command the device did not enable. The ICD hands out
          * every entry point; the host's driver has none for these, and its loader stub would jump through NULL. */

@@ -60,6 +60,10 @@ public class GateTests
     [InlineData("sets-unbound", Lost, "descriptor set 0, which the pipeline's shaders use, is not bound with a compatible layout (VUID-vkCmdDispatch-None-02697)")]
     [InlineData("outside-begin", Lost, "(VUID-vkCmdFillBuffer-commandBuffer-recording)")]
     [InlineData("draw-outside-render-pass", Lost, "vkCmdDraw: outside a render pass (VUID-vkCmdDraw-renderpass)")]
+    // extension commands: their features' limits and state
+    [InlineData("multi-draw-no-pipeline", Lost, "vkCmdDrawMultiEXT: no graphics pipeline is bound (VUID-vkCmdDrawMultiEXT-None-08606)")]
+    [InlineData("vertex-input-limit", Lost, "vkCmdSetVertexInputEXT: binding 1000 of ")]
+    [InlineData("xfb-range", Lost, "vkCmdBindTransformFeedbackBuffersEXT: [0, +8192) runs past the 4096-byte buffer (VUID-vkCmdBindTransformFeedbackBuffersEXT-pSizes-02362)")]
     public async Task AMisbehavingGuestIsRefusedBeforeTheDriverAndAnotherGuestIsUndisturbed(string mode, string guestSees, string hostLogs)
     {
         var (gate, compute, spv) = Built.Value;

@@ -21,6 +21,10 @@ internal sealed class CommandBufferState(ulong device, ulong pool, bool secondar
     public bool IndexBound;
     public ulong IndexBytes, IndexSize;
     public ulong VertexBound;
+    /// <summary>vkCmdSetVertexInputEXT: whether it was called, and the bindings it described (bit n: binding n).</summary>
+    public bool VertexInputSet;
+    public ulong DynamicVertexBindings;
+    public bool XfbActive;
     /// <summary>Every object a recorded command names: destroying one of them invalidates this buffer.</summary>
     public readonly HashSet<(int, ulong)> Refs = new();
 
@@ -40,7 +44,8 @@ internal sealed class CommandBufferState(ulong device, ulong pool, bool secondar
         Compute = Graphics = null;
         Array.Clear(_computeSets);
         Array.Clear(_graphicsSets);
-        VertexBound = 0;
+        VertexBound = DynamicVertexBindings = 0;
+        VertexInputSet = XfbActive = false;
         Refs.Clear();
     }
 }
@@ -322,8 +327,9 @@ internal sealed unsafe partial class ValidUsageGate
             }
             case Tables.vkCmdPushDescriptorSetKHR: CheckPushDescriptors(cmd, a, cb, dev); break;
             default:
-                // Extension commands the gate does not model in detail: their command is enabled (checked above),
-                // their handles are live objects of this device; what else they may name is the layer's job (--strict).
+                // Other extension commands: their command is enabled (checked above), their handles are live objects
+                // of this device; those the gate does not model in detail are the layer's job (--strict).
+                CheckExtensionRecording(cmd, a, cb, dev);
                 break;
         }
         return true;
@@ -402,14 +408,17 @@ internal sealed unsafe partial class ValidUsageGate
         uint colors = cb.InRenderPass && cb.RenderPass != null ? cb.RenderPass.ColorCounts[cb.Subpass] : cb.Colors;
         if (p.ColorCount != colors) Fail(cmd, $"VUID-{N(cmd)}-renderPass-02684", $"the pipeline writes {p.ColorCount} color attachments, the current subpass has {colors}");
         CheckSetsBound(cmd, p, cb.Sets(VK_PIPELINE_BIND_POINT_GRAPHICS));
-        if (!p.DynamicVertexInput && (p.VertexBindings & ~cb.VertexBound) != 0)
-            Fail(cmd, $"VUID-{N(cmd)}-None-04007", $"vertex bindings 0x{p.VertexBindings & ~cb.VertexBound:X} the pipeline reads have no buffer bound");
+        if (p.DynamicVertexInput && !cb.VertexInputSet) Fail(cmd, $"VUID-{N(cmd)}-None-04914", "the pipeline's vertex input is dynamic and vkCmdSetVertexInputEXT was not called");
+        ulong reads = p.DynamicVertexInput ? cb.DynamicVertexBindings : p.VertexBindings;
+        if ((reads & ~cb.VertexBound) != 0)
+            Fail(cmd, $"VUID-{N(cmd)}-None-04007", $"vertex bindings 0x{reads & ~cb.VertexBound:X} the pipeline reads have no buffer bound");
         if (indexed && !cb.IndexBound) Fail(cmd, $"VUID-{N(cmd)}-None-07312", "no index buffer is bound");
     }
 
     void RecordRecording(int cmd, ulong* a, DeviceState dev)
     {
         var cb = _commandBuffers[a[0]];
+        RecordExtensionRecording(cmd, cb);
         switch (cmd)
         {
             case Tables.vkCmdBindPipeline:

@@ -233,6 +233,7 @@ internal sealed unsafe partial class ValidUsageGate
                     break;
             }
         }
+        RecordExtensionFeatures(dev, ci);
         dev.Queues = new (uint, uint)[ci->queueCreateInfoCount];
         for (uint i = 0; i < ci->queueCreateInfoCount; i++) dev.Queues[i] = (ci->pQueueCreateInfos[i].queueFamilyIndex, ci->pQueueCreateInfos[i].queueCount);
         _devices[handle] = dev;

@@ -126,30 +126,8 @@ internal sealed unsafe partial class ValidUsageGate
             ulong bindings = 0;
             var vi = ci->pVertexInputState;
             if (vi != null && !dynamicVertexInput)
-            {
-                if (vi->vertexBindingDescriptionCount > l.maxVertexInputBindings)
-                    Fail(cmd, "VUID-VkPipelineVertexInputStateCreateInfo-vertexBindingDescriptionCount-00613", $"{vi->vertexBindingDescriptionCount} bindings exceed {l.maxVertexInputBindings}");
-                if (vi->vertexAttributeDescriptionCount > l.maxVertexInputAttributes)
-                    Fail(cmd, "VUID-VkPipelineVertexInputStateCreateInfo-vertexAttributeDescriptionCount-00614", $"{vi->vertexAttributeDescriptionCount} attributes exceed {l.maxVertexInputAttributes}");
-                for (uint b = 0; b < vi->vertexBindingDescriptionCount; b++)
-                {
-                    var bd = vi->pVertexBindingDescriptions[b];
-                    if (bd.binding >= l.maxVertexInputBindings || bd.binding >= 64) Fail(cmd, "VUID-VkVertexInputBindingDescription-binding-00618", $"binding {bd.binding} of {l.maxVertexInputBindings}");
-                    if (bd.stride > l.maxVertexInputBindingStride) Fail(cmd, "VUID-VkVertexInputBindingDescription-stride-00619", $"stride {bd.stride} exceeds {l.maxVertexInputBindingStride}");
-                    if ((bindings & (1UL << (int)bd.binding)) != 0) Fail(cmd, "VUID-VkPipelineVertexInputStateCreateInfo-pVertexBindingDescriptions-00616", $"binding {bd.binding} named twice");
-                    bindings |= 1UL << (int)bd.binding;
-                }
-                ulong locations = 0;
-                for (uint k = 0; k < vi->vertexAttributeDescriptionCount; k++)
-                {
-                    var ad = vi->pVertexAttributeDescriptions[k];
-                    if (ad.location >= l.maxVertexInputAttributes || ad.location >= 64) Fail(cmd, "VUID-VkVertexInputAttributeDescription-location-00620", $"location {ad.location} of {l.maxVertexInputAttributes}");
-                    if (ad.binding >= 64 || (bindings & (1UL << (int)ad.binding)) == 0) Fail(cmd, "VUID-VkPipelineVertexInputStateCreateInfo-binding-00615", $"attribute {ad.location} reads binding {ad.binding}, which is not described");
-                    if (ad.offset > l.maxVertexInputAttributeOffset) Fail(cmd, "VUID-VkVertexInputAttributeDescription-offset-00622", $"offset {ad.offset} exceeds {l.maxVertexInputAttributeOffset}");
-                    if ((locations & (1UL << (int)ad.location)) != 0) Fail(cmd, "VUID-VkPipelineVertexInputStateCreateInfo-pVertexAttributeDescriptions-00617", $"location {ad.location} named twice");
-                    locations |= 1UL << (int)ad.location;
-                }
-            }
+                bindings = CheckVertexInput(cmd, dev, (byte*)vi->pVertexBindingDescriptions, vi->vertexBindingDescriptionCount, sizeof(VkVertexInputBindingDescription),
+                    (byte*)vi->pVertexAttributeDescriptions, vi->vertexAttributeDescriptionCount, sizeof(VkVertexInputAttributeDescription));
             var vp = ci->pViewportState;
             if (vp != null && (ci->pRasterizationState == null || ci->pRasterizationState->rasterizerDiscardEnable == 0))
             {
