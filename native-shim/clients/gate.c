@@ -90,10 +90,13 @@ int main(int argc, char **argv)
     VkPhysicalDeviceVulkan13Features v13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = &multiDraw, .dynamicRendering = VK_TRUE };
     VkPhysicalDeviceVertexInputDynamicStateFeaturesEXT vertexInput = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VERTEX_INPUT_DYNAMIC_STATE_FEATURES_EXT, .vertexInputDynamicState = VK_TRUE };
     VkPhysicalDeviceTransformFeedbackFeaturesEXT xfb = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TRANSFORM_FEEDBACK_FEATURES_EXT, .transformFeedback = VK_TRUE };
+    VkPhysicalDeviceColorWriteEnableFeaturesEXT colorWrite = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COLOR_WRITE_ENABLE_FEATURES_EXT, .colorWriteEnable = VK_TRUE };
     int multi_mode = strcmp(mode, "multi-draw-no-pipeline") == 0, vertex_mode = strcmp(mode, "vertex-input-limit") == 0, xfb_mode = strcmp(mode, "xfb-range") == 0;
+    int color_mode = strcmp(mode, "color-write-range") == 0;
     if (multi_mode) CHECK(make_device(&device, 1, "VK_EXT_multi_draw", &v13));
     else if (vertex_mode) CHECK(make_device(&device, 1, "VK_EXT_vertex_input_dynamic_state", &vertexInput));
     else if (xfb_mode) CHECK(make_device(&device, 1, "VK_EXT_transform_feedback", &xfb));
+    else if (color_mode) CHECK(make_device(&device, 1, "VK_EXT_color_write_enable", &colorWrite));
     else CHECK(make_device(&device, 1, NULL, NULL));
     vkGetDeviceQueue(device, family, 0, &queue);
 
@@ -206,6 +209,16 @@ int main(int argc, char **argv)
         PFN_vkCmdSetVertexInputEXT setVertexInput = (PFN_vkCmdSetVertexInputEXT)vkGetDeviceProcAddr(device, "vkCmdSetVertexInputEXT");
         if (!setVertexInput) { printf("vkCmdSetVertexInputEXT not exposed\n"); return 0; }
         setVertexInput(cmd, 1, &binding, 0, NULL);
+    }
+    else if (color_mode) {
+        /* One more color attachment than the device has: drivers keep these in an array of maxColorAttachments. */
+        VkPhysicalDeviceProperties props;
+        vkGetPhysicalDeviceProperties(pd, &props);
+        VkBool32 enables[64] = { 0 };
+        uint32_t count = props.limits.maxColorAttachments + 1;
+        PFN_vkCmdSetColorWriteEnableEXT setColorWrite = (PFN_vkCmdSetColorWriteEnableEXT)vkGetDeviceProcAddr(device, "vkCmdSetColorWriteEnableEXT");
+        if (!setColorWrite || count > 64) { printf("vkCmdSetColorWriteEnableEXT not usable\n"); return 0; }
+        setColorWrite(cmd, count, enables);
     }
     else if (xfb_mode) {
         /* 8 KiB of transform feedback output bound over a 4 KiB buffer: the driver would write past it. */

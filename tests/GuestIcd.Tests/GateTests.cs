@@ -63,6 +63,7 @@ public class GateTests
     // extension commands: their features' limits and state
     [InlineData("multi-draw-no-pipeline", Lost, "vkCmdDrawMultiEXT: no graphics pipeline is bound (VUID-vkCmdDrawMultiEXT-None-08606)")]
     [InlineData("vertex-input-limit", Lost, "vkCmdSetVertexInputEXT: binding 1000 of ")]
+    [InlineData("color-write-range", Lost, "attachments exceed maxColorAttachments 8 (VUID-vkCmdSetColorWriteEnableEXT-attachmentCount-06656)")]
     [InlineData("xfb-range", Lost, "vkCmdBindTransformFeedbackBuffersEXT: [0, +8192) runs past the 4096-byte buffer (VUID-vkCmdBindTransformFeedbackBuffersEXT-pSizes-02362)")]
     public async Task AMisbehavingGuestIsRefusedBeforeTheDriverAndAnotherGuestIsUndisturbed(string mode, string guestSees, string hostLogs)
     {

@@ -10,6 +10,8 @@ internal sealed partial class DeviceState
 {
     public bool MultiDraw, VertexInputDynamicState, InstanceRateDivisor, InstanceRateZeroDivisor, TransformFeedback, GeometryStreams;
     public uint MaxMultiDrawCount, MaxVertexAttribDivisor;
+    /// <summary>Physical devices behind the device (VkDeviceGroupDeviceCreateInfo; 1 without it).</summary>
+    public uint GroupSize = 1;
     public VkPhysicalDeviceTransformFeedbackPropertiesEXT Xfb;
     readonly Dictionary<VkFormat, VkFormatFeatureFlags> _bufferFormats = new();
 
@@ -22,7 +24,8 @@ internal sealed partial class DeviceState
     }
 }
 
-/// <summary>The extension commands that hand the driver arrays, buffers and vertex layouts: each one's
+/// <summary>The extension commands that hand the driver arrays, buffers and vertex layouts, and the dynamic
+/// state whose indices the driver uses into fixed arrays: each one's
 /// feature must be enabled, its counts within the device's limits, its ranges inside their buffers, and
 /// the draw state it relies on in place, as for the core commands (CommandBuffers.cs).</summary>
 internal sealed unsafe partial class ValidUsageGate
@@ -45,6 +48,9 @@ internal sealed unsafe partial class ValidUsageGate
                     dev.InstanceRateZeroDivisor = f->vertexAttributeInstanceRateZeroDivisor != 0;
                     break;
                 }
+                case VK_STRUCTURE_TYPE_DEVICE_GROUP_DEVICE_CREATE_INFO:
+                    dev.GroupSize = Math.Max(1u, ((VkDeviceGroupDeviceCreateInfo*)node)->physicalDeviceCount);
+                    break;
                 case VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_TRANSFORM_FEEDBACK_FEATURES_EXT:
                 {
                     var f = (VkPhysicalDeviceTransformFeedbackFeaturesEXT*)node;
@@ -162,6 +168,34 @@ internal sealed unsafe partial class ValidUsageGate
                     Fail(cmd, "VUID-vkCmdDrawIndirectByteCountEXT-vertexStride-02289", $"vertexStride {stride} is 0, unaligned, or above maxTransformFeedbackBufferDataStride {dev.Xfb.maxTransformFeedbackBufferDataStride}");
                 return true;
             }
+            // Dynamic state with per-attachment or per-viewport arrays: drivers keep them in fixed arrays of the
+            // limit's size (lavapipe: 8 color attachments), so a range past the limit writes past the array.
+            case Tables.vkCmdSetColorWriteEnableEXT:
+                if ((uint)a[1] > dev.Limits.maxColorAttachments)
+                    Fail(cmd, "VUID-vkCmdSetColorWriteEnableEXT-attachmentCount-06656", $"{(uint)a[1]} attachments exceed maxColorAttachments {dev.Limits.maxColorAttachments}");
+                return true;
+            case Tables.vkCmdSetColorBlendEnableEXT or Tables.vkCmdSetColorBlendEquationEXT or Tables.vkCmdSetColorWriteMaskEXT or Tables.vkCmdSetColorBlendAdvancedEXT:
+                if ((ulong)(uint)a[1] + (uint)a[2] > dev.Limits.maxColorAttachments)
+                    Fail(cmd, "limit maxColorAttachments", $"attachments [{(uint)a[1]}, +{(uint)a[2]}) of maxColorAttachments {dev.Limits.maxColorAttachments}");
+                return true;
+            case Tables.vkCmdSetViewportWScalingNV or Tables.vkCmdSetViewportSwizzleNV or Tables.vkCmdSetExclusiveScissorNV:
+                if ((ulong)(uint)a[1] + (uint)a[2] > dev.Limits.maxViewports)
+                    Fail(cmd, cmd == Tables.vkCmdSetViewportWScalingNV ? "VUID-vkCmdSetViewportWScalingNV-firstViewport-01324" : cmd == Tables.vkCmdSetExclusiveScissorNV ? "VUID-vkCmdSetExclusiveScissorNV-firstExclusiveScissor-02034" : "limit maxViewports",
+                        $"viewports [{(uint)a[1]}, +{(uint)a[2]}) of maxViewports {dev.Limits.maxViewports}");
+                return true;
+            case Tables.vkCmdSetPatchControlPointsEXT:
+                if ((uint)a[1] == 0 || (uint)a[1] > dev.Limits.maxTessellationPatchSize)
+                    Fail(cmd, "VUID-vkCmdSetPatchControlPointsEXT-patchControlPoints-04874", $"{(uint)a[1]} control points, not in [1, maxTessellationPatchSize {dev.Limits.maxTessellationPatchSize}]");
+                return true;
+            case Tables.vkCmdSetRasterizationStreamEXT:
+                RequireTransformFeedback(cmd, dev);
+                if ((uint)a[1] >= dev.Xfb.maxTransformFeedbackStreams)
+                    Fail(cmd, "VUID-vkCmdSetRasterizationStreamEXT-rasterizationStream-07398", $"stream {(uint)a[1]} of maxTransformFeedbackStreams {dev.Xfb.maxTransformFeedbackStreams}");
+                return true;
+            case Tables.vkCmdSetDeviceMask:
+                if ((uint)a[1] == 0) Fail(cmd, "VUID-vkCmdSetDeviceMask-deviceMask-00110", "deviceMask is 0");
+                if (((uint)a[1] >> (int)Math.Min(dev.GroupSize, 31u)) != 0) Fail(cmd, "VUID-vkCmdSetDeviceMask-deviceMask-00108", $"deviceMask 0x{(uint)a[1]:X} names devices beyond the group's {dev.GroupSize}");
+                return true;
             case Tables.vkCmdBeginQueryIndexedEXT or Tables.vkCmdEndQueryIndexedEXT:
             {
                 var q = Query(cmd, a[1], (uint)a[2], 1, cmd == Tables.vkCmdBeginQueryIndexedEXT ? "VUID-vkCmdBeginQueryIndexedEXT-query-00802" : "VUID-vkCmdEndQueryIndexedEXT-query-02343");
