@@ -177,6 +177,7 @@ internal static unsafe class CommandBuffers
             for (uint i = 0; i < (uint)args[1]; i++) c.FlushRecorded(Of(((nint*)args[2])[i]));
         if (ScalarCommands.Applies(command)) ScalarCommands.Encode(command, args, rec.Writer, c.Handles);
         else Encode(command, args, rec);
+        c.Stats?.Recorded();
         if (rec.Writer.Position >= HoldBytes) c.FlushRecorded(rec);
         return 0;
     }

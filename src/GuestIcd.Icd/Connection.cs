@@ -34,6 +34,8 @@ internal sealed unsafe partial class Connection : IDisposable
     /// this is the number of the next message sent (counting starts once the handshake is done).</summary>
     ulong _sent;
     bool _numbered;
+    /// <summary>GUESTICD_STATS=1 (Stats.cs); null otherwise.</summary>
+    public readonly ConnectionStats? Stats = ConnectionStats.Enabled ? new() : null;
 
     Connection(int index, ITransport transport)
     {
@@ -106,6 +108,7 @@ internal sealed unsafe partial class Connection : IDisposable
         {
             SendQueued();
             var payload = ReadReply(ConnectTimeoutMs, Handshake.HelloReplyCommand);
+            Stats?.RoundTrip(Handshake.HelloCommand);
             reply = Handshake.ReadReply(payload);
         }
         catch (Exception e) when (e is TransportClosedException or ProtocolException or TimeoutException)
@@ -163,6 +166,7 @@ internal sealed unsafe partial class Connection : IDisposable
                     if (_queries.TryGet(request, out var cached))
                     {
                         _writer.Truncate(start);
+                        Stats?.Cached(command);
                         return CommandCodec.DecodeReply(command, cached, args, caps, Handles);
                     }
                     cacheKey = request.ToArray();
@@ -377,6 +381,7 @@ internal sealed unsafe partial class Connection : IDisposable
     {
         ulong sequence = _sent + CountMessages(_writer.Written) - 1;
         ExpectReply(sequence, replyCommand);
+        Stats?.RoundTrip(replyCommand);
         try { SendQueued(); }
         catch { ForgetReply(sequence); throw; }
         return sequence;
@@ -385,6 +390,7 @@ internal sealed unsafe partial class Connection : IDisposable
     void SendQueued()
     {
         if (_writer.Position == 0) return;
+        Stats?.Sent(_writer.Written);
         _transport.Write(_writer.Written);
         _transport.Flush();
         if (_numbered) _sent += CountMessages(_writer.Written);
@@ -442,6 +448,7 @@ internal sealed unsafe partial class Connection : IDisposable
         lock (_send) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
         lock (s_all) if (s_all[Index] == this || s_all[Index] is null) s_all[Index] = null;
         try { _transport.Dispose(); } catch { }
+        Stats?.Print(_transport.Description);
         CommandPools.ReleaseAll();
         Handles.FreeAll();
         _writer.Dispose();

@@ -2,7 +2,8 @@ using GuestIcd.Protocol;
 
 namespace GuestIcd.Icd;
 
-/// <summary>Answers to physical-device queries (vkGetPhysicalDevice*), keyed by the exact request bytes:
+/// <summary>Answers to physical-device queries (vkGetPhysicalDevice*, vkEnumerate* of an instance's physical
+/// devices and their extensions), keyed by the exact request bytes:
 /// a device's properties, features, formats and limits cannot change while the connection lives, so
 /// each distinct question crosses to the host once. Lookups allocate nothing; misses copy the pair.</summary>
 internal sealed class QueryCache
@@ -15,10 +16,15 @@ internal sealed class QueryCache
         for (int i = 0; i < marks.Length; i++)
         {
             ref readonly var c = ref Tables.Commands[i];
-            marks[i] = c.OnWire && c.WantsReply && c.Level == Protocol.Codec.CommandLevel.PhysicalDevice
+            marks[i] = c.OnWire && c.WantsReply && (c.Level == Protocol.Codec.CommandLevel.PhysicalDevice
                        && c.Name.StartsWith("vkGetPhysicalDevice", StringComparison.Ordinal)
                        // Tools (layers) can come and go; everything else describes the device itself.
-                       && c.Name != "vkGetPhysicalDeviceToolProperties";
+                       && c.Name != "vkGetPhysicalDeviceToolProperties"
+                       // What a physical device offers, and which physical devices the instance has: the loader
+                       // asks again for every vkEnumeratePhysicalDevices the application makes (12 round trips
+                       // of vulkaninfo's 67), and the answer names the same objects each time.
+                       || c.Name is "vkEnumerateDeviceExtensionProperties" or "vkEnumerateDeviceLayerProperties"
+                           or "vkEnumeratePhysicalDevices" or "vkEnumeratePhysicalDeviceGroups");
         }
         return marks;
     }

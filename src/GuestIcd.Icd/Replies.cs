@@ -48,6 +48,14 @@ internal sealed partial class Connection
     /// abandoned (dropped when it comes) and the result has <see cref="Reply.Arrived"/> false.</summary>
     Reply AwaitReply(ulong sequence, long deadline)
     {
+        if (Stats is null) return AwaitReplyUntimed(sequence, deadline);
+        long start = Stopwatch.GetTimestamp();
+        try { return AwaitReplyUntimed(sequence, deadline); }
+        finally { Stats.Waited(Stopwatch.GetTimestamp() - start); }
+    }
+
+    Reply AwaitReplyUntimed(ulong sequence, long deadline)
+    {
         while (true)
         {
             lock (_replyGate)
@@ -113,6 +121,7 @@ internal sealed partial class Connection
                 // The host sends a reply whole; one that stops halfway leaves the stream out of step for good.
                 int rest = deadline == long.MaxValue ? -1 : Math.Max(RemainingMs(deadline), 1000);
                 if (!_transport.ReadExactly(buffer.AsSpan(0, padded), rest)) throw new ProtocolException("reply cut short");
+                Stats?.Received(ReplyHeader.Size + padded);
                 NoteReply(h.Sequence);
                 lock (_replyGate)
                 {
