@@ -83,10 +83,11 @@ internal sealed unsafe partial class Session
     /// vkDeviceWaitIdle at Debug level (how a test sees that freed objects really went).</summary>
     void AfterMessage(int cmd, ulong* a, ulong result, ulong nestedIn, MessageFlags flags)
     {
-        // A 1.1 guest does not wait for vkResetCommandPool; the pool's command buffers are in no state the gate
-        // knows, so a failure (only ever a lack of memory) ends the session: the guest sees a lost device.
-        if (cmd == Tables.vkResetCommandPool && (int)(uint)result < 0 && (flags & MessageFlags.ReplyWanted) == 0)
-            throw new ProtocolException($"vkResetCommandPool failed on the host ({(VkResult)(int)(uint)result}) and the guest did not wait for its result");
+        // The guest did not wait for this result (AsyncResults: submits, binds, resets; vkResetCommandPool from
+        // 1.1): it was told VK_SUCCESS, and what it built on that is in no state the gate knows, so a failure
+        // (only ever a lack of memory or a lost device) ends the session: the guest sees a lost device.
+        if (nestedIn == 0 && AsyncResults.Commands[cmd] && (int)(uint)result < 0 && (flags & MessageFlags.ReplyWanted) == 0)
+            throw new ProtocolException($"{Tables.Commands[cmd].Name} failed on the host ({(VkResult)(int)(uint)result}) and the guest did not wait for its result");
         if (nestedIn != 0 && cmd is Tables.vkBeginCommandBuffer or Tables.vkEndCommandBuffer or Tables.vkResetCommandBuffer)
         {
             if ((int)(uint)result < 0)

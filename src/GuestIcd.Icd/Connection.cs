@@ -34,6 +34,8 @@ internal sealed unsafe partial class Connection : IDisposable
     /// this is the number of the next message sent (counting starts once the handshake is done).</summary>
     ulong _sent;
     bool _numbered;
+    /// <summary>The host speaks 1.2: <see cref="AsyncResults"/> commands go without waiting for their result.</summary>
+    bool _asyncResults;
     /// <summary>GUESTICD_STATS=1 (Stats.cs); null otherwise.</summary>
     public readonly ConnectionStats? Stats = ConnectionStats.Enabled ? new() : null;
 
@@ -119,6 +121,7 @@ internal sealed unsafe partial class Connection : IDisposable
             throw new IncompatibleHostException($"hostsim refused protocol {major}.{minor} (host speaks {reply.Major}.{reply.Minor}): {reply.Reason}");
         Host = reply;
         _numbered = true;
+        _asyncResults = reply.Minor >= Handshake.AsyncResultsMinor;
         NegotiateFeatures();
         Log.Info($"connected to {reply.HostDriver} over {_transport.Description}, protocol {reply.Major}.{reply.Minor}");
     }
@@ -157,6 +160,14 @@ internal sealed unsafe partial class Connection : IDisposable
             {
                 if (_lost) throw new DeviceLostException(_lostReason);
                 if (_shadows.Count > 0 && ShadowSync.PushBefore[command]) PushShadowsLocked();
+                if (_asyncResults && AsyncResults.Commands[command])
+                {
+                    int at = _writer.BeginMessage(cd.Id, MessageFlags.None);
+                    CommandCodec.EncodeParams(command, args, _writer, Handles, caps);
+                    _writer.EndMessage(at);
+                    if (AsyncResults.SendNow[command] || _writer.Position >= BatchBytes) SendQueued();
+                    return 0; // VK_SUCCESS: a failure on the host ends the session (AsyncResults)
+                }
                 int start = _writer.Position;
                 CommandCodec.EncodeRequest(command, args, _writer, Handles, caps);
                 if (QueryCache.Cacheable[command])

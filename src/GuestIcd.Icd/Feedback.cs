@@ -42,7 +42,15 @@ internal sealed unsafe class SyncObjects(Connection connection)
     public void SetFence(ulong fence, FenceState state)
     {
         if (fence == 0) return;
-        lock (_fences) _fences[fence] = (state, _fences.TryGetValue(fence, out var e) ? e.Slot : 0);
+        lock (_fences)
+        {
+            ulong slot = _fences.TryGetValue(fence, out var e) ? e.Slot : 0;
+            _fences[fence] = (state, slot);
+            // A reset the guest did not wait for (protocol 1.2) may not have reached the host when the next
+            // submit is read from the slot. The spec lets no queue work of a fence being reset be pending, so
+            // the host writes this slot again only for that next submit.
+            if (state == FenceState.Unsignaled && slot != 0) Volatile.Write(ref *(ulong*)(connection.HeapBase + (slot - 1)), 0UL);
+        }
     }
 
     /// <summary>A new fence: its state, and a slot the host will write from now on.</summary>

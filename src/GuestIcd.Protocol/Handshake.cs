@@ -19,10 +19,15 @@ public static class Handshake
     /// <summary>1.1: command buffers record guest-side and travel as <see cref="PrivateCommands.RecordedCommands"/>,
     /// and the guest may announce <see cref="PrivateCommands.Features"/> (replies in any order, feedback slots);
     /// a 1.0 peer gets every vkCmd* as its own message, waits for begin/end/reset, and never sees those messages.</summary>
-    public const ushort ProtocolMajor = 1, ProtocolMinor = 1;
+    /// <remarks>1.2: the guest does not wait for the results of <see cref="AsyncResults"/> commands (submits,
+    /// binds, resets); a 1.1 peer gets them with replies wanted, as before.</remarks>
+    public const ushort ProtocolMajor = 1, ProtocolMinor = 2;
 
     /// <summary>The first minor version whose guests may send <see cref="PrivateCommands.RecordedCommands"/>.</summary>
     public const ushort RecordedCommandsMinor = 1;
+
+    /// <summary>The first minor version whose guests send <see cref="AsyncResults"/> commands without waiting.</summary>
+    public const ushort AsyncResultsMinor = 2;
 
     /// <summary>Same major: both speak the lower minor. Different major: no common version.</summary>
     public static (bool Ok, ushort Major, ushort Minor) Negotiate(ushort guestMajor, ushort guestMinor, ushort hostMajor, ushort hostMinor)

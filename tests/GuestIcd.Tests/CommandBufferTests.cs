@@ -59,6 +59,32 @@ public class CommandBufferTests
         Assert.True(recorded <= old - 2 * 1000, $"replies: {recorded} on protocol 1.1, {old} on 1.0");
     }
 
+    /// <summary>Protocol 1.2 (AsyncResults): vkQueueSubmit and vkResetFences are answered VK_SUCCESS by the ICD and
+    /// travel without a reply wanted: the churn client's 1,000 cycles make none of their round trips (1,000 each
+    /// on 1.1, counted by GUESTICD_STATS), and every cycle's result is still right.</summary>
+    [Fact]
+    public void SubmitsAndFenceResetsDoNotWaitForTheHost()
+    {
+        using var host = new HostSim();
+        var env = host.ClientEnv();
+        env["GUESTICD_STATS"] = "1";
+        Dictionary<string, long> RoundTrips(Repo.Result r)
+        {
+            Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+            Assert.Contains("churn: 1000 cycles, last value 1000", r.Stdout);
+            var line = r.Stderr.Split('\n').Last(l => l.StartsWith("GuestIcd stats: round trips by command:"));
+            return Regex.Matches(line, @" (\w+) ([\d,]+)").ToDictionary(m => m.Groups[1].Value, m => long.Parse(m.Groups[2].Value.Replace(",", "")));
+        }
+        var now = RoundTrips(Repo.Run(s_churn.Value, "1000", env, timeoutMs: 300_000));
+        env["GUESTICD_PROTOCOL_VERSION"] = "1.1";
+        var before = RoundTrips(Repo.Run(s_churn.Value, "1000", env, timeoutMs: 300_000));
+        Assert.False(now.ContainsKey("vkQueueSubmit") || now.ContainsKey("vkResetFences"), string.Join(" ", now));
+        Assert.True(before.GetValueOrDefault("vkQueueSubmit") >= 1000 && before.GetValueOrDefault("vkResetFences") >= 1000, string.Join(" ", before));
+        Assert.Contains("protocol 1.2 agreed", host.Log);
+        Assert.Contains("protocol 1.1 agreed", host.Log);
+        Assert.DoesNotContain("protocol error", host.Log);
+    }
+
     [Theory]
     [InlineData("guest")]
     [InlineData("host")]

@@ -69,7 +69,7 @@ public class VulkanInfoTests
         var native = Native("--summary");
         string Api(string s) => Regex.Match(s, @"apiVersion\s+= (\S+)").Groups[1].Value;
         Assert.Equal(Api(native.Stdout), Api(r.Stdout));
-        Assert.Contains("protocol 1.1 agreed", host.Log);
+        Assert.Contains("protocol 1.2 agreed", host.Log);
     }
 
     [Fact]
