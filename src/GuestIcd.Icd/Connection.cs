@@ -51,6 +51,9 @@ internal sealed unsafe partial class Connection : IDisposable
         }
     }
 
+    /// <summary>Still connected, as far as the transport can tell without a round trip.</summary>
+    public bool Usable => !_lost && !_transport.PeerClosed;
+
     public static Connection Get(int index) => s_all[index] ?? throw new InvalidOperationException($"connection {index} is closed");
 
     public static int ConnectTimeoutMs =>

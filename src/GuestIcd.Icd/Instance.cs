@@ -10,9 +10,13 @@ internal static unsafe partial class Entry
     static HelloReply? s_probe;
     static long s_probeFailedAt; // 0: never failed
     static readonly object s_probeLock = new();
+    /// <summary>The probe's connection, kept for the first vkCreateInstance: one host session (and worker
+    /// process) per application rather than two, and an instance that needs no handshake of its own.</summary>
+    static Connection? s_spare;
 
-    /// <summary>What the host offers before any instance exists (the loader asks at load time). A short-lived
-    /// connection answers once per process; with no host we offer nothing and vkCreateInstance explains why.</summary>
+    /// <summary>What the host offers before any instance exists (the loader asks at load time). One connection
+    /// answers once per process and is kept for the first instance; with no host we offer nothing and
+    /// vkCreateInstance explains why.</summary>
     static HelloReply? Probe()
     {
         lock (s_probeLock)
@@ -23,8 +27,9 @@ internal static unsafe partial class Entry
             if (s_probeFailedAt != 0 && Environment.TickCount64 - s_probeFailedAt < Connection.ConnectTimeoutMs) return null;
             try
             {
-                using var c = Connection.Open();
+                var c = Connection.Open();
                 s_probe = c.Host;
+                s_spare = c;
             }
             catch (IncompatibleHostException e)
             {
@@ -58,8 +63,10 @@ internal static unsafe partial class Entry
 
     public static VkResult vkCreateInstance(VkInstanceCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkInstance* pInstance)
     {
-        Connection c;
-        try { c = Connection.Open(); }
+        Connection? c;
+        lock (s_probeLock) { c = s_spare; s_spare = null; }
+        if (c is not null && !c.Usable) { c.Dispose(); c = null; }
+        try { c ??= Connection.Open(); }
         catch (IncompatibleHostException e)
         {
             // The loader skips an ICD that answers this, so the application still sees the other drivers.

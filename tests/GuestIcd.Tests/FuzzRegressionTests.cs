@@ -85,8 +85,6 @@ public sealed unsafe class FuzzRegressionTests
         host.WaitForLog($"session {session} connected", 5000);
     }
 
-    /// <summary>One raw guest: the hello, then vkCreateInstance with <paramref name="ci"/>; its VkResult, or null
-    /// where hostsim ended the session instead of answering.</summary>
     /// <summary>vkCreateInstance as a hostile guest writes it: the first struct of <c>ci->pNext</c> on the wire
     /// whether or not it extends VkInstanceCreateInfo (the ICD's encoder would leave it out).</summary>
     static void ForgeChainedRequest(VkInstanceCreateInfo* ci, ulong* args, WireWriter w, ulong* caps)
@@ -114,6 +112,8 @@ public sealed unsafe class FuzzRegressionTests
         w.EndMessage(at);
     }
 
+    /// <summary>One raw guest: the hello, then vkCreateInstance with <paramref name="ci"/>; its VkResult, or null
+    /// where hostsim ended the session instead of answering.</summary>
     static int? CreateInstance(HostSim host, VkInstanceCreateInfo* ci)
     {
         using var t = UnixRingTransport.Connect(host.SocketPath, 5000);

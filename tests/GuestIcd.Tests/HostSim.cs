@@ -52,7 +52,7 @@ public sealed class HostSim : IDisposable
     public void WaitForLog(string text, int timeoutMs) => WaitForLog(text, 1, timeoutMs);
 
     /// <summary>Waits until <paramref name="text"/> occurs at least <paramref name="count"/> times
-    /// (sessions are numbered in arrival order, and the loader's probe is a session too).</summary>
+    /// (sessions are numbered in arrival order; the loader's probe opens the first instance's session).</summary>
     public void WaitForLog(string text, int count, int timeoutMs)
     {
         var sw = Stopwatch.StartNew();

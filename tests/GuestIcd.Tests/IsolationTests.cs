@@ -64,8 +64,8 @@ public class IsolationTests
         }
     }
 
-    /// <summary>The worker serving <paramref name="guestPid"/>'s application session (its last session:
-    /// the loader's probe comes first).</summary>
+    /// <summary>The worker serving <paramref name="guestPid"/>'s application session (its last session;
+    /// the loader's probe opens it or comes first).</summary>
     static int WorkerOf(HostSim host, int guestPid)
     {
         var log = host.Log;
