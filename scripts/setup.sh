@@ -14,7 +14,7 @@ packages=(
   afl++ gdb                         # tests/fuzz: the coverage-guided fuzzer, and crash-site triage
   spirv-tools                       # libSPIRV-Tools.a: hostsim's gate validates shader code (native-shim/spirv)
   xvfb x11-apps x11-utils imagemagick  # presentation tests and demo: an X server without a display, xwd/xwininfo, PNGs
-  mesa-utils                        # glxinfo/glxgears (OpenGL through Zink)
+  mesa-utils libgl-dev              # glxinfo/glxgears and the GL test client (OpenGL through Zink)
   libx11-dev libx11-xcb-dev libxcb1-dev libxcb-shm0  # the X11 C clients; libxcb-shm for MIT-SHM presentation
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')

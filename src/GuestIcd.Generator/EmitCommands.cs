@@ -11,7 +11,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkGetInstanceProcAddr", "vkGetDeviceProcAddr", "vkEnumerateInstanceVersion", "vkEnumerateInstanceExtensionProperties",
         "vkEnumerateInstanceLayerProperties", "vkEnumerateDeviceLayerProperties", "vkEnumerateDeviceExtensionProperties",
         "vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkDestroyDevice",
-        "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2",
+        "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2", "vkGetPhysicalDeviceFeatures2",
         "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
         "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
         "vkCmdPushDescriptorSetWithTemplateKHR",
@@ -60,6 +60,11 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "VK_KHR_external_semaphore_fd", "VK_KHR_external_fence_fd", "VK_EXT_external_memory_dma_buf",
         "VK_EXT_external_memory_host", "VK_EXT_image_drm_format_modifier", "VK_EXT_device_memory_report",
         "VK_EXT_physical_device_drm", "VK_EXT_acquire_drm_display", "VK_KHR_portability_enumeration",
+        // A device address is a host pointer on a CPU driver; hostsim's gate never enables the feature.
+        "VK_KHR_buffer_device_address", "VK_EXT_buffer_device_address",
+        // A library without fragment output state leaves VkPipelineRenderingCreateInfo's colorAttachmentCount and
+        // pColorAttachmentFormats undefined (Zink does), and the codec would follow them.
+        "VK_EXT_graphics_pipeline_library",
     };
 
     readonly List<TypeDef> _types = new();

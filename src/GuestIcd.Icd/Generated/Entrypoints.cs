@@ -5730,10 +5730,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)physicalDevice.Handle;
-            a[1] = (ulong)pFeatures;
-            Generic.Call(Tables.vkGetPhysicalDeviceFeatures2, a);
+            Entry.vkGetPhysicalDeviceFeatures2(physicalDevice, pFeatures);
         }
         catch (Exception e)
         {
