@@ -42,6 +42,8 @@ internal sealed unsafe class GuestSwapchain : IDisposable
     public bool Retired;
     int _next;
     readonly object _lock = new();
+    long _waitingSince;
+    bool _warnedForever;
 
     // Present-to-present intervals, kept for the log line at destruction (the benchmark reads it).
     readonly long[] _intervals = new long[4096];
@@ -69,6 +71,7 @@ internal sealed unsafe class GuestSwapchain : IDisposable
                 {
                     int i = (_next + k) % Images.Length;
                     if (Images[i].Acquired) continue;
+                    _waitingSince = 0;
                     Images[i].Acquired = true;
                     _next = (i + 1) % Images.Length;
                     return i;
@@ -76,6 +79,11 @@ internal sealed unsafe class GuestSwapchain : IDisposable
                 // Every image is held: only a present from another thread can free one.
                 long now = Stopwatch.GetTimestamp();
                 if (now >= deadline || timeoutNs == 0) return -1;
+                if (deadline == long.MaxValue && !_warnedForever && (_waitingSince == 0 ? (_waitingSince = now) : _waitingSince) < now - 5 * Stopwatch.Frequency)
+                {
+                    _warnedForever = true;
+                    Log.Warn($"vkAcquireNextImageKHR has waited 5 s with no timeout while the application holds all {Images.Length} images (VUID-vkAcquireNextImageKHR-surface-07783): only a present can free one");
+                }
                 long waitMs = deadline == long.MaxValue ? 1000 : Math.Max(1, (deadline - now) * 1000 / Stopwatch.Frequency);
                 Monitor.Wait(_lock, (int)Math.Min(waitMs, int.MaxValue));
             }
