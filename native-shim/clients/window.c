@@ -234,6 +234,10 @@ int main(int argc, char **argv)
         if (f == frames) printf("frames: %d, out of date: %d, suboptimal: %d, size %ux%u\n", f, out_of_date, suboptimal, extent.width, extent.height);
     }
     CHECK(vkDeviceWaitIdle(device));
+    /* Presentation may finish after vkQueuePresentKHR returns (device idle does not cover it); destroying the
+     * swapchain lets every present it took be shown. */
+    vkDestroySwapchainKHR(device, swapchain, NULL);
+    swapchain = VK_NULL_HANDLE;
 
     /* Read the window back once the server has run everything this client sent. */
     free(xcb_get_input_focus_reply(conn, xcb_get_input_focus(conn), NULL));
@@ -248,7 +252,6 @@ int main(int argc, char **argv)
     vkDestroyCommandPool(device, pool, NULL);
     vkDestroyBuffer(device, buf, NULL);
     vkFreeMemory(device, mem, NULL);
-    vkDestroySwapchainKHR(device, swapchain, NULL);
     vkDestroyDevice(device, NULL);
     vkDestroySurfaceKHR(instance, surface, NULL);
     vkDestroyInstance(instance, NULL);

@@ -108,9 +108,8 @@ internal sealed unsafe class GuestSwapchain : IDisposable
     public VkResult Present(uint index)
     {
         ref var img = ref Images[index];
+        // A retired swapchain still shows the images acquired before it was retired (spec, oldSwapchain).
         VkResult r;
-        if (Retired) r = VK_ERROR_OUT_OF_DATE_KHR;
-        else
         {
             r = Surface.CurrentExtent(out uint w, out uint h);
             if (r == VK_SUCCESS)
@@ -121,8 +120,8 @@ internal sealed unsafe class GuestSwapchain : IDisposable
             }
         }
         long now = Stopwatch.GetTimestamp();
-        if (_lastPresent != 0) _intervals[_presents % _intervals.Length] = now - _lastPresent;
-        if (_lastPresent != 0 || _presents == 0) _presents++;
+        if (_lastPresent != 0) _intervals[(_presents - 1) % _intervals.Length] = now - _lastPresent;
+        _presents++;
         _lastPresent = now;
         Release(index);
         return r;
