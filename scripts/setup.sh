@@ -13,6 +13,9 @@ packages=(
   qemu-system-x86 busybox-static cpio kmod  # tests/vm/run-in-vm.sh: the guest VM, its initramfs, module deps
   afl++ gdb                         # tests/fuzz: the coverage-guided fuzzer, and crash-site triage
   spirv-tools                       # libSPIRV-Tools.a: hostsim's gate validates shader code (native-shim/spirv)
+  xvfb x11-apps x11-utils imagemagick  # presentation tests and demo: an X server without a display, xwd/xwininfo, PNGs
+  mesa-utils libgl-dev              # glxinfo/glxgears and the GL test client (OpenGL through Zink)
+  libx11-dev libx11-xcb-dev libxcb1-dev libxcb-shm0  # the X11 C clients; libxcb-shm for MIT-SHM presentation
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()

@@ -11,7 +11,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkGetInstanceProcAddr", "vkGetDeviceProcAddr", "vkEnumerateInstanceVersion", "vkEnumerateInstanceExtensionProperties",
         "vkEnumerateInstanceLayerProperties", "vkEnumerateDeviceLayerProperties", "vkEnumerateDeviceExtensionProperties",
         "vkCreateInstance", "vkDestroyInstance", "vkCreateDevice", "vkDestroyDevice",
-        "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2",
+        "vkGetPhysicalDeviceProperties", "vkGetPhysicalDeviceProperties2", "vkGetPhysicalDeviceFeatures2",
         "vkAllocateMemory", "vkFreeMemory", "vkMapMemory", "vkUnmapMemory",
         "vkCreateDescriptorUpdateTemplate", "vkDestroyDescriptorUpdateTemplate", "vkUpdateDescriptorSetWithTemplate",
         "vkCmdPushDescriptorSetWithTemplateKHR",
@@ -21,6 +21,21 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "vkAllocateCommandBuffers", "vkFreeCommandBuffers", "vkResetCommandPool", "vkDestroyCommandPool",
         "vkBeginCommandBuffer", "vkEndCommandBuffer", "vkResetCommandBuffer",
     };
+
+    /// <summary>Window-system integration lives in the guest (Surface.cs, Swapchain.cs): the host has no window
+    /// system for the guest, so these are hand-written and never travel as themselves (not on the wire, no host
+    /// trampoline). The platform surfaces (xcb, xlib) are outside vulkan_core.h and looked up by hand.</summary>
+    static readonly HashSet<string> GuestOnly = new()
+    {
+        "vkDestroySurfaceKHR", "vkGetPhysicalDeviceSurfaceSupportKHR", "vkGetPhysicalDeviceSurfaceCapabilitiesKHR",
+        "vkGetPhysicalDeviceSurfaceFormatsKHR", "vkGetPhysicalDeviceSurfacePresentModesKHR",
+        "vkGetPhysicalDeviceSurfaceCapabilities2KHR", "vkGetPhysicalDeviceSurfaceFormats2KHR", "vkCreateHeadlessSurfaceEXT",
+        "vkCreateSwapchainKHR", "vkDestroySwapchainKHR", "vkGetSwapchainImagesKHR", "vkAcquireNextImageKHR", "vkAcquireNextImage2KHR",
+        "vkQueuePresentKHR", "vkGetDeviceGroupPresentCapabilitiesKHR", "vkGetDeviceGroupSurfacePresentModesKHR",
+        "vkGetPhysicalDevicePresentRectanglesKHR",
+    };
+
+    static bool IsHandWritten(string name) => HandWritten.Contains(name) || GuestOnly.Contains(name);
 
     /// <summary>Creations whose failure applications are expected to handle on the spot.</summary>
     static readonly HashSet<string> SynchronousCreates = new()
@@ -45,6 +60,11 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         "VK_KHR_external_semaphore_fd", "VK_KHR_external_fence_fd", "VK_EXT_external_memory_dma_buf",
         "VK_EXT_external_memory_host", "VK_EXT_image_drm_format_modifier", "VK_EXT_device_memory_report",
         "VK_EXT_physical_device_drm", "VK_EXT_acquire_drm_display", "VK_KHR_portability_enumeration",
+        // A device address is a host pointer on a CPU driver; hostsim's gate never enables the feature.
+        "VK_KHR_buffer_device_address", "VK_EXT_buffer_device_address",
+        // A library without fragment output state leaves VkPipelineRenderingCreateInfo's colorAttachmentCount and
+        // pColorAttachmentFormats undefined (Zink does), and the codec would follow them.
+        "VK_EXT_graphics_pipeline_library",
     };
 
     readonly List<TypeDef> _types = new();
@@ -470,9 +490,9 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             var c = reg.Commands[name];
             var (ok, lines) = DescribeParams(c);
             var ret = RetKind(c.ReturnType);
-            string carry = HandWritten.Contains(name) ? "HandWritten" : ok && ret != "Other" ? "Generic" : "None";
+            string carry = IsHandWritten(name) ? "HandWritten" : ok && ret != "Other" ? "Generic" : "None";
             var feature = owner.TryGetValue(name, out var fd) ? fd : null;
-            if (feature is not null && feature.IsExtension && !ExtensionCarriable(feature)) carry = HandWritten.Contains(name) ? carry : "None";
+            if (feature is not null && feature.IsExtension && !ExtensionCarriable(feature)) carry = IsHandWritten(name) ? carry : "None";
             carried[name] = carry != "None";
             bool reply = ret != "Void" || lines.Any(l => l.Contains("FieldFlags.Out") || l.Contains("FieldFlags.InOut"));
             // Creating an object does not wait for the host (as Venus does): the guest picked the id, and a host-side
@@ -483,7 +503,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
                 && !name.EndsWith("Pipelines") && !SynchronousCreates.Contains(name))
                 reply = false;
             // A hand-written command whose parameters the codec cannot describe never travels as itself.
-            bool onWire = ok && ret != "Other" && carry != "None";
+            bool onWire = ok && ret != "Other" && carry != "None" && !GuestOnly.Contains(name);
             int first = paramLines.Count;
             if (onWire) paramLines.AddRange(lines);
             var level = LevelOf(c, reg);
@@ -766,7 +786,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         sb.AppendLine("        switch (index)").AppendLine("        {");
         foreach (var (c, idx, carry, _, ret, _, _) in _cmds)
         {
-            if (carry == "None" || ret == "Other") continue;
+            if (carry == "None" || ret == "Other" || GuestOnly.Contains(c.Name)) continue;
             var args = string.Join(", ", c.Params.Select((p, i) => FromSlot(p, $"a[{i}]")));
             var call = $"(({FnPtrType(c)})fn)({args})";
             sb.AppendLine($"            case Tables.{c.Name}:");

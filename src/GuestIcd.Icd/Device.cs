@@ -6,7 +6,7 @@ namespace GuestIcd.Icd;
 /// <summary>What the guest remembers about one VkDevice, attached to its dispatchable object: the device's
 /// families keep their state here (memory, descriptor update templates), so two devices, or two
 /// instances whose handle ids coincide, never share it.</summary>
-internal sealed unsafe class GuestDevice(Connection connection, uint hostVisibleTypes)
+internal sealed unsafe partial class GuestDevice(Connection connection, uint hostVisibleTypes)
 {
     public readonly Connection Connection = connection;
     /// <summary>The memory types that are HOST_VISIBLE (bit per index): where vkAllocateMemory puts an allocation.</summary>
@@ -28,7 +28,9 @@ internal static unsafe partial class Entry
     public static VkResult vkCreateDevice(VkPhysicalDevice physicalDevice, VkDeviceCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkDevice* pDevice)
     {
         ulong* a = stackalloc ulong[4];
-        a[0] = (ulong)physicalDevice.Handle; a[1] = (ulong)pCreateInfo; a[2] = 0; a[3] = (ulong)pDevice;
+        VkDeviceCreateInfo stripped;
+        byte** kept = stackalloc byte*[WsiStrip.MaxNames];
+        a[0] = (ulong)physicalDevice.Handle; a[1] = (ulong)WsiStrip.Device(pCreateInfo, &stripped, kept); a[2] = 0; a[3] = (ulong)pDevice;
         var c = Generic.ConnectionOf(physicalDevice.Handle);
         var r = (VkResult)(int)Generic.Call(Tables.vkCreateDevice, a);
         if (r != VkResult.VK_SUCCESS) { c.Handles.Forget((ulong)pDevice->Handle); *pDevice = default; return r; }
@@ -38,7 +40,10 @@ internal static unsafe partial class Entry
         uint bits = 0;
         for (int i = 0; i < props.memoryTypeCount && i < 32; i++)
             if ((props.memoryTypes[i].propertyFlags & VkMemoryPropertyFlags.VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) != 0) bits |= 1u << i;
-        GuestHandleMap.Attach(pDevice->Handle, new GuestDevice(c, bits));
+        GuestHandleMap.Attach(pDevice->Handle, new GuestDevice(c, bits)
+        {
+            QueueFamily = pCreateInfo->queueCreateInfoCount > 0 && pCreateInfo->pQueueCreateInfos != null ? pCreateInfo->pQueueCreateInfos[0].queueFamilyIndex : 0,
+        });
         return r;
     }
 

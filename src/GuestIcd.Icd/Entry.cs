@@ -47,7 +47,10 @@ internal static unsafe partial class Entry
     public static nint vkGetInstanceProcAddr(VkInstance instance, byte* pName)
     {
         if (pName == null) return 0;
-        return Entrypoints.Lookup(MemoryMarshal.CreateReadOnlySpanFromNullTerminated(pName), out _);
+        var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(pName);
+        var fn = Entrypoints.Lookup(name, out _);
+        // Platform surfaces are outside vulkan_core.h, so outside the generated table.
+        return fn != 0 ? fn : PlatformSurfaces.Lookup(name, physicalDeviceOnly: false);
     }
 
     public static nint vkGetDeviceProcAddr(VkDevice device, byte* pName)
@@ -62,7 +65,9 @@ internal static unsafe partial class Entry
     public static nint GetPhysicalDeviceProcAddr(byte* pName)
     {
         if (pName == null) return 0;
-        var fn = Entrypoints.Lookup(MemoryMarshal.CreateReadOnlySpanFromNullTerminated(pName), out var index);
-        return fn != 0 && Tables.Commands[index].Level == CommandLevel.PhysicalDevice ? fn : 0;
+        var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(pName);
+        var fn = Entrypoints.Lookup(name, out var index);
+        if (fn == 0) return PlatformSurfaces.Lookup(name, physicalDeviceOnly: true);
+        return Tables.Commands[index].Level == CommandLevel.PhysicalDevice ? fn : 0;
     }
 }

@@ -52,9 +52,14 @@ internal static unsafe partial class Entry
     public static VkResult vkEnumerateInstanceExtensionProperties(byte* pLayerName, uint* pPropertyCount, VkExtensionProperties* pProperties)
     {
         if (pLayerName != null) return VK_ERROR_LAYER_NOT_PRESENT;
-        var exts = Probe()?.InstanceExtensions ?? [];
-        Span<VkExtensionProperties> list = exts.Length <= 64 ? stackalloc VkExtensionProperties[exts.Length] : new VkExtensionProperties[exts.Length];
+        var probe = Probe();
+        var exts = probe?.InstanceExtensions ?? [];
+        // Window-system extensions are the guest's own (Surface.cs); without a host we offer nothing at all.
+        int guest = probe is null ? 0 : GuestInstanceExtensions.Length;
+        int total = exts.Length + guest;
+        Span<VkExtensionProperties> list = total <= 64 ? stackalloc VkExtensionProperties[total] : new VkExtensionProperties[total];
         for (int i = 0; i < exts.Length; i++) list[i] = Extension(exts[i].Name, exts[i].SpecVersion);
+        for (int i = 0; i < guest; i++) list[exts.Length + i] = Extension(GuestInstanceExtensions[i].Name, GuestInstanceExtensions[i].Spec);
         return FillArray<VkExtensionProperties>(list, pPropertyCount, pProperties);
     }
 
@@ -74,7 +79,10 @@ internal static unsafe partial class Entry
             return VK_ERROR_INCOMPATIBLE_DRIVER;
         }
         ulong* a = stackalloc ulong[3];
-        a[0] = (ulong)pCreateInfo;
+        // The host never hears of the guest's window-system extensions.
+        VkInstanceCreateInfo stripped;
+        byte** kept = stackalloc byte*[WsiStrip.MaxNames];
+        a[0] = (ulong)WsiStrip.Instance(pCreateInfo, &stripped, kept);
         a[1] = 0;
         a[2] = (ulong)pInstance;
         try

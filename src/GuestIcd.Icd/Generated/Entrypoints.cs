@@ -12,6 +12,32 @@ namespace GuestIcd.Icd;
 internal static unsafe partial class Entrypoints
 {
     [UnmanagedCallersOnly]
+    static VkResult vkAcquireNextImage2KHR(VkDevice device, VkAcquireNextImageInfoKHR* pAcquireInfo, uint* pImageIndex)
+    {
+        try
+        {
+            return Entry.vkAcquireNextImage2KHR(device, pAcquireInfo, pImageIndex);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkAcquireNextImage2KHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkAcquireNextImageKHR(VkDevice device, VkSwapchainKHR swapchain, ulong timeout, VkSemaphore semaphore, VkFence fence, uint* pImageIndex)
+    {
+        try
+        {
+            return Entry.vkAcquireNextImageKHR(device, swapchain, timeout, semaphore, fence, pImageIndex);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkAcquireNextImageKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static VkResult vkAcquirePerformanceConfigurationINTEL(VkDevice device, VkPerformanceConfigurationAcquireInfoINTEL* pAcquireInfo, VkPerformanceConfigurationINTEL* pConfiguration)
     {
         try
@@ -3723,6 +3749,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static VkResult vkCreateHeadlessSurfaceEXT(VkInstance instance, VkHeadlessSurfaceCreateInfoEXT* pCreateInfo, VkAllocationCallbacks* pAllocator, VkSurfaceKHR* pSurface)
+    {
+        try
+        {
+            return Entry.vkCreateHeadlessSurfaceEXT(instance, pCreateInfo, pAllocator, pSurface);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkCreateHeadlessSurfaceEXT, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static VkResult vkCreateImage(VkDevice device, VkImageCreateInfo* pCreateInfo, VkAllocationCallbacks* pAllocator, VkImage* pImage)
     {
         try
@@ -4017,6 +4056,19 @@ internal static unsafe partial class Entrypoints
         catch (Exception e)
         {
             return Entry.Fail(Tables.vkCreateShaderModule, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkCreateSwapchainKHR(VkDevice device, VkSwapchainCreateInfoKHR* pCreateInfo, VkAllocationCallbacks* pAllocator, VkSwapchainKHR* pSwapchain)
+    {
+        try
+        {
+            return Entry.vkCreateSwapchainKHR(device, pCreateInfo, pAllocator, pSwapchain);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkCreateSwapchainKHR, e);
         }
     }
 
@@ -4594,6 +4646,32 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static void vkDestroySurfaceKHR(VkInstance instance, VkSurfaceKHR surface, VkAllocationCallbacks* pAllocator)
+    {
+        try
+        {
+            Entry.vkDestroySurfaceKHR(instance, surface, pAllocator);
+        }
+        catch (Exception e)
+        {
+            Entry.Fail(Tables.vkDestroySurfaceKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static void vkDestroySwapchainKHR(VkDevice device, VkSwapchainKHR swapchain, VkAllocationCallbacks* pAllocator)
+    {
+        try
+        {
+            Entry.vkDestroySwapchainKHR(device, swapchain, pAllocator);
+        }
+        catch (Exception e)
+        {
+            Entry.Fail(Tables.vkDestroySwapchainKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkDestroyValidationCacheEXT(VkDevice device, VkValidationCacheEXT validationCache, VkAllocationCallbacks* pAllocator)
     {
         try
@@ -5129,6 +5207,32 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static VkResult vkGetDeviceGroupPresentCapabilitiesKHR(VkDevice device, VkDeviceGroupPresentCapabilitiesKHR* pDeviceGroupPresentCapabilities)
+    {
+        try
+        {
+            return Entry.vkGetDeviceGroupPresentCapabilitiesKHR(device, pDeviceGroupPresentCapabilities);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetDeviceGroupPresentCapabilitiesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetDeviceGroupSurfacePresentModesKHR(VkDevice device, VkSurfaceKHR surface, VkDeviceGroupPresentModeFlagsKHR* pModes)
+    {
+        try
+        {
+            return Entry.vkGetDeviceGroupSurfacePresentModesKHR(device, surface, pModes);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetDeviceGroupSurfacePresentModesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkGetDeviceImageMemoryRequirements(VkDevice device, VkDeviceImageMemoryRequirements* pInfo, VkMemoryRequirements2* pMemoryRequirements)
     {
         try
@@ -5626,10 +5730,7 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)physicalDevice.Handle;
-            a[1] = (ulong)pFeatures;
-            Generic.Call(Tables.vkGetPhysicalDeviceFeatures2, a);
+            Entry.vkGetPhysicalDeviceFeatures2(physicalDevice, pFeatures);
         }
         catch (Exception e)
         {
@@ -5794,6 +5895,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDevicePresentRectanglesKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, uint* pRectCount, VkRect2D* pRects)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDevicePresentRectanglesKHR(physicalDevice, surface, pRectCount, pRects);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDevicePresentRectanglesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static void vkGetPhysicalDeviceProperties(VkPhysicalDevice physicalDevice, VkPhysicalDeviceProperties* pProperties)
     {
         try
@@ -5924,6 +6038,84 @@ internal static unsafe partial class Entrypoints
         catch (Exception e)
         {
             return Entry.Fail(Tables.vkGetPhysicalDeviceSupportedFramebufferMixedSamplesCombinationsNV, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfaceCapabilities2KHR(VkPhysicalDevice physicalDevice, VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo, VkSurfaceCapabilities2KHR* pSurfaceCapabilities)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfaceCapabilities2KHR(physicalDevice, pSurfaceInfo, pSurfaceCapabilities);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfaceCapabilities2KHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfaceCapabilitiesKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, VkSurfaceCapabilitiesKHR* pSurfaceCapabilities)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfaceCapabilitiesKHR(physicalDevice, surface, pSurfaceCapabilities);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfaceCapabilitiesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfaceFormats2KHR(VkPhysicalDevice physicalDevice, VkPhysicalDeviceSurfaceInfo2KHR* pSurfaceInfo, uint* pSurfaceFormatCount, VkSurfaceFormat2KHR* pSurfaceFormats)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfaceFormats2KHR(physicalDevice, pSurfaceInfo, pSurfaceFormatCount, pSurfaceFormats);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfaceFormats2KHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfaceFormatsKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, uint* pSurfaceFormatCount, VkSurfaceFormatKHR* pSurfaceFormats)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfaceFormatsKHR(physicalDevice, surface, pSurfaceFormatCount, pSurfaceFormats);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfaceFormatsKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfacePresentModesKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, uint* pPresentModeCount, VkPresentModeKHR* pPresentModes)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfacePresentModesKHR(physicalDevice, surface, pPresentModeCount, pPresentModes);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfacePresentModesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkGetPhysicalDeviceSurfaceSupportKHR(VkPhysicalDevice physicalDevice, uint queueFamilyIndex, VkSurfaceKHR surface, uint* pSupported)
+    {
+        try
+        {
+            return Entry.vkGetPhysicalDeviceSurfaceSupportKHR(physicalDevice, queueFamilyIndex, surface, pSupported);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetPhysicalDeviceSurfaceSupportKHR, e);
         }
     }
 
@@ -6235,6 +6427,19 @@ internal static unsafe partial class Entrypoints
     }
 
     [UnmanagedCallersOnly]
+    static VkResult vkGetSwapchainImagesKHR(VkDevice device, VkSwapchainKHR swapchain, uint* pSwapchainImageCount, VkImage* pSwapchainImages)
+    {
+        try
+        {
+            return Entry.vkGetSwapchainImagesKHR(device, swapchain, pSwapchainImageCount, pSwapchainImages);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkGetSwapchainImagesKHR, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
     static VkResult vkGetValidationCacheDataEXT(VkDevice device, VkValidationCacheEXT validationCache, nuint* pDataSize, void* pData)
     {
         try
@@ -6346,6 +6551,19 @@ internal static unsafe partial class Entrypoints
         catch (Exception e)
         {
             return Entry.Fail(Tables.vkQueueBindSparse, e);
+        }
+    }
+
+    [UnmanagedCallersOnly]
+    static VkResult vkQueuePresentKHR(VkQueue queue, VkPresentInfoKHR* pPresentInfo)
+    {
+        try
+        {
+            return Entry.vkQueuePresentKHR(queue, pPresentInfo);
+        }
+        catch (Exception e)
+        {
+            return Entry.Fail(Tables.vkQueuePresentKHR, e);
         }
     }
 
@@ -6785,6 +7003,9 @@ internal static unsafe partial class Entrypoints
             case 0x026D39E9u:
                 if (name.SequenceEqual("vkCmdEndTransformFeedbackEXT"u8)) { index = 100; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, uint, VkBuffer*, ulong*, void>)&vkCmdEndTransformFeedbackEXT; }
                 break;
+            case 0x02E2DB2Du:
+                if (name.SequenceEqual("vkCreateSwapchainKHR"u8)) { index = 259; return (nint)(delegate* unmanaged<VkDevice, VkSwapchainCreateInfoKHR*, VkAllocationCallbacks*, VkSwapchainKHR*, VkResult>)&vkCreateSwapchainKHR; }
+                break;
             case 0x036431C1u:
                 if (name.SequenceEqual("vkGetSemaphoreCounterValue"u8)) { index = 440; return (nint)(delegate* unmanaged<VkDevice, VkSemaphore, ulong*, VkResult>)&vkGetSemaphoreCounterValue; }
                 break;
@@ -6799,6 +7020,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x04E6C462u:
                 if (name.SequenceEqual("vkCmdSetDescriptorBufferOffsetsEXT"u8)) { index = 148; return (nint)(delegate* unmanaged<VkCommandBuffer, VkPipelineBindPoint, VkPipelineLayout, uint, uint, uint*, ulong*, void>)&vkCmdSetDescriptorBufferOffsetsEXT; }
+                break;
+            case 0x053316E0u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfacePresentModesKHR"u8)) { index = 420; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkSurfaceKHR, uint*, VkPresentModeKHR*, VkResult>)&vkGetPhysicalDeviceSurfacePresentModesKHR; }
                 break;
             case 0x05FF253Eu:
                 if (name.SequenceEqual("vkCreateVideoSessionKHR"u8)) { index = 261; return (nint)(delegate* unmanaged<VkDevice, VkVideoSessionCreateInfoKHR*, VkAllocationCallbacks*, VkVideoSessionKHR*, VkResult>)&vkCreateVideoSessionKHR; }
@@ -6913,6 +7137,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x19C5052Au:
                 if (name.SequenceEqual("vkResetDescriptorPool"u8)) { index = 474; return (nint)(delegate* unmanaged<VkDevice, VkDescriptorPool, VkDescriptorPoolResetFlags, VkResult>)&vkResetDescriptorPool; }
+                break;
+            case 0x1A746777u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfaceFormatsKHR"u8)) { index = 419; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkSurfaceKHR, uint*, VkSurfaceFormatKHR*, VkResult>)&vkGetPhysicalDeviceSurfaceFormatsKHR; }
                 break;
             case 0x1B5E8F3Cu:
                 if (name.SequenceEqual("vkCmdSetShadingRateImageEnableNV"u8)) { index = 182; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, void>)&vkCmdSetShadingRateImageEnableNV; }
@@ -7151,8 +7378,14 @@ internal static unsafe partial class Entrypoints
             case 0x4874399Cu:
                 if (name.SequenceEqual("vkCmdSetDepthTestEnable"u8)) { index = 146; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, void>)&vkCmdSetDepthTestEnable; }
                 break;
+            case 0x487FF515u:
+                if (name.SequenceEqual("vkGetPhysicalDevicePresentRectanglesKHR"u8)) { index = 406; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkSurfaceKHR, uint*, VkRect2D*, VkResult>)&vkGetPhysicalDevicePresentRectanglesKHR; }
+                break;
             case 0x48A8EB79u:
                 if (name.SequenceEqual("vkCmdSetDepthWriteEnable"u8)) { index = 147; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, void>)&vkCmdSetDepthWriteEnable; }
+                break;
+            case 0x4AB902A1u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfaceFormats2KHR"u8)) { index = 418; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkPhysicalDeviceSurfaceInfo2KHR*, uint*, VkSurfaceFormat2KHR*, VkResult>)&vkGetPhysicalDeviceSurfaceFormats2KHR; }
                 break;
             case 0x4CAFAB95u:
                 if (name.SequenceEqual("vkCmdUpdateBuffer"u8)) { index = 201; return (nint)(delegate* unmanaged<VkCommandBuffer, VkBuffer, ulong, ulong, void*, void>)&vkCmdUpdateBuffer; }
@@ -7253,6 +7486,9 @@ internal static unsafe partial class Entrypoints
             case 0x5CA21BD0u:
                 if (name.SequenceEqual("vkCmdWriteMicromapsPropertiesEXT"u8)) { index = 208; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, VkMicromapEXT*, VkQueryType, VkQueryPool, uint, void>)&vkCmdWriteMicromapsPropertiesEXT; }
                 break;
+            case 0x5D051CB5u:
+                if (name.SequenceEqual("vkAcquireNextImage2KHR"u8)) { index = 1; return (nint)(delegate* unmanaged<VkDevice, VkAcquireNextImageInfoKHR*, uint*, VkResult>)&vkAcquireNextImage2KHR; }
+                break;
             case 0x5D12D31Eu:
                 if (name.SequenceEqual("vkCreateSampler"u8)) { index = 254; return (nint)(delegate* unmanaged<VkDevice, VkSamplerCreateInfo*, VkAllocationCallbacks*, VkSampler*, VkResult>)&vkCreateSampler; }
                 break;
@@ -7285,6 +7521,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x6322BF31u:
                 if (name.SequenceEqual("vkCmdSetCoverageModulationModeNV"u8)) { index = 131; return (nint)(delegate* unmanaged<VkCommandBuffer, VkCoverageModulationModeNV, void>)&vkCmdSetCoverageModulationModeNV; }
+                break;
+            case 0x63821A73u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfaceCapabilities2KHR"u8)) { index = 416; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkPhysicalDeviceSurfaceInfo2KHR*, VkSurfaceCapabilities2KHR*, VkResult>)&vkGetPhysicalDeviceSurfaceCapabilities2KHR; }
                 break;
             case 0x6392B8CDu:
                 if (name.SequenceEqual("vkCreateDescriptorPool"u8)) { index = 229; return (nint)(delegate* unmanaged<VkDevice, VkDescriptorPoolCreateInfo*, VkAllocationCallbacks*, VkDescriptorPool*, VkResult>)&vkCreateDescriptorPool; }
@@ -7339,6 +7578,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x6F48F771u:
                 if (name.SequenceEqual("vkCmdTraceRaysIndirect2KHR"u8)) { index = 197; return (nint)(delegate* unmanaged<VkCommandBuffer, ulong, void>)&vkCmdTraceRaysIndirect2KHR; }
+                break;
+            case 0x6F5291C7u:
+                if (name.SequenceEqual("vkCreateHeadlessSurfaceEXT"u8)) { index = 239; return (nint)(delegate* unmanaged<VkInstance, VkHeadlessSurfaceCreateInfoEXT*, VkAllocationCallbacks*, VkSurfaceKHR*, VkResult>)&vkCreateHeadlessSurfaceEXT; }
                 break;
             case 0x6F596AC7u:
                 if (name.SequenceEqual("vkCreateShaderModule"u8)) { index = 257; return (nint)(delegate* unmanaged<VkDevice, VkShaderModuleCreateInfo*, VkAllocationCallbacks*, VkShaderModule*, VkResult>)&vkCreateShaderModule; }
@@ -7565,6 +7807,9 @@ internal static unsafe partial class Entrypoints
             case 0x93149F30u:
                 if (name.SequenceEqual("vkCmdBeginRenderPass2"u8)) { index = 23; return (nint)(delegate* unmanaged<VkCommandBuffer, VkRenderPassBeginInfo*, VkSubpassBeginInfo*, void>)&vkCmdBeginRenderPass2; }
                 break;
+            case 0x93DC4E6Bu:
+                if (name.SequenceEqual("vkDestroySwapchainKHR"u8)) { index = 301; return (nint)(delegate* unmanaged<VkDevice, VkSwapchainKHR, VkAllocationCallbacks*, void>)&vkDestroySwapchainKHR; }
+                break;
             case 0x94036722u:
                 if (name.SequenceEqual("vkCmdNextSubpass"u8)) { index = 106; return (nint)(delegate* unmanaged<VkCommandBuffer, VkSubpassContents, void>)&vkCmdNextSubpass; }
                 break;
@@ -7615,6 +7860,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0x9FF6EF02u:
                 if (name.SequenceEqual("vkCmdEndConditionalRenderingEXT"u8)) { index = 93; return (nint)(delegate* unmanaged<VkCommandBuffer, void>)&vkCmdEndConditionalRenderingEXT; }
+                break;
+            case 0xA03A0FA6u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfaceSupportKHR"u8)) { index = 421; return (nint)(delegate* unmanaged<VkPhysicalDevice, uint, VkSurfaceKHR, uint*, VkResult>)&vkGetPhysicalDeviceSurfaceSupportKHR; }
                 break;
             case 0xA0611D7Fu:
                 if (name.SequenceEqual("vkCmdSetViewportWithCount"u8)) { index = 195; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, VkViewport*, void>)&vkCmdSetViewportWithCount; }
@@ -7748,6 +7996,9 @@ internal static unsafe partial class Entrypoints
             case 0xB5E7F467u:
                 if (name.SequenceEqual("vkCmdCopyImageToBuffer2"u8)) { index = 58; return (nint)(delegate* unmanaged<VkCommandBuffer, VkCopyImageToBufferInfo2*, void>)&vkCmdCopyImageToBuffer2; }
                 break;
+            case 0xB6DDCF76u:
+                if (name.SequenceEqual("vkDestroySurfaceKHR"u8)) { index = 300; return (nint)(delegate* unmanaged<VkInstance, VkSurfaceKHR, VkAllocationCallbacks*, void>)&vkDestroySurfaceKHR; }
+                break;
             case 0xB6EE9565u:
                 if (name.SequenceEqual("vkCmdSetStencilCompareMask"u8)) { index = 183; return (nint)(delegate* unmanaged<VkCommandBuffer, VkStencilFaceFlags, uint, void>)&vkCmdSetStencilCompareMask; }
                 break;
@@ -7756,6 +8007,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xB7E36FBEu:
                 if (name.SequenceEqual("vkCmdBindInvocationMaskHUAWEI"u8)) { index = 31; return (nint)(delegate* unmanaged<VkCommandBuffer, VkImageView, VkImageLayout, void>)&vkCmdBindInvocationMaskHUAWEI; }
+                break;
+            case 0xB7E4AF43u:
+                if (name.SequenceEqual("vkGetSwapchainImagesKHR"u8)) { index = 446; return (nint)(delegate* unmanaged<VkDevice, VkSwapchainKHR, uint*, VkImage*, VkResult>)&vkGetSwapchainImagesKHR; }
                 break;
             case 0xB838B382u:
                 if (name.SequenceEqual("vkCreateImageView"u8)) { index = 241; return (nint)(delegate* unmanaged<VkDevice, VkImageViewCreateInfo*, VkAllocationCallbacks*, VkImageView*, VkResult>)&vkCreateImageView; }
@@ -7801,6 +8055,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xC11E93AAu:
                 if (name.SequenceEqual("vkCreateRenderPass2KHR"u8)) { index = 253; return (nint)(delegate* unmanaged<VkDevice, VkRenderPassCreateInfo2*, VkAllocationCallbacks*, VkRenderPass*, VkResult>)&vkCreateRenderPass2; }
+                break;
+            case 0xC17BFACEu:
+                if (name.SequenceEqual("vkGetDeviceGroupSurfacePresentModesKHR"u8)) { index = 344; return (nint)(delegate* unmanaged<VkDevice, VkSurfaceKHR, VkDeviceGroupPresentModeFlagsKHR*, VkResult>)&vkGetDeviceGroupSurfacePresentModesKHR; }
                 break;
             case 0xC1A4729Eu:
                 if (name.SequenceEqual("vkCreateAccelerationStructureKHR"u8)) { index = 218; return (nint)(delegate* unmanaged<VkDevice, VkAccelerationStructureCreateInfoKHR*, VkAllocationCallbacks*, VkAccelerationStructureKHR*, VkResult>)&vkCreateAccelerationStructureKHR; }
@@ -7865,6 +8122,9 @@ internal static unsafe partial class Entrypoints
             case 0xCB2E03AFu:
                 if (name.SequenceEqual("vkCmdSetRasterizationSamplesEXT"u8)) { index = 172; return (nint)(delegate* unmanaged<VkCommandBuffer, VkSampleCountFlagBits, void>)&vkCmdSetRasterizationSamplesEXT; }
                 break;
+            case 0xCB70534Bu:
+                if (name.SequenceEqual("vkGetDeviceGroupPresentCapabilitiesKHR"u8)) { index = 343; return (nint)(delegate* unmanaged<VkDevice, VkDeviceGroupPresentCapabilitiesKHR*, VkResult>)&vkGetDeviceGroupPresentCapabilitiesKHR; }
+                break;
             case 0xCC84890Du:
                 if (name.SequenceEqual("vkGetPhysicalDeviceQueueFamilyProperties2"u8)) { index = 411; return (nint)(delegate* unmanaged<VkPhysicalDevice, uint*, VkQueueFamilyProperties2*, void>)&vkGetPhysicalDeviceQueueFamilyProperties2; }
                 break;
@@ -7909,6 +8169,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xD51D611Bu:
                 if (name.SequenceEqual("vkCmdPreprocessGeneratedCommandsNV"u8)) { index = 111; return (nint)(delegate* unmanaged<VkCommandBuffer, VkGeneratedCommandsInfoNV*, void>)&vkCmdPreprocessGeneratedCommandsNV; }
+                break;
+            case 0xD55FB6BBu:
+                if (name.SequenceEqual("vkQueuePresentKHR"u8)) { index = 461; return (nint)(delegate* unmanaged<VkQueue, VkPresentInfoKHR*, VkResult>)&vkQueuePresentKHR; }
                 break;
             case 0xD5976337u:
                 if (name.SequenceEqual("vkDestroyPrivateDataSlot"u8)) { index = 293; return (nint)(delegate* unmanaged<VkDevice, VkPrivateDataSlot, VkAllocationCallbacks*, void>)&vkDestroyPrivateDataSlot; }
@@ -7984,6 +8247,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xE06F0976u:
                 if (name.SequenceEqual("vkCmdWriteAccelerationStructuresPropertiesNV"u8)) { index = 205; return (nint)(delegate* unmanaged<VkCommandBuffer, uint, VkAccelerationStructureNV*, VkQueryType, VkQueryPool, uint, void>)&vkCmdWriteAccelerationStructuresPropertiesNV; }
+                break;
+            case 0xE09F2873u:
+                if (name.SequenceEqual("vkAcquireNextImageKHR"u8)) { index = 2; return (nint)(delegate* unmanaged<VkDevice, VkSwapchainKHR, ulong, VkSemaphore, VkFence, uint*, VkResult>)&vkAcquireNextImageKHR; }
                 break;
             case 0xE19409E8u:
                 if (name.SequenceEqual("vkGetImageViewHandleNVX"u8)) { index = 375; return (nint)(delegate* unmanaged<VkDevice, VkImageViewHandleInfoNVX*, uint>)&vkGetImageViewHandleNVX; }
@@ -8170,6 +8436,9 @@ internal static unsafe partial class Entrypoints
                 break;
             case 0xFE59F5E6u:
                 if (name.SequenceEqual("vkCmdDecodeVideoKHR"u8)) { index = 70; return (nint)(delegate* unmanaged<VkCommandBuffer, VkVideoDecodeInfoKHR*, void>)&vkCmdDecodeVideoKHR; }
+                break;
+            case 0xFE83D699u:
+                if (name.SequenceEqual("vkGetPhysicalDeviceSurfaceCapabilitiesKHR"u8)) { index = 417; return (nint)(delegate* unmanaged<VkPhysicalDevice, VkSurfaceKHR, VkSurfaceCapabilitiesKHR*, VkResult>)&vkGetPhysicalDeviceSurfaceCapabilitiesKHR; }
                 break;
             case 0xFED9217Bu:
                 if (name.SequenceEqual("vkCmdResolveImage2"u8)) { index = 119; return (nint)(delegate* unmanaged<VkCommandBuffer, VkResolveImageInfo2*, void>)&vkCmdResolveImage2; }
