@@ -17,7 +17,8 @@ public static class VhostUser
     public const int MaxConfigSize = 256;
 
     /// <summary>Transport feature bits the backend offers besides the device's.</summary>
-    public const int FeatureProtocolFeatures = 30, FeatureVersion1 = 32;
+    public const int FeatureIndirectDesc = 28, FeatureEventIdx = 29, FeatureProtocolFeatures = 30, FeatureVersion1 = 32,
+        FeatureAccessPlatform = 33, FeatureRingPacked = 34;
 
     public const int ProtocolMq = 0, ProtocolReplyAck = 3, ProtocolConfig = 9, ProtocolResetDevice = 13;
 

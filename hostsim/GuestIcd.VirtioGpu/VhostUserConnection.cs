@@ -53,7 +53,8 @@ public sealed unsafe class VhostUserConnection : IDisposable
     public VirtioGpuDevice Device => _device;
 
     /// <summary>Features the backend offers: the transport's and the device's.</summary>
-    public ulong OfferedFeatures => (1UL << VhostUser.FeatureVersion1) | (1UL << VhostUser.FeatureProtocolFeatures) | _device.Features;
+    public ulong OfferedFeatures => (1UL << VhostUser.FeatureVersion1) | (1UL << VhostUser.FeatureProtocolFeatures)
+        | (1UL << VhostUser.FeatureIndirectDesc) | (1UL << VhostUser.FeatureEventIdx) | _device.Features;
 
     public static ulong OfferedProtocolFeatures =>
         (1UL << VhostUser.ProtocolReplyAck) | (1UL << VhostUser.ProtocolConfig) | (1UL << VhostUser.ProtocolResetDevice);
@@ -144,7 +145,11 @@ public sealed unsafe class VhostUserConnection : IDisposable
             _log.LogError("vhost-user-gpu {Peer}: queue {Queue} not started: its rings (size {Num}) are not inside guest memory", Description, index, v.Num);
             return false;
         }
-        v.Queue = new SplitVirtqueue(_memory, v.Num, desc, avail, used, v.Base, (ulong)_device.MaxRequestBytes, 1 << 20);
+        v.Queue = new SplitVirtqueue(_memory, v.Num, desc, avail, used, v.Base, (ulong)_device.MaxRequestBytes, 1 << 20)
+        {
+            IndirectAllowed = (_ackedFeatures & (1UL << VhostUser.FeatureIndirectDesc)) != 0,
+            EventIndex = (_ackedFeatures & (1UL << VhostUser.FeatureEventIdx)) != 0,
+        };
         return true;
     }
 
@@ -231,9 +236,14 @@ public sealed unsafe class VhostUserConnection : IDisposable
             {
                 Expect(request, p, 8);
                 ulong f = BinaryPrimitives.ReadUInt64LittleEndian(p);
+                // A frontend may ack transport bits it handles itself (QEMU's vhost-user-gpu acks RING_RESET): harmless,
+                // except those that change how rings are laid out or addressed, which this backend cannot follow.
+                const ulong layout = (1UL << VhostUser.FeatureRingPacked) | (1UL << VhostUser.FeatureAccessPlatform);
+                if ((f & ~OfferedFeatures & layout) != 0)
+                    throw new VhostUserProtocolException($"SET_FEATURES acks 0x{f & ~OfferedFeatures & layout:x} (packed rings or an IOMMU), never offered");
                 if ((f & ~OfferedFeatures) != 0)
-                    throw new VhostUserProtocolException($"SET_FEATURES acks 0x{f & ~OfferedFeatures:x} that were not offered");
-                _ackedFeatures = f;
+                    _log.LogInformation("vhost-user-gpu {Peer}: the frontend acks 0x{Extra:x} beyond what was offered; ignored", Description, f & ~OfferedFeatures);
+                _ackedFeatures = f & OfferedFeatures;
                 // Without protocol features a ring runs as soon as it has a kick; with them it waits for SET_VRING_ENABLE.
                 if ((f & (1UL << VhostUser.FeatureProtocolFeatures)) == 0)
                     foreach (var v in _vrings) v.Enabled = true;

@@ -136,7 +136,8 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
             // Whatever a frontend sends, the other VMs' devices and hostsim go on.
             why = $"the device failed: {e}";
         }
-        _log.LogInformation("vhost-user-gpu {Peer}: connection ended: {Reason}", c.Description, why);
+        _log.LogInformation("vhost-user-gpu {Peer}: connection ended: {Reason}; served: {Served}; refused: {Refused}",
+            c.Description, why, c.Device.ServedSummary, c.Device.Refusals);
         _connections.TryRemove(c, out _);
         c.Dispose();
     }

@@ -58,6 +58,7 @@ public sealed class VirtioGpuDevice : IDisposable
     private readonly byte[] _request;
     private readonly byte[] _response;
     private readonly byte[] _config = new byte[Gpu.ConfigSize];
+    private readonly Dictionary<uint, int> _served = [];
     private ulong _pixelBytes;
     private uint _scanoutResource;
 
@@ -88,6 +89,10 @@ public sealed class VirtioGpuDevice : IDisposable
     public int ContextCount => _contexts.Count;
     public int ResourceCount => _resources.Count;
 
+    /// <summary>Commands answered with success so far, by name and count (logged when a connection ends).</summary>
+    public string ServedSummary => _served.Count == 0 ? "none" :
+        string.Join(", ", _served.OrderBy(e => e.Key).Select(e => $"{Gpu.CommandName(e.Key)} {e.Value}"));
+
     /// <summary>Bad chains and requests refused so far (for tests and logs).</summary>
     public int Refusals { get; private set; }
 
@@ -116,6 +121,8 @@ public sealed class VirtioGpuDevice : IDisposable
             switch (r)
             {
                 case PopResult.Empty:
+                    if (q.PublishAvailEvent())
+                        continue;
                     return true;
                 case PopResult.Broken:
                     Refusals++;
@@ -234,6 +241,7 @@ public sealed class VirtioGpuDevice : IDisposable
         }
         if (why is not null)
             return Refuse(q, chain, h, type == Gpu.RespOkNodata ? Gpu.RespErrUnspec : type, why);
+        _served[h.Type] = _served.GetValueOrDefault(h.Type) + 1;
         return Respond(q, chain, h, type, dataLength);
     }
 

@@ -77,12 +77,19 @@ public sealed unsafe class SplitVirtqueue
         _usedIdx = Volatile.Read(ref *(ushort*)(used + 2));
         MaxReadable = maxReadable;
         MaxWritable = maxWritable;
-        _chain.ReadableArray = new Segment[size];
-        _chain.WritableArray = new Segment[size];
+        _chain.ReadableArray = new Segment[Math.Max((int)size, MaxIndirect)];
+        _chain.WritableArray = new Segment[Math.Max((int)size, MaxIndirect)];
     }
 
     public GuestMemory Memory { get; }
     public ushort Size { get; }
+
+    /// <summary>VIRTIO_RING_F_INDIRECT_DESC was negotiated.</summary>
+    public bool IndirectAllowed { get; init; }
+
+    /// <summary>VIRTIO_RING_F_EVENT_IDX was negotiated: the device publishes how far it has read
+    /// (avail_event) so the driver knows when to kick, and interrupts when the driver's used_event is passed.</summary>
+    public bool EventIndex { get; init; }
     public ulong MaxReadable { get; }
     public ulong MaxWritable { get; }
 
@@ -125,44 +132,73 @@ public sealed unsafe class SplitVirtqueue
         return PopResult.BadChain;
     }
 
+    /// <summary>Longest indirect table accepted (the guest kernel uses one entry per page of a request).</summary>
+    public const int MaxIndirect = 4096;
+
     private string? Walk(ushort head)
     {
         int readable = 0, writable = 0;
         ulong readBytes = 0, writeBytes = 0;
-        ushort i = head;
+        byte* table = _desc;
+        int tableSize = Size;
+        bool indirect = false;
+        int i = head;
         for (int count = 0; ; count++)
         {
-            if (count >= Size)
-                return $"the chain from descriptor {head} is longer than the queue ({Size}): it loops";
-            byte* d = _desc + 16 * i;
+            if (count >= tableSize)
+                return $"the chain from descriptor {head} is longer than its table ({tableSize}): it loops";
+            byte* d = table + 16 * i;
             ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(d, 8));
             uint len = BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(d + 8, 4));
             ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(d + 12, 2));
             ushort next = BinaryPrimitives.ReadUInt16LittleEndian(new ReadOnlySpan<byte>(d + 14, 2));
+            string where = indirect ? $"indirect descriptor {i} of chain {head}" : $"descriptor {i}";
             if ((flags & DescFlagIndirect) != 0)
-                return $"descriptor {i} is indirect, which this device did not offer";
+            {
+                if (!IndirectAllowed)
+                    return $"{where} is indirect, which this device did not offer";
+                if (indirect)
+                    return $"{where} is an indirect table inside an indirect table";
+                if ((flags & DescFlagNext) != 0)
+                    return $"{where} is indirect and also continues";
+                if (len == 0 || len % 16 != 0 || len / 16 > MaxIndirect)
+                    return $"{where}: an indirect table of {len} bytes (a multiple of 16, at most {MaxIndirect} entries)";
+                byte* t = Memory.Translate(addr, len);
+                if (t == null)
+                    return $"{where}: its indirect table (0x{addr:x}+{len}) is not inside guest memory";
+                table = t;
+                tableSize = (int)(len / 16);
+                indirect = true;
+                i = 0;
+                count = -1;
+                continue;
+            }
             if (!Memory.Covers(addr, len))
-                return $"descriptor {i} (0x{addr:x}+{len}) points outside guest memory";
+                return $"{where} (0x{addr:x}+{len}) points outside guest memory";
             if ((flags & DescFlagWrite) != 0)
             {
                 writeBytes += len;
                 if (writeBytes > MaxWritable)
                     return $"the chain from descriptor {head} offers more than {MaxWritable} writable bytes";
+                if (readable + writable >= _chain.ReadableArray.Length)
+                    return $"the chain from descriptor {head} has more than {_chain.ReadableArray.Length} segments";
                 _chain.WritableArray[writable++] = new Segment(addr, len);
             }
             else
             {
                 if (writable > 0)
-                    return $"descriptor {i} is readable after a writable one";
+                    return $"{where} is readable after a writable one";
                 readBytes += len;
                 if (readBytes > MaxReadable)
                     return $"the chain from descriptor {head} carries more than {MaxReadable} readable bytes";
+                if (readable + writable >= _chain.ReadableArray.Length)
+                    return $"the chain from descriptor {head} has more than {_chain.ReadableArray.Length} segments";
                 _chain.ReadableArray[readable++] = new Segment(addr, len);
             }
             if ((flags & DescFlagNext) == 0)
                 break;
-            if (next >= Size)
-                return $"descriptor {i} continues at {next}, outside the {Size}-entry table";
+            if (next >= tableSize)
+                return $"{where} continues at {next}, outside its {tableSize}-entry table";
             i = next;
         }
         _chain.ReadableCount = readable;
@@ -185,8 +221,35 @@ public sealed unsafe class SplitVirtqueue
         Interlocked.MemoryBarrier();
     }
 
-    /// <summary>False when the driver asked not to be interrupted (VRING_AVAIL_F_NO_INTERRUPT).</summary>
-    public bool WantsInterrupt => (Volatile.Read(ref *(ushort*)_avail) & AvailFlagNoInterrupt) == 0;
+    private ushort _signalledUsed;
+
+    /// <summary>With EVENT_IDX: tells the driver everything up to here was seen, so its next addition kicks.
+    /// Returns true when more became available meanwhile (process again before sleeping).</summary>
+    public bool PublishAvailEvent()
+    {
+        if (!EventIndex)
+            return false;
+        Volatile.Write(ref *(ushort*)(_used + 4 + 8 * Size), _lastAvail);
+        Interlocked.MemoryBarrier();
+        return Volatile.Read(ref *(ushort*)(_avail + 2)) != _lastAvail;
+    }
+
+    /// <summary>Whether the driver wants an interrupt for what was used since the last one: its
+    /// used_event with EVENT_IDX, else VRING_AVAIL_F_NO_INTERRUPT.</summary>
+    public bool WantsInterrupt
+    {
+        get
+        {
+            Interlocked.MemoryBarrier();
+            if (!EventIndex)
+                return (Volatile.Read(ref *(ushort*)_avail) & AvailFlagNoInterrupt) == 0;
+            ushort usedEvent = Volatile.Read(ref *(ushort*)(_avail + 4 + 2 * Size));
+            ushort old = _signalledUsed;
+            _signalledUsed = _usedIdx;
+            // vring_need_event: the driver's event index lies in (old, new].
+            return (ushort)(_usedIdx - usedEvent - 1) < (ushort)(_usedIdx - old);
+        }
+    }
 
     /// <summary>Gathers a chain's readable bytes into <paramref name="destination"/> (at most its length).</summary>
     public int GatherReadable(DescriptorChain chain, Span<byte> destination)

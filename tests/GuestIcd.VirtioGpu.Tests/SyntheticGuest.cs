@@ -37,9 +37,27 @@ internal sealed unsafe class SyntheticGuest : IDisposable
     public GuestMemory Memory { get; }
     public byte* Host => _map;
 
-    public SplitVirtqueue NewQueue() =>
+    public SplitVirtqueue NewQueue(bool indirect = false, bool eventIndex = false) =>
         new(Memory, QueueSize, Memory.Translate(DescGpa, 16UL * QueueSize), Memory.Translate(AvailGpa, 6UL + 2UL * QueueSize),
-            Memory.Translate(UsedGpa, 6UL + 8UL * QueueSize), 0, 1 << 20, 1 << 20);
+            Memory.Translate(UsedGpa, 6UL + 8UL * QueueSize), 0, 1 << 20, 1 << 20) { IndirectAllowed = indirect, EventIndex = eventIndex };
+
+    /// <summary>The device's avail_event (EVENT_IDX): how far it has read.</summary>
+    public ushort AvailEvent => BinaryPrimitives.ReadUInt16LittleEndian(At(UsedGpa + 4 + 8UL * QueueSize, 2));
+
+    /// <summary>Writes an indirect descriptor table of (addr, len, flags, next) entries into guest memory.</summary>
+    public ulong IndirectTable(params (ulong Addr, uint Len, ushort Flags, ushort Next)[] entries)
+    {
+        ulong at = Alloc(16 * entries.Length);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            var d = At(at + 16UL * (ulong)i, 16);
+            BinaryPrimitives.WriteUInt64LittleEndian(d, entries[i].Addr);
+            BinaryPrimitives.WriteUInt32LittleEndian(d[8..], entries[i].Len);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[12..], entries[i].Flags);
+            BinaryPrimitives.WriteUInt16LittleEndian(d[14..], entries[i].Next);
+        }
+        return at;
+    }
 
     public Span<byte> At(ulong gpa, int length) => new(_map + (gpa - Base), length);
 
@@ -76,6 +94,8 @@ internal sealed unsafe class SyntheticGuest : IDisposable
         BinaryPrimitives.WriteUInt16LittleEndian(At(AvailGpa + 4 + 2UL * (ulong)(_availIdx % QueueSize), 2), head);
         _availIdx++;
         BinaryPrimitives.WriteUInt16LittleEndian(At(AvailGpa + 2, 2), _availIdx);
+        // used_event (EVENT_IDX): interrupt me for the next used entry, as a driver waiting for answers does.
+        BinaryPrimitives.WriteUInt16LittleEndian(At(AvailGpa + 4 + 2UL * QueueSize, 2), UsedIndex);
     }
 
     /// <summary>Sets the available index directly (to corrupt the ring).</summary>

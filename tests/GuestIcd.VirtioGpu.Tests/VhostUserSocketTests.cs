@@ -261,7 +261,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
                 f => f.Send(VhostUser.SetVringNum, [9, 0, 0, 0, 64, 0, 0, 0]), // queue 9
                 f => f.Send(VhostUser.SetMemTable, new byte[8 + 32 * 2]), // regions without fds
                 f => f.Send(VhostUser.SetVringKick, new byte[8]), // a kick without its fd
-                f => f.Send(VhostUser.SetFeatures, [0, 0, 0, 0, 0, 0, 0, 0x80]), // features never offered
+                f => f.Send(VhostUser.SetFeatures, [0, 0, 0, 0, 0x04, 0, 0, 0]), // packed rings, never offered
                 f => { var m = new byte[20]; BinaryPrimitives.WriteUInt32LittleEndian(m, 1); BinaryPrimitives.WriteUInt32LittleEndian(m.AsSpan(4), 1); BinaryPrimitives.WriteUInt32LittleEndian(m.AsSpan(8), 100); f.SendRaw(m); }, // truncated payload
             };
             foreach (var send in bad)

@@ -320,4 +320,34 @@ public sealed unsafe class VirtqueueDeviceTests : IDisposable
         Assert.Equal(Gpu.RespOkNodata, _g.ResponseType(resp));
         Assert.Equal(payload, _host.Submits[4][0]);
     }
+
+    [Fact]
+    public void IndirectTablesAreWalkedWithinBounds()
+    {
+        var q = _g.NewQueue(indirect: true, eventIndex: true);
+        ulong req = _g.Put(Req.Header(Gpu.CmdGetDisplayInfo)), resp = _g.Alloc(Gpu.DisplayInfoSize);
+        // Good: header and response through an indirect table, as Linux sends them with INDIRECT_DESC.
+        ulong good = _g.IndirectTable((req, Gpu.HeaderSize, SplitVirtqueue.DescFlagNext, 1), (resp, Gpu.DisplayInfoSize, SplitVirtqueue.DescFlagWrite, 0));
+        ushort a = _g.NextDesc();
+        _g.WriteDesc(a, good, 32, SplitVirtqueue.DescFlagIndirect, 0);
+        _g.MakeAvailable(a);
+        // Bad: an indirect table that loops, one nested in another, one outside memory, one of a ragged size.
+        ulong loop = _g.IndirectTable((req, Gpu.HeaderSize, SplitVirtqueue.DescFlagNext, 1), (req, 8, SplitVirtqueue.DescFlagNext, 0));
+        ulong nested = _g.IndirectTable((loop, 32, SplitVirtqueue.DescFlagIndirect, 0));
+        ushort[] bad = [_g.NextDesc(), _g.NextDesc(), _g.NextDesc(), _g.NextDesc(), _g.NextDesc()];
+        _g.WriteDesc(bad[0], loop, 32, SplitVirtqueue.DescFlagIndirect, 0);
+        _g.WriteDesc(bad[1], nested, 16, SplitVirtqueue.DescFlagIndirect, 0);
+        _g.WriteDesc(bad[2], SyntheticGuest.Base + SyntheticGuest.Bytes - 16, 64, SplitVirtqueue.DescFlagIndirect, 0);
+        _g.WriteDesc(bad[3], good, 24, SplitVirtqueue.DescFlagIndirect, 0);
+        _g.WriteDesc(bad[4], good, 32, SplitVirtqueue.DescFlagIndirect | SplitVirtqueue.DescFlagNext, 0);
+        foreach (ushort b in bad) _g.MakeAvailable(b);
+        Assert.True(_device.Process(VirtioGpuDevice.ControlQueue, q, out _));
+        var used = _g.TakeUsed();
+        Assert.Equal((a, (uint)Gpu.DisplayInfoSize), used[0]);
+        Assert.Equal(bad.Select(b => ((uint)b, 0u)), used.Skip(1));
+        Assert.Equal(Gpu.RespOkDisplayInfo, _g.ResponseType(resp));
+        Assert.Equal(5, _device.Refusals);
+        // EVENT_IDX: the device says it has read all six, so the driver's next addition kicks.
+        Assert.Equal(6, _g.AvailEvent);
+    }
 }
