@@ -19,6 +19,10 @@ internal static class VirtioGpuServe
         if (path.Length == 0)
             throw new ArgumentException($"transport '{spec}': vhost-user-gpu needs the socket QEMU's vhost-user chardev connects to");
         var options = new VirtioGpuOptions { Capset = GuestIcdCapset.Encode(major, minor, $"guesticd-hostsim {deviceName}") };
-        return new VhostUserGpuListener(path, options, logs.CreateLogger("virtio-gpu"));
+        var log = logs.CreateLogger("virtio-gpu");
+        var listener = new VhostUserGpuListener(path, options, log);
+        // Each context of our capset becomes a session that comes out of the listener's Accept.
+        listener.Hosts = _ => new GuestIcdContextHost(listener.Offer, log);
+        return listener;
     }
 }

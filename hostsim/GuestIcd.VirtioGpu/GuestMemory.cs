@@ -222,6 +222,14 @@ public sealed unsafe class ContiguousMapping(byte* pointer, ulong length) : IDis
 
     public ulong Length { get; } = length;
 
+    /// <summary>Hands the mapping to a new owner (who unmaps it); this object forgets it.</summary>
+    public byte* Release()
+    {
+        byte* p = _pointer;
+        _pointer = null;
+        return p;
+    }
+
     public void Dispose()
     {
         if (_pointer != null)

@@ -71,6 +71,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
     public string Run()
     {
         var fds = new Native.PollFd[2 + 2 * VirtioGpuDevice.QueueCount];
+        var wakes = new List<(int Fd, uint Context)>();
         try
         {
             while (!_stop)
@@ -81,6 +82,12 @@ public sealed unsafe class VhostUserConnection : IDisposable
                 for (int i = 0; i < _vrings.Length; i++)
                     if (_vrings[i].Kick >= 0 && Runnable(_vrings[i]))
                         fds[n++] = new Native.PollFd { fd = _vrings[i].Kick, events = Native.POLLIN };
+                int kicks = n;
+                _device.CollectWakeFds(wakes);
+                if (fds.Length < n + wakes.Count)
+                    Array.Resize(ref fds, n + wakes.Count + 8);
+                foreach (var (fd, _) in wakes)
+                    fds[n++] = new Native.PollFd { fd = fd, events = Native.POLLIN };
                 int r;
                 fixed (Native.PollFd* p = fds)
                     r = Native.poll(p, (nuint)n, -1);
@@ -93,7 +100,13 @@ public sealed unsafe class VhostUserConnection : IDisposable
                 }
                 if (fds[1].revents != 0)
                     Native.Drain(_wakeFd);
-                for (int k = 2; k < n; k++)
+                bool woke = false;
+                for (int k = kicks; k < n; k++)
+                    if (fds[k].revents != 0)
+                        woke |= _device.Wake(wakes[k - kicks].Context);
+                if (woke)
+                    SignalControl();
+                for (int k = 2; k < kicks; k++)
                 {
                     if (fds[k].revents == 0)
                         continue;
@@ -114,6 +127,23 @@ public sealed unsafe class VhostUserConnection : IDisposable
         catch (VhostUserProtocolException e)
         {
             return e.Message;
+        }
+    }
+
+    private void SignalControl()
+    {
+        var v = _vrings[VirtioGpuDevice.ControlQueue];
+        if (v.Queue is not null && v.Queue.WantsInterrupt)
+            Native.Signal(v.Call);
+    }
+
+    /// <summary>Held answers go out before a ring or the memory table changes under them.</summary>
+    private void AnswerHeld()
+    {
+        if (_device.AnswerAllHeld())
+        {
+            var v = _vrings[VirtioGpuDevice.ControlQueue];
+            Native.Signal(v.Call);
         }
     }
 
@@ -314,6 +344,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
                 Expect(request, p, 8);
                 uint index = BinaryPrimitives.ReadUInt32LittleEndian(p);
                 var v = RingOf(request, index);
+                AnswerHeld();
                 // Stops the ring: the frontend takes it back from here.
                 ushort last = v.Queue?.LastAvail ?? v.Base;
                 v.Base = last;
@@ -461,6 +492,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
             foreach (int fd in taken) if (fd >= 0) Native.close(fd);
             throw;
         }
+        AnswerHeld();
         var old = _memory;
         _memory = new GuestMemory(regions, mappings.ToArray());
         _device.Memory = _memory;

@@ -17,7 +17,9 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
     private readonly int _wakeFd;
     private readonly ILogger _log;
     private readonly VirtioGpuOptions _options;
-    private readonly Func<VhostUserConnection, IGpuContextHost?>? _hosts;
+    /// <summary>Makes the context host of each new connection (null: contexts are plain, their submissions
+    /// accepted and dropped). Set before the first frontend connects.</summary>
+    public Func<VhostUserConnection, IGpuContextHost?>? Hosts { get; set; }
     private readonly Thread _acceptThread;
     private readonly ConcurrentDictionary<VhostUserConnection, Thread> _connections = new();
     private readonly BlockingCollection<ITransport> _sessions = new();
@@ -31,7 +33,7 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
         SocketPath = socketPath;
         _options = options;
         _log = log;
-        _hosts = hosts;
+        Hosts = hosts;
         if (!Native.TryMakeAddress(socketPath, out var address, out uint length))
             throw new ArgumentException($"vhost-user-gpu: socket path '{socketPath}' is empty or longer than {Native.SunPathLength - 1} bytes");
         string? dir = Path.GetDirectoryName(Path.GetFullPath(socketPath));
@@ -127,7 +129,7 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
         string why;
         try
         {
-            if (_hosts?.Invoke(c) is { } host)
+            if (Hosts?.Invoke(c) is { } host)
                 c.Device.SetHost(host);
             why = c.Run();
         }

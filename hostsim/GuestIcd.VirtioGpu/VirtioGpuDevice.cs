@@ -50,6 +50,12 @@ public sealed class VirtioGpuDevice : IDisposable
         public readonly HashSet<uint> Resources = [];
     }
 
+    /// <summary>A SUBMIT_3D whose answer waits for its context (<see cref="SubmitOutcome.Hold"/>).</summary>
+    private sealed record Held(SplitVirtqueue Queue, ushort Head, Segment[] Writable, ulong WritableBytes, RequestHeader Header);
+
+    private readonly Dictionary<uint, Held> _held = [];
+    private bool _holdCurrent;
+
     private readonly VirtioGpuOptions _options;
     private readonly ILogger _log;
     private IGpuContextHost? _host;
@@ -137,7 +143,13 @@ public sealed class VirtioGpuDevice : IDisposable
             uint written;
             try
             {
+                _holdCurrent = false;
                 written = Handle(queue, q, chain);
+                if (_holdCurrent)
+                {
+                    signal |= HoldCurrent(q, chain);
+                    continue;
+                }
             }
             catch (Exception e)
             {
@@ -148,6 +160,79 @@ public sealed class VirtioGpuDevice : IDisposable
             q.PushUsed(chain.Head, written);
             signal = true;
         }
+    }
+
+    private RequestHeader _lastHeader;
+
+    private bool HoldCurrent(SplitVirtqueue q, DescriptorChain chain)
+    {
+        var h = _lastHeader;
+        bool answered = _held.Remove(h.ContextId, out var old) && Answer(old);
+        _held[h.ContextId] = new Held(q, chain.Head, chain.Writable.ToArray(), chain.WritableBytes, h);
+        return answered;
+    }
+
+    /// <summary>Answers a held submission (success; its fence signals).</summary>
+    private bool Answer(Held held)
+    {
+        Span<byte> r = stackalloc byte[Gpu.HeaderSize];
+        r.Clear();
+        BinaryPrimitives.WriteUInt32LittleEndian(r, Gpu.RespOkNodata);
+        var h = held.Header;
+        if ((h.Flags & Gpu.FlagFence) != 0)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(r[4..], Gpu.FlagFence | (h.Flags & Gpu.FlagInfoRingIdx));
+            BinaryPrimitives.WriteUInt64LittleEndian(r[8..], h.FenceId);
+            BinaryPrimitives.WriteUInt32LittleEndian(r[16..], h.ContextId);
+            r[20] = (h.Flags & Gpu.FlagInfoRingIdx) != 0 ? h.RingIndex : (byte)0;
+        }
+        uint written = 0;
+        if (held.WritableBytes >= Gpu.HeaderSize)
+        {
+            ReadOnlySpan<byte> src = r;
+            foreach (var s in held.Writable)
+            {
+                if (src.IsEmpty) break;
+                int n = (int)Math.Min(s.Length, (uint)src.Length);
+                if (!Memory.Write(s.Gpa, src[..n])) break;
+                src = src[n..];
+            }
+            written = src.IsEmpty ? (uint)Gpu.HeaderSize : 0;
+        }
+        held.Queue.PushUsed(held.Head, written);
+        return true;
+    }
+
+    /// <summary>Descriptors to poll for the contexts (their wake-ups), with the context each belongs to.</summary>
+    public void CollectWakeFds(List<(int Fd, uint Context)> into)
+    {
+        into.Clear();
+        foreach (var c in _contexts.Values)
+            if (c.Handler is { WakeFd: >= 0 } handler)
+                into.Add((handler.WakeFd, c.Id));
+    }
+
+    /// <summary>A context's wake descriptor fired: answers its held submission when it says so. Returns
+    /// true when something was put on the used ring (the driver is to be interrupted).</summary>
+    public bool Wake(uint contextId)
+    {
+        if (!_contexts.TryGetValue(contextId, out var ctx) || ctx.Handler is null)
+            return false;
+        bool holding = _held.ContainsKey(contextId);
+        if (!ctx.Handler.OnWake(holding) || !holding)
+            return false;
+        _held.Remove(contextId, out var held);
+        return Answer(held!);
+    }
+
+    /// <summary>Answers every held submission (before the rings change hands or the memory table changes).</summary>
+    public bool AnswerAllHeld()
+    {
+        bool any = false;
+        foreach (var held in _held.Values)
+            any |= Answer(held);
+        _held.Clear();
+        return any;
     }
 
     private static string QueueName(int queue) => queue == ControlQueue ? "control" : "cursor";
@@ -167,6 +252,7 @@ public sealed class VirtioGpuDevice : IDisposable
         var h = new RequestHeader(BinaryPrimitives.ReadUInt32LittleEndian(req), BinaryPrimitives.ReadUInt32LittleEndian(req[4..]),
             BinaryPrimitives.ReadUInt64LittleEndian(req[8..]), BinaryPrimitives.ReadUInt32LittleEndian(req[16..]), req[20]);
         ReadOnlySpan<byte> body = req[Gpu.HeaderSize..];
+        _lastHeader = h;
         bool cursor = queue == CursorQueue;
         if (cursor != (h.Type is Gpu.CmdUpdateCursor or Gpu.CmdMoveCursor))
             return Refuse(q, chain, h, Gpu.RespErrUnspec, $"{Gpu.CommandName(h.Type)} does not belong on the {QueueName(queue)} queue");
@@ -351,7 +437,10 @@ public sealed class VirtioGpuDevice : IDisposable
         }
         foreach (uint c in r.Contexts)
             if (_contexts.TryGetValue(c, out var ctx))
+            {
                 ctx.Resources.Remove(id);
+                ctx.Handler?.OnResourceReleased(id);
+            }
         if (r.Pixels is not null)
             _pixelBytes -= (ulong)r.Pixels.Length;
         if (_scanoutResource == id)
@@ -508,6 +597,9 @@ public sealed class VirtioGpuDevice : IDisposable
         }
         r.Backing = null;
         r.BackingBytes = 0;
+        foreach (uint c in r.Contexts)
+            if (_contexts.TryGetValue(c, out var ctx))
+                ctx.Handler?.OnResourceReleased(id);
         return Gpu.RespOkNodata;
     }
 
@@ -608,6 +700,8 @@ public sealed class VirtioGpuDevice : IDisposable
             why = $"no context {id}";
             return Gpu.RespErrInvalidContextId;
         }
+        if (_held.Remove(id, out var held))
+            Answer(held);
         foreach (uint rid in ctx.Resources)
             if (_resources.TryGetValue(rid, out var r))
                 r.Contexts.Remove(id);
@@ -697,9 +791,12 @@ public sealed class VirtioGpuDevice : IDisposable
         }
         if (ctx.Handler is null)
             return Gpu.RespOkNodata;
-        string? failure = ctx.Handler.Submit(b.Slice(8, (int)size));
-        if (failure is null)
+        var outcome = ctx.Handler.Submit(b.Slice(8, (int)size), out string? failure);
+        if (outcome == SubmitOutcome.Hold)
+            _holdCurrent = true;
+        if (outcome != SubmitOutcome.Failed)
             return Gpu.RespOkNodata;
+        failure ??= "the context's stream is malformed";
         string? ignored = null;
         DestroyContext(ctxId, failure, ref ignored);
         why = $"context {ctxId} ended: {failure}";
@@ -715,7 +812,7 @@ public sealed class VirtioGpuDevice : IDisposable
     internal bool IsAttached(uint ctxId, uint resourceId) =>
         _contexts.TryGetValue(ctxId, out var ctx) && ctx.Resources.Contains(resourceId) && _resources.ContainsKey(resourceId);
 
-    internal ContiguousMapping? MapBacking(uint ctxId, uint resourceId, out string? error)
+    internal ContiguousMapping? MapBacking(uint ctxId, uint resourceId, ulong offset, ulong length, out string? error)
     {
         if (!IsAttached(ctxId, resourceId))
         {
@@ -728,15 +825,30 @@ public sealed class VirtioGpuDevice : IDisposable
             error = $"resource {resourceId} has no backing";
             return null;
         }
-        var runs = new (ulong, ulong)[r.Backing.Length];
-        for (int i = 0; i < runs.Length; i++)
-            runs[i] = (r.Backing[i].Gpa, r.Backing[i].Length);
-        return Memory.MapContiguous(runs, out error);
+        if (length == ulong.MaxValue)
+            length = r.BackingBytes - Math.Min(offset, r.BackingBytes);
+        if (offset > r.BackingBytes || length > r.BackingBytes - offset)
+        {
+            error = $"bytes {offset}+{length} lie outside resource {resourceId}'s {r.BackingBytes}-byte backing";
+            return null;
+        }
+        var runs = new List<(ulong, ulong)>();
+        foreach (var s in r.Backing)
+        {
+            if (length == 0) break;
+            if (offset >= s.Length) { offset -= s.Length; continue; }
+            ulong n = Math.Min(s.Length - offset, length);
+            runs.Add((s.Gpa + offset, n));
+            length -= n;
+            offset = 0;
+        }
+        return Memory.MapContiguous(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(runs), out error);
     }
 
     /// <summary>Forgets every resource and context (device reset, or the frontend went away).</summary>
     public void Reset(string reason)
     {
+        AnswerAllHeld();
         foreach (uint id in _contexts.Keys.ToArray())
         {
             string? ignored = null;

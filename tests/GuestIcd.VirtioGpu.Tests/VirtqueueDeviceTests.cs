@@ -34,6 +34,7 @@ public sealed unsafe class VirtqueueDeviceTests : IDisposable
         public readonly Dictionary<uint, List<byte[]>> Submits = [];
         public readonly Dictionary<uint, GpuContextResources> Views = [];
         public readonly List<uint> Disposed = [];
+        public readonly List<(uint Context, uint Resource)> Released = [];
 
         public IGpuContext? Open(GpuContextInfo info, GpuContextResources resources, out string? refusal)
         {
@@ -45,11 +46,18 @@ public sealed unsafe class VirtqueueDeviceTests : IDisposable
 
         private sealed class Ctx(RecordingHost h, uint id) : IGpuContext
         {
-            public string? Submit(ReadOnlySpan<byte> commands)
+            public SubmitOutcome Submit(ReadOnlySpan<byte> commands, out string? failure)
             {
                 h.Submits[id].Add(commands.ToArray());
-                return commands.Length > 0 && commands[0] == 0xFF ? "the stream is malformed" : null;
+                failure = commands.Length > 0 && commands[0] == 0xFF ? "the stream is malformed" : null;
+                return failure is null ? SubmitOutcome.Done : SubmitOutcome.Failed;
             }
+
+            public int WakeFd => -1;
+
+            public bool OnWake(bool holding) => false;
+
+            public void OnResourceReleased(uint resourceId) => h.Released.Add((id, resourceId));
 
             public void Dispose() => h.Disposed.Add(id);
         }
