@@ -18,7 +18,7 @@ internal static class VirtioGpuServe
         string path = spec[Scheme.Length..];
         if (path.Length == 0)
             throw new ArgumentException($"transport '{spec}': vhost-user-gpu needs the socket QEMU's vhost-user chardev connects to");
-        var options = new VirtioGpuOptions { Capset = GuestIcdCapset.Encode(major, minor, $"guesticd-hostsim {deviceName}") };
+        var options = new VirtioGpuOptions { Capset = GuestIcdCapset.Encode(major, minor, $"hostsim: {deviceName}") };
         var log = logs.CreateLogger("virtio-gpu");
         var listener = new VhostUserGpuListener(path, options, log);
         // Each context of our capset becomes a session that comes out of the listener's Accept.

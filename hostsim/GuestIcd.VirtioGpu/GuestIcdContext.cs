@@ -132,6 +132,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         _control = control;
         _resource = resource;
         _ringsLength = rest.Length;
+        _ringBytesShared = (ulong)UnixRingTransport.SharedSize((int)ringBytes);
         _rings = rest.Release();
         _bell = sv[1];
         var transport = new UnixRingTransport(sv[0], _rings, (nuint)_ringsLength, (int)ringBytes, isHost: true,
@@ -175,17 +176,41 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         }
     }
 
-    /// <summary>Swaps the session's view of the guest pages for private anonymous memory, so a host still
-    /// finishing its work can no longer write into pages the guest may hand to someone else.</summary>
+    /// <summary>Swaps the session's view of the guest pages for private memory, so a host still finishing
+    /// its work can no longer touch pages the guest frees once this returns (its kernel frees a resource's
+    /// pages when the unref is answered). The rings are copied first and moved in whole (mremap), so the
+    /// session still reads what the guest wrote before it went (its last destroys); the heap becomes zeros.</summary>
     private void Detach()
     {
-        if (_rings != null)
+        if (_rings == null)
+            return;
+        nuint ringPart = (nuint)_ringBytesShared, heapPart = (nuint)(_ringsLength - _ringBytesShared);
+        void* copy = Native.mmap(null, ringPart, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS, -1, 0);
+        if (copy != Native.MAP_FAILED)
         {
-            Native.mmap(_rings, (nuint)_ringsLength, Native.PROT_READ | Native.PROT_WRITE,
-                Native.MAP_PRIVATE | Native.MAP_ANONYMOUS | Native.MAP_FIXED | Native.MAP_NORESERVE, -1, 0);
-            _rings = null; // the transport unmaps the range when the session disposes it
+            Buffer.MemoryCopy(_rings, copy, ringPart, ringPart);
+            if (mremap(copy, ringPart, ringPart, 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */, _rings) == Native.MAP_FAILED)
+            {
+                Native.munmap(copy, ringPart);
+                heapPart += ringPart;
+                ringPart = 0;
+            }
         }
+        else
+        {
+            heapPart += ringPart;
+            ringPart = 0;
+        }
+        if (heapPart > 0)
+            Native.mmap(_rings + ringPart, heapPart, Native.PROT_READ | Native.PROT_WRITE,
+                Native.MAP_PRIVATE | Native.MAP_ANONYMOUS | Native.MAP_FIXED | Native.MAP_NORESERVE, -1, 0);
+        _rings = null; // the transport unmaps the range when the session disposes it
     }
+
+    private ulong _ringBytesShared;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "mremap", SetLastError = true)]
+    private static partial void* mremap(void* oldAddress, nuint oldSize, nuint newSize, int flags, void* newAddress);
 
     private void End(string why)
     {

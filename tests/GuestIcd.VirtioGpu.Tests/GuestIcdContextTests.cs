@@ -132,9 +132,14 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
         Assert.True(reading.Join(5000) && read);
         Assert.Equal("reply"u8.ToArray(), reply);
 
-        // The guest process goes: its context is destroyed, the session sees its peer gone and the pages
-        // are no longer the session's.
+        // The guest process goes right after its last message: its context is destroyed, the session still
+        // reads that message, then sees its peer gone, and the pages are no longer the session's.
+        guest.Write("goodbye"u8);
+        guest.Flush();
         Assert.Equal(Gpu.RespOkNodata, Send(Req.With(Gpu.CmdCtxDestroy, 1)).Type);
+        var last = new byte[7];
+        Assert.True(host.ReadExactly(last, 3000));
+        Assert.Equal("goodbye"u8.ToArray(), last);
         Assert.Equal(GuestIcdContext.ControlEnded, *(uint*)view.Pointer);
         long deadline = Environment.TickCount64 + 3000;
         while (!host.PeerClosed && Environment.TickCount64 < deadline) Thread.Sleep(10);

@@ -95,7 +95,7 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Contains("param_3d_features=1", r.Stdout);
         Assert.Contains("capset_magic=GICD", r.Stdout);
         Assert.Contains("capset_protocol=1.1", r.Stdout);
-        Assert.Contains("capset_identity=guesticd-hostsim llvmpipe", r.Stdout);
+        Assert.Contains("capset_identity=hostsim: llvmpipe", r.Stdout);
         Assert.Contains($"param_supported_capset_ids={1 << 24}", r.Stdout);
         Assert.Contains("execbuffer=ok fence_signaled=yes", r.Stdout);
         Assert.Contains("probe=0", r.Stdout);
@@ -107,5 +107,75 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Contains("context 2 (virtgpu-probe) created", log);
         Assert.Contains("refused: 0", log);
         Assert.True(host.Alive, "hostsim died");
+    }
+
+    static Dictionary<string, string?> GuestEnv(string transport)
+    {
+        var icd = Path.Combine(Vm.Root, Out, "icd", "guesticd_icd.x86_64.json");
+        if (!File.Exists(icd)) throw new FileNotFoundException("build the ICD first (scripts/build.sh)", icd);
+        return new() { ["VK_DRIVER_FILES"] = icd, ["GUESTICD_TRANSPORT"] = transport, ["GUESTICD_LOG"] = "info", ["VK_LOADER_LAYERS_DISABLE"] = "*" };
+    }
+
+    static string Tool(string name, string source, params string[] extra)
+    {
+        var dir = Path.Combine(Vm.Root, Out, "vm-tools");
+        Directory.CreateDirectory(dir);
+        var exe = Path.Combine(dir, name);
+        var cc = Vm.RunProcess("cc", ["-O2", "-o", exe, Path.Combine(Vm.Root, source), .. extra]);
+        Assert.True(cc.ExitCode == 0, $"cc {source} failed: " + cc);
+        return exe;
+    }
+
+    /// <summary>vulkaninfo, then two compute clients at once (1M elements each, verified), each its own DRM
+    /// context and its own hostsim session, running side by side.</summary>
+    [Fact]
+    public void VulkaninfoAndTwoComputeClientsAtOnceRunOverVirtioGpu()
+    {
+        if (VmMissing()) return;
+        var compute = Tool("compute", "native-shim/clients/compute.c", "-lvulkan");
+        var spv = Path.Combine(Vm.Root, Out, "vm-tools", "multiply.spv");
+        var glslc = Vm.RunProcess("glslc", [Path.Combine(Vm.Root, "native-shim", "shaders", "multiply.comp"), "-o", spv]);
+        Assert.True(glslc.ExitCode == 0, "glslc failed: " + glslc);
+        using var host = new GpuHostSim();
+        var script = $"vulkaninfo --summary; {compute} {spv} >/tmp/a 2>&1 & {compute} {spv} >/tmp/b 2>&1 & wait; cat /tmp/a /tmp/b";
+        // auto: a render node offering our capset is preferred.
+        var r = Vm.Run(["--vgpu", host.Socket, "--", "bash", "-c", script], GuestEnv("auto"));
+        var log = host.WaitForEnd();
+        output.WriteLine(r.ToString());
+        output.WriteLine("--- hostsim\n" + log);
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("deviceName         = GuestIcd: llvmpipe", r.Stdout);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(r.Stdout, "round 1: verified 1048576 elements").Count);
+        Assert.Contains("over virtio-gpu:/dev/dri/renderD128", r.Stdout + r.Stderr);
+        // The two compute sessions overlapped: both connected before either ended.
+        var lines = log.Split('\n');
+        int Line(string pattern, int after = -1) => Array.FindIndex(lines, after + 1, l => System.Text.RegularExpressions.Regex.IsMatch(l, pattern));
+        var connects = lines.Select((l, i) => (l, i)).Where(x => x.l.Contains("connected via virtio-gpu context") && x.l.Contains("(compute;")).Select(x => x.i).ToList();
+        var ends = lines.Select((l, i) => (l, i)).Where(x => x.l.Contains("ended (guest disconnected)")).Select(x => x.i).ToList();
+        Assert.True(connects.Count >= 2, "fewer than two compute sessions:\n" + log);
+        Assert.True(connects[^1] < ends.Where(e => e > connects[^2]).DefaultIfEmpty(int.MaxValue).Min(), "the compute sessions ran one after the other:\n" + log);
+        Assert.Equal(-1, Line("errors?, [1-9]"));
+        Assert.Contains("refused: 0", log);
+    }
+
+    /// <summary>A guest process SIGKILLed in the middle of its session: its context goes with its DRM file,
+    /// hostsim releases its objects, and the next process in the same VM is served.</summary>
+    [Fact]
+    public void KilledGuestProcessHasItsObjectsReleased()
+    {
+        if (VmMissing()) return;
+        var holder = Tool("device_lost", "native-shim/clients/device_lost.c", "-lvulkan");
+        using var host = new GpuHostSim();
+        // Wait until the process holds the render node, give its instance's session time to start, then SIGKILL it.
+        var script = $"sleep 1000 | {holder} & for i in $(seq 200); do p=$(pgrep -x device_lost | head -1); " +
+                     "[ -n \"$p\" ] && ls -l /proc/$p/fd 2>/dev/null | grep -q renderD && break; sleep 0.25; done; " +
+                     "sleep 5; pkill -KILL -x device_lost; sleep 2; vulkaninfo --summary | grep deviceName";
+        var r = Vm.Run(["--vgpu", host.Socket, "--", "bash", "-c", script], GuestEnv("virtio-gpu"));
+        var log = host.WaitForEnd();
+        output.WriteLine(r.ToString());
+        output.WriteLine("--- hostsim\n" + log);
+        Assert.Contains("deviceName         = GuestIcd: llvmpipe", r.Stdout);
+        Assert.Matches(@"session \d+ ended \((guest disconnected|transport closed)[^\n]*: [1-9]\d* commands[^\n]* [1-9]\d* guest objects left", log);
+        Assert.Contains("(device_lost) destroyed", log);
     }
 }
