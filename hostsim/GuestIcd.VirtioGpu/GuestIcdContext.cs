@@ -25,7 +25,8 @@ public sealed class GuestIcdContextHost(Action<ITransport> offer, ILogger log, l
 /// </summary>
 public sealed unsafe partial class GuestIcdContext : IGpuContext
 {
-    public const uint OpInit = 1, OpDoorbell = 2, OpWait = 3;
+    /// <summary>NOP {u32 0}: nothing, at any time (a fence to wait on, a probe of the device).</summary>
+    public const uint OpNop = 0, OpInit = 1, OpDoorbell = 2, OpWait = 3;
     public const uint ControlRunning = 1, ControlEnded = 2;
     private const int ControlBytes = 4096;
 
@@ -67,6 +68,8 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         uint op = BinaryPrimitives.ReadUInt32LittleEndian(commands);
         switch (op)
         {
+            case OpNop:
+                return SubmitOutcome.Done;
             case OpInit:
                 return Init(commands, out failure);
             case OpDoorbell:

@@ -13,7 +13,7 @@ namespace GuestIcd.Transport;
 /// </summary>
 /// <remarks>
 /// <para>Resource layout: a 4096-byte control page (u32 at 0: the host writes 1 once INIT took, 2 when the session has ended),
-/// ring guest→host, ring host→guest, heap. The context's SUBMIT_3D commands: INIT {u32 1, u32 resource,
+/// ring guest→host, ring host→guest, heap. The context's SUBMIT_3D commands: NOP {u32 0}, INIT {u32 1, u32 resource,
 /// u32 ring bytes, u32 0, u64 heap bytes}, DOORBELL {u32 2} (new bytes in the ring) and WAIT {u32 3}, whose
 /// fence the host signals when it rings back (the fence may also signal early; the guest then re-checks).</para>
 /// <para>The rings are <see cref="UnixRingTransport"/>'s, with a socketpair for doorbells whose other end a

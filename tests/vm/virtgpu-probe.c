@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 65536; i++) m[i] = (unsigned char)i;
     printf("resource=%u bo=%u mapped=65536\n", rc.res_handle, rc.bo_handle);
 
-    unsigned char cmd[16] = { 'p', 'r', 'o', 'b', 'e' };
+    unsigned char cmd[4] = { 0 }; // GuestIcd's NOP: a fence and nothing else
     uint32_t bo = rc.bo_handle;
     struct drm_virtgpu_execbuffer eb = { .flags = EXECBUF_FENCE_FD_OUT | (value[6] ? EXECBUF_RING_IDX : 0), .size = sizeof cmd,
         .command = (uint64_t)(uintptr_t)cmd, .bo_handles = (uint64_t)(uintptr_t)&bo, .num_bo_handles = 1, .fence_fd = -1, .ring_idx = 0 };
