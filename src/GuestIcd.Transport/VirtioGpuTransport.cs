@@ -26,7 +26,7 @@ public static unsafe partial class VirtioGpuTransport
     public const uint CapsetId = 24;
     public const uint CapsetMagic = 0x44434947;
     public const int CapsetSize = 64;
-    internal const uint OpInit = 1, OpDoorbell = 2, OpWait = 3;
+    internal const uint OpNop = 0, OpInit = 1, OpDoorbell = 2, OpWait = 3;
     internal const int ControlBytes = 4096;
     /// <summary>The control page's state word, written by the host: running once INIT took, ended when the session is over.</summary>
     internal const uint ControlRunning = 1, ControlEnded = 2;
@@ -113,27 +113,53 @@ public static unsafe partial class VirtioGpuTransport
     /// <summary>Turns the transport's doorbell bytes into DOORBELL submissions and the host's WAIT fences
     /// into bytes; ends (closing its socket end: the guest sees the host gone) when the host session ends,
     /// and closes the DRM file when the guest side closes, which destroys the context on the host.</summary>
+    /// <summary>How long the relay lets the device be quiet before it checks the host is alive (a NOP whose
+    /// fence must signal within <see cref="LivenessTimeoutMs"/>): a hostsim that died answers nothing, and
+    /// the guest's calls must then fail (VK_ERROR_DEVICE_LOST) rather than wait forever.</summary>
+    internal const int IdleProbeMs = 300, LivenessTimeoutMs = 700;
+
     private sealed class Relay(int drm, int socket, byte* control)
     {
         public void Run()
         {
-            var pfd = stackalloc Libc.PollFd[2];
+            var pfd = stackalloc Libc.PollFd[3];
             byte* buffer = stackalloc byte[256];
             Span<byte> doorbell = stackalloc byte[4];
             Span<byte> wait = stackalloc byte[4];
+            Span<byte> nop = stackalloc byte[4];
             BinaryPrimitives.WriteUInt32LittleEndian(doorbell, OpDoorbell);
             BinaryPrimitives.WriteUInt32LittleEndian(wait, OpWait);
+            BinaryPrimitives.WriteUInt32LittleEndian(nop, OpNop);
             int fence = Submit(drm, wait, null, 0, wantFence: true);
+            int probe = -1;
+            long probeDeadline = 0;
             byte bell = 1;
             while (fence >= 0)
             {
                 pfd[0] = new Libc.PollFd { fd = socket, events = Libc.POLLIN };
                 pfd[1] = new Libc.PollFd { fd = fence, events = Libc.POLLIN };
-                int r = Libc.poll(pfd, 2, -1);
+                pfd[2] = new Libc.PollFd { fd = probe, events = Libc.POLLIN };
+                int timeout = probe >= 0 ? (int)Math.Max(0, probeDeadline - Environment.TickCount64) : IdleProbeMs;
+                int r = Libc.poll(pfd, probe >= 0 ? 3u : 2u, timeout);
                 if (r < 0)
                 {
                     if (Libc.Errno == Libc.EINTR) continue;
                     break;
+                }
+                if (r == 0)
+                {
+                    if (probe >= 0)
+                        break; // the host did not answer a NOP in time: it is gone
+                    probe = Submit(drm, nop, null, 0, wantFence: true);
+                    if (probe < 0)
+                        break;
+                    probeDeadline = Environment.TickCount64 + LivenessTimeoutMs;
+                    continue;
+                }
+                if (probe >= 0 && pfd[2].revents != 0)
+                {
+                    Libc.close(probe);
+                    probe = -1;
                 }
                 if (pfd[0].revents != 0)
                 {
@@ -154,6 +180,7 @@ public static unsafe partial class VirtioGpuTransport
                 }
             }
             if (fence >= 0) Libc.close(fence);
+            if (probe >= 0) Libc.close(probe);
             Libc.shutdown(socket, Libc.SHUT_RDWR);
             Libc.close(socket);
             Libc.munmap(control, ControlBytes);

@@ -55,6 +55,12 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 
         public bool Alive => !_process.HasExited;
 
+        public void Kill()
+        {
+            _process.Kill();
+            _process.WaitForExit();
+        }
+
         /// <summary>Waits until the device's connection has ended (the VM is gone) and its summary is logged.</summary>
         public string WaitForEnd()
         {
@@ -177,5 +183,95 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Contains("deviceName         = GuestIcd: llvmpipe", r.Stdout);
         Assert.Matches(@"session \d+ ended \((guest disconnected|transport closed)[^\n]*: [1-9]\d* commands[^\n]* [1-9]\d* guest objects left", log);
         Assert.Contains("(device_lost) destroyed", log);
+    }
+
+    /// <summary>hostsim killed under a guest process that holds an instance: its next call that needs the host
+    /// returns VK_ERROR_DEVICE_LOST promptly (the relay's liveness NOP gets no answer), with no hang.</summary>
+    [Fact]
+    public async Task KilledHostsimGivesTheGuestDeviceLostPromptly()
+    {
+        if (VmMissing()) return;
+        var holder = Tool("device_lost", "native-shim/clients/device_lost.c", "-lvulkan");
+        var share = Path.Combine(Vm.Root, Out, "vm-tools", "share-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(share);
+        try
+        {
+            using var host = new GpuHostSim();
+            // The guest says "ready" through the share, the test kills hostsim and answers "killed", then the
+            // guest lets the client make its next call and times it.
+            var script = $"mkfifo /tmp/go; {holder} </tmp/go >/tmp/out 2>&1 & exec 3>/tmp/go; " +
+                         "for i in $(seq 400); do grep -q ready /tmp/out && break; sleep 0.25; done; " +
+                         $"touch {share}/ready; for i in $(seq 400); do [ -e {share}/killed ] && break; sleep 0.1; done; " +
+                         "t0=$(date +%s%N); echo go >&3; wait; t1=$(date +%s%N); cat /tmp/out; echo elapsed_ms=$(( (t1 - t0) / 1000000 ))";
+            var psi = new ProcessStartInfo("bash") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Vm.Root };
+            foreach (var a in new[] { Vm.Harness, "--timeout", "240", "--share", share, "--vgpu", host.Socket, "--", "bash", "-c", script })
+                psi.ArgumentList.Add(a);
+            foreach (var (k, v) in GuestEnv("virtio-gpu")) psi.Environment[k] = v;
+            using var vmProcess = Process.Start(psi)!;
+            var stdout = vmProcess.StandardOutput.ReadToEndAsync();
+            var stderr = vmProcess.StandardError.ReadToEndAsync();
+            var sw = Stopwatch.StartNew();
+            while (!File.Exists(Path.Combine(share, "ready")) && sw.ElapsedMilliseconds < 200_000 && !vmProcess.HasExited) Thread.Sleep(100);
+            Assert.True(File.Exists(Path.Combine(share, "ready")), "the guest's client never got ready:\n" + host.Log);
+            host.Kill();
+            File.WriteAllText(Path.Combine(share, "killed"), "");
+            Assert.True(vmProcess.WaitForExit(200_000), "the guest hung after hostsim died");
+            string o = await stdout, e = await stderr;
+            output.WriteLine(o + "\n--- stderr\n" + e + "\n--- hostsim\n" + host.Log);
+            Assert.Contains("vkCreateDevice=-4", o); // VK_ERROR_DEVICE_LOST
+            Assert.Contains("done", o);
+            var ms = int.Parse(System.Text.RegularExpressions.Regex.Match(o, @"elapsed_ms=(\d+)").Groups[1].Value);
+            output.WriteLine($"device lost after {ms} ms");
+            Assert.True(ms < 5000, $"VK_ERROR_DEVICE_LOST took {ms} ms");
+        }
+        finally
+        {
+            Directory.Delete(share, true);
+        }
+    }
+
+    /// <summary>The offscreen renderer (render pass and dynamic rendering) in the guest over virtio-gpu draws the
+    /// same image, bit for bit, as lavapipe on the host.</summary>
+    [Fact]
+    public void OffscreenRendererInTheGuestEqualsLavapipe()
+    {
+        if (VmMissing()) return;
+        var render = Tool("render", "native-shim/clients/render.c", "-std=c11", "-lvulkan");
+        var dir = Path.GetDirectoryName(render)!;
+        string vert = Path.Combine(dir, "render.vert.spv"), frag = Path.Combine(dir, "render.frag.spv");
+        foreach (var (src, spv) in new[] { ("render.vert", vert), ("render.frag", frag) })
+        {
+            var glslc = Vm.RunProcess("glslc", ["-o", spv, Path.Combine(Vm.Root, "native-shim", "shaders", src)]);
+            Assert.True(glslc.ExitCode == 0, "glslc failed: " + glslc);
+        }
+        var share = Path.Combine(Vm.Root, Out, "vm-tools", "render-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(share);
+        try
+        {
+            var lavapipe = new Dictionary<string, string?> { ["VK_DRIVER_FILES"] = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json", ["VK_LOADER_LAYERS_DISABLE"] = "*" };
+            foreach (var mode in new[] { "renderpass", "dynamic" })
+            {
+                string[] extra = mode == "dynamic" ? ["--dynamic"] : [];
+                var reference = Vm.RunProcess(render, [vert, frag, Path.Combine(share, $"lavapipe-{mode}.ppm"), .. extra], lavapipe);
+                Assert.True(reference.ExitCode == 0, "lavapipe render failed: " + reference);
+            }
+            using var host = new GpuHostSim();
+            var script = $"{render} {vert} {frag} {share}/guest-renderpass.ppm && {render} {vert} {frag} {share}/guest-dynamic.ppm --dynamic";
+            var r = Vm.Run(["--share", share, "--vgpu", host.Socket, "--", "bash", "-c", script], GuestEnv("virtio-gpu"));
+            output.WriteLine(r + "\n--- hostsim\n" + host.WaitForEnd());
+            Assert.Equal(0, r.ExitCode);
+            Assert.Contains("device: GuestIcd: llvmpipe", r.Stdout);
+            foreach (var mode in new[] { "renderpass", "dynamic" })
+            {
+                var want = File.ReadAllBytes(Path.Combine(share, $"lavapipe-{mode}.ppm"));
+                var got = File.ReadAllBytes(Path.Combine(share, $"guest-{mode}.ppm"));
+                Assert.True(want.Length > 128 * 128 * 3, $"lavapipe's {mode} image is {want.Length} bytes");
+                Assert.True(want.AsSpan().SequenceEqual(got), $"the guest's {mode} image differs from lavapipe's");
+            }
+        }
+        finally
+        {
+            Directory.Delete(share, true);
+        }
     }
 }
