@@ -213,6 +213,15 @@ public static unsafe partial class VirtioGpuTransport
         major = minor = 0;
         identity = "";
         reason = null;
+        // Driver-private ioctl numbers mean other things to other drivers: ask only virtio_gpu.
+        byte* name = stackalloc byte[32];
+        new Span<byte>(name, 32).Clear();
+        var version = new DrmVersion { NameLen = 31, Name = (ulong)name };
+        if (Ioctl(fd, IoctlVersion, &version) != 0 || !new ReadOnlySpan<byte>(name, 32).StartsWith("virtio_gpu\0"u8))
+        {
+            reason = "not a virtio-gpu node";
+            return false;
+        }
         if (GetParam(fd, Param3DFeatures) != 1)
         {
             reason = "not a virtio-gpu node with 3D (VIRGL) features";
@@ -288,6 +297,7 @@ public static unsafe partial class VirtioGpuTransport
 
     private static uint Iowr(uint nr, int size) => (3u << 30) | ((uint)size << 16) | ((uint)'d' << 8) | (0x40 + nr);
 
+    private static readonly uint IoctlVersion = (3u << 30) | ((uint)sizeof(DrmVersion) << 16) | ((uint)'d' << 8);
     private static readonly uint IoctlMap = Iowr(0x01, sizeof(Map));
     private static readonly uint IoctlExecBuffer = Iowr(0x02, sizeof(ExecBuffer));
     private static readonly uint IoctlGetParam = Iowr(0x03, sizeof(GetParamArgs));
@@ -296,6 +306,8 @@ public static unsafe partial class VirtioGpuTransport
     private static readonly uint IoctlContextInit = Iowr(0x0b, sizeof(ContextInit));
 
     [StructLayout(LayoutKind.Sequential)] private struct Map { public ulong Offset; public uint Handle, Pad; }
+    [StructLayout(LayoutKind.Sequential)]
+    private struct DrmVersion { public int Major, Minor, Patch, Pad; public ulong NameLen, Name, DateLen, Date, DescLen, Desc; }
     [StructLayout(LayoutKind.Sequential)]
     private struct ExecBuffer { public uint Flags, Size; public ulong Command, BoHandles; public uint NumBoHandles; public int FenceFd; public uint RingIdx, Pad; }
     [StructLayout(LayoutKind.Sequential)] private struct GetParamArgs { public ulong Param, Value; }
