@@ -138,8 +138,14 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         _ringBytesShared = (ulong)UnixRingTransport.SharedSize((int)ringBytes);
         _rings = rest.Release();
         _bell = sv[1];
+        _mapping = _rings;
         var transport = new UnixRingTransport(sv[0], _rings, (nuint)_ringsLength, (int)ringBytes, isHost: true,
-            $"virtio-gpu context {_info.ContextId} ({_info.DebugName}; ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes);
+            $"virtio-gpu context {_info.ContextId} ({_info.DebugName}; ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes)
+        {
+            // The mapping is this context's: it is unmapped when both the session and the context are done,
+            // and never swapped after the session let go of it.
+            ReleaseRegion = () => Release(session: true),
+        };
         Volatile.Write(ref *(uint*)_control.Pointer, ControlRunning);
         _log.LogInformation("virtio-gpu: context {Context} ({Name}) starts a session on resource {Resource}", _info.ContextId, _info.DebugName, resource);
         _offer(transport);
@@ -185,7 +191,33 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
     /// session still reads what the guest wrote before it went (its last destroys); the heap becomes zeros.</summary>
     private void Detach()
     {
-        if (_rings == null)
+        lock (_mapLock)
+            DetachLocked();
+    }
+
+    private readonly object _mapLock = new();
+    private byte* _mapping;
+    private bool _sessionDone, _contextDone;
+
+    /// <summary>One of the two users of the mapping (the session, this context) is done with it; the last unmaps.</summary>
+    private void Release(bool session)
+    {
+        lock (_mapLock)
+        {
+            if (session) _sessionDone = true;
+            else _contextDone = true;
+            if (_sessionDone && _contextDone && _mapping != null)
+            {
+                Native.munmap(_mapping, (nuint)_ringsLength);
+                _mapping = null;
+                _rings = null;
+            }
+        }
+    }
+
+    private void DetachLocked()
+    {
+        if (_rings == null || _sessionDone)
             return;
         nuint ringPart = (nuint)_ringBytesShared, heapPart = (nuint)(_ringsLength - _ringBytesShared);
         void* copy = Native.mmap(null, ringPart, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS, -1, 0);
@@ -207,7 +239,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         if (heapPart > 0)
             Native.mmap(_rings + ringPart, heapPart, Native.PROT_READ | Native.PROT_WRITE,
                 Native.MAP_PRIVATE | Native.MAP_ANONYMOUS | Native.MAP_FIXED | Native.MAP_NORESERVE, -1, 0);
-        _rings = null; // the transport unmaps the range when the session disposes it
+        _rings = null; // unmapped by Release once the session is done too
     }
 
     private ulong _ringBytesShared;
@@ -235,6 +267,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
     public void Dispose()
     {
         Detach();
+        Release(session: false);
         if (_bell >= 0)
             End("the context was destroyed");
         _ended = true;
