@@ -252,9 +252,15 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         if (_ended)
             return;
         _ended = true;
-        // The session sees its peer gone; the device sees the socket readable and answers a held WAIT.
+        // A last doorbell first: a guest process that exited right after queueing its last messages (its
+        // relay thread died before it could ring) still has them read from the rings; then the session sees
+        // its peer gone, and the device sees the socket readable and answers a held WAIT.
         if (_bell >= 0)
-            Native.shutdown(_bell, 2);
+        {
+            byte one = 1;
+            Native.send(_bell, &one, 1, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+            Native.shutdown(_bell, 1 /* SHUT_WR: the session reads the doorbell, then EOF */);
+        }
         if (_control is not null)
         {
             Volatile.Write(ref *(uint*)_control.Pointer, ControlEnded);
