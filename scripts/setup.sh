@@ -26,6 +26,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
 fi
+# QEMU 10 from bookworm-backports: Debian 12's 7.2 refuses vhost-user-gpu without KVM, which this kind of
+# machine lacks (tests/vm: hostsim as the guest's virtio-gpu backend, serve --listen vhost-user-gpu:SOCK).
+if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null \
+   && ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || echo 0)" ge 1:10; then
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "setup: adding the bookworm-backports apt source (for QEMU 10)"
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' 'Components: main' \
+      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' | $sudo_cmd tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+  fi
+  echo "setup: installing qemu-system-x86 from bookworm-backports"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q -t bookworm-backports qemu-system-x86
+fi
 if ! command -v dotnet >/dev/null; then
   echo "setup: the .NET 10 SDK is required (dotnet on PATH); Debian 12 does not package it" >&2
   exit 1

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 var listen = new Option<string[]>("--listen")
 {
-    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT or vsock:PORT (repeatable; default unix:{Handshake.DefaultSocketPath()})",
+    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, vm:SOCKET,shm=FILE or vhost-user-gpu:SOCKET (repeatable; default unix:{Handshake.DefaultSocketPath()})",
     AllowMultipleArgumentsPerToken = true,
 };
 var device = new Option<string?>("--device") { Description = "serve the host device whose name contains this text (default: the first)" };
@@ -76,7 +76,8 @@ serve.SetAction(parse =>
         var security = parse.GetValue(secretFile) is { } sf ? TransportSecurity.ForHost(sf, parse.GetValue(tlsCert), parse.GetValue(tlsKey)) : null;
         if (security is null && (parse.GetValue(tlsCert) ?? parse.GetValue(tlsKey)) is not null)
             throw new ArgumentException("--tls-cert and --tls-key need --secret-file");
-        foreach (var spec in specs) listeners.Add(Transports.Listen(spec, security));
+        foreach (var spec in specs)
+            listeners.Add(VirtioGpuServe.Matches(spec) ? VirtioGpuServe.Listen(spec, chosen, major, minor, logs) : Transports.Listen(spec, security));
         foreach (var li in listeners)
             if (li is UnixRingListener u) u.MaxHeapBytes = (long)quotas.SharedHeapBytes;
     }

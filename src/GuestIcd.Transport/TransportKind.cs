@@ -14,4 +14,7 @@ public enum TransportKind
 
     /// <summary>A QEMU guest: rings in an ivshmem BAR, doorbells over a virtio-serial port.</summary>
     Vm,
+
+    /// <summary>A guest's virtio-gpu device (kernel DRM UAPI) whose backend is hostsim.</summary>
+    VirtioGpu,
 }

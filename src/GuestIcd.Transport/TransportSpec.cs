@@ -14,7 +14,7 @@ namespace GuestIcd.Transport;
 /// <param name="Cid">Vsock: the peer's context id (guest side only).</param>
 public sealed record TransportSpec(TransportKind Kind, string Address, uint Port, uint Cid)
 {
-    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT, vm or auto";
+    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT, vm, virtio-gpu[:/dev/dri/renderDN] or auto";
     private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT, vsock:PORT or vm:SOCKET,shm=FILE[,size=BYTES]";
 
     /// <summary>Vm on a host: the ivshmem backing file.</summary>
@@ -36,6 +36,10 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
         }
         if (spec == "vm")
             return new TransportSpec(TransportKind.Vm, "", 0, 0);
+        if (spec == "virtio-gpu")
+            return new TransportSpec(TransportKind.VirtioGpu, "", 0, 0);
+        if (spec.StartsWith("virtio-gpu:", StringComparison.Ordinal))
+            return new TransportSpec(TransportKind.VirtioGpu, spec["virtio-gpu:".Length..], 0, 0);
         (string scheme, string rest) = SplitScheme(spec, GuestForms);
         switch (scheme)
         {
@@ -108,6 +112,7 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
     {
         TransportKind.Unix => $"unix:{Address}",
         TransportKind.Tcp => $"tcp:{TcpTransport.FormatHost(Address)}:{Port}",
+        TransportKind.VirtioGpu => Address.Length == 0 ? "virtio-gpu" : $"virtio-gpu:{Address}",
         TransportKind.Vm => ShmPath is null ? "vm" : $"vm:{Address},shm={ShmPath}" + (ShmSize > 0 ? $",size={ShmSize}" : ""),
         _ => Cid == uint.MaxValue ? $"vsock:{Port}" : $"vsock:{Cid}:{Port}",
     };

@@ -16,6 +16,18 @@ public static class Transports
     public static ITransport Connect(string spec, int timeoutMs, string? defaultUnixPath = null,
         TransportSecurity? security = null, long heapBytes = 0, Action<string>? info = null)
     {
+        if ((string.IsNullOrEmpty(spec) || spec == "auto") && VirtioGpuTransport.Present())
+        {
+            // A virtio-gpu device whose backend is ours: the VM transport every hypervisor offers.
+            try
+            {
+                return VirtioGpuTransport.Connect(null, timeoutMs, heapBytes);
+            }
+            catch (TransportClosedException e)
+            {
+                info?.Invoke($"transport auto: virtio-gpu unusable ({e.Message}); trying the others");
+            }
+        }
         if ((string.IsNullOrEmpty(spec) || spec == "auto") && VmTransport.PortPresent())
         {
             // Inside a QEMU guest with our virtio-serial port: prefer it, fall back to the unix default.
@@ -33,6 +45,8 @@ public static class Transports
         {
             case TransportKind.Vm:
                 return VmTransport.Connect(timeoutMs, heapBytes);
+            case TransportKind.VirtioGpu:
+                return VirtioGpuTransport.Connect(parsed.Address, timeoutMs, heapBytes);
             case TransportKind.Unix:
                 return UnixRingTransport.Connect(parsed.Address, timeoutMs, heapBytes: heapBytes);
             case TransportKind.Tcp:

@@ -134,6 +134,10 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     /// <summary>Total shared bytes for two rings of <paramref name="ringBytes"/>.</summary>
     internal static long SharedSize(int ringBytes) => 2 * SharedRing.RegionSize(ringBytes);
 
+    /// <summary>Set when someone else owns the mapping (the virtio-gpu backend, which may swap the guest's
+    /// pages out from under the session): Dispose calls it instead of unmapping.</summary>
+    internal Action? ReleaseRegion { get; set; }
+
     /// <summary>For tests: the mapped region both rings live in.</summary>
     internal byte* Region => _region;
 
@@ -812,7 +816,10 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         }
         if (_memfd >= 0)
             Libc.close(_memfd);
-        Libc.munmap(_region, _regionSize);
+        if (ReleaseRegion is { } release)
+            release();
+        else
+            Libc.munmap(_region, _regionSize);
         _onSessionEnd?.Invoke(_leftover);
     }
 

@@ -15,6 +15,8 @@ public sealed class TransportSpecTests
     [InlineData("tcp:[fe80::1%2]:1", TransportKind.Tcp, "fe80::1%2", 1u, 0u)]
     [InlineData("vsock:2:5000", TransportKind.Vsock, "", 5000u, 2u)]
     [InlineData("vsock:4294967294:1", TransportKind.Vsock, "", 1u, 4294967294u)]
+    [InlineData("virtio-gpu", TransportKind.VirtioGpu, "", 0u, 0u)]
+    [InlineData("virtio-gpu:/dev/dri/renderD129", TransportKind.VirtioGpu, "/dev/dri/renderD129", 0u, 0u)]
     public void GuestSpecsParse(string spec, TransportKind kind, string address, uint port, uint cid)
     {
         var parsed = TransportSpec.ParseGuest(spec);
@@ -34,7 +36,7 @@ public sealed class TransportSpecTests
 
     [Theory]
     [InlineData("bogus:thing", "unknown scheme 'bogus'")]
-    [InlineData("virtio-gpu", "has no scheme")]
+    [InlineData("vmbus", "has no scheme")]
     [InlineData("unix:", "needs a socket path")]
     [InlineData("tcp:host", "expected tcp:HOST:PORT")]
     [InlineData("tcp::7000", "the host is empty")]

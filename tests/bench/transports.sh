@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GuestIcd transports side by side: round-trip latency and bulk throughput through the ICD over
 #   (1) unix socket + shared-memory ring (same host), (2) TCP loopback (changed pages, shared secret),
-#   (3) a QEMU guest over ivshmem + virtio-serial (tests/vm/run-in-vm.sh).
+#   (3) a QEMU guest over ivshmem + virtio-serial, (4) the same guest over virtio-gpu with hostsim as
+#   the device's vhost-user backend (tests/vm/run-in-vm.sh --vgpu).
 # Not a test: it never fails on a number; it prints one table. See tests/bench/README.md.
 #
 # Uses the existing build in $GUESTICD_OUT (default out/; it never builds or rewrites the ICD or hostsim).
@@ -57,13 +58,13 @@ for _ in $(seq 50); do
 done
 [ -n "$port" ] || { echo "transports: no free TCP port found"; exit 2; }
 "$hostsim" serve --listen "unix:$sock" --listen "tcp:127.0.0.1:$port" --secret-file "$secret" \
-  --listen "vm:$vmsock,shm=$shm,size=268435456" \
+  --listen "vm:$vmsock,shm=$shm,size=268435456" --listen "vhost-user-gpu:$work/gpu.sock" \
   ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim.log" 2>&1 &
 hostsim_pid=$!
 hostsim_up=0
 for _ in $(seq 300); do
   # one "listening on" line per listener
-  if [ "$(grep -c "listening on" "$work/hostsim.log")" -ge 3 ]; then hostsim_up=1; break; fi
+  if [ "$(grep -c "listening on" "$work/hostsim.log")" -ge 4 ]; then hostsim_up=1; break; fi
   kill -0 "$hostsim_pid" 2>/dev/null || break
   sleep 0.1
 done
@@ -100,7 +101,7 @@ run_host() {
   record "$which" "$group" "$o" "$rc"
 }
 
-: > "$work/unix.tsv"; : > "$work/tcp.tsv"; : > "$work/vm.tsv"
+: > "$work/unix.tsv"; : > "$work/tcp.tsv"; : > "$work/vm.tsv"; : > "$work/vgpu.tsv"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
 for round in $(seq "$rounds"); do
@@ -125,37 +126,43 @@ vm_env=(
   --env "BENCH_FENCE_ITERS=${BENCH_VM_FENCE_ITERS:-2048}"
   --env "BENCH_UPLOAD_MB=${BENCH_VM_UPLOAD_MB:-$BENCH_UPLOAD_MB}" --env "BENCH_UPLOAD_REPS=${BENCH_VM_UPLOAD_REPS:-5}" --env "BENCH_UPLOAD_WARMUP=1"
 )
-echo "transports: VM (TCG): $groups ..." >&2
-vm_start=$(date +%s)
-# shellcheck disable=SC2016,SC2086  # the script is for the guest's bash; $groups splits on purpose
-GUESTICD_VM_DIR="$vmdir" VK_DRIVER_FILES="$icd_manifest" GUESTICD_TRANSPORT=vm \
-  "$root/tests/vm/run-in-vm.sh" --timeout "$vm_timeout" --share "$work/share" \
-  --ivshmem "$shm:256M" --serial "$vmsock" "${vm_env[@]}" -- \
-  bash -c 'b=$1 d=$2 t=$3; shift 3; for g in "$@"; do echo "group-start $g"; timeout -k 5 "$t" "$b" "$g" "$d"; echo "group-end $g $?"; done' \
-  _ "$work/bench" "$work" "$group_timeout" $groups > "$work/vm.out" 2> "$work/vm.err"
-vm_rc=$?
-vm_elapsed=$(( $(date +%s) - vm_start ))
-for group in $groups; do
-  awk -v g="$group" '$1 == "group-start" { on = ($2 == g) } on && /^metric\t/' "$work/vm.out" > "$work/vm.$group.out"
-  rc=$(awk -v g="$group" '$1 == "group-end" && $2 == g { print $3 }' "$work/vm.out")
-  why=""
-  if [ -z "$rc" ]; then  # the guest never finished this group
-    rc=$vm_rc
-    case $vm_rc in
-      124) why="the VM timed out after ${vm_timeout}s" ;;
-      77) why="VM harness prerequisite missing (see vm.err)" ;;
-      125) why="the VM did not start (see vm.err)" ;;
-      *) why="the VM ended with status $vm_rc" ;;
-    esac
-  fi
-  record vm "$group" "$work/vm.$group.out" "$rc" "$why"
-done
+# run_vm WHICH TRANSPORT ARGS...: one guest boot, every group in its own process.
+run_vm() {
+  local which="$1" transport="$2"; shift 2
+  echo "transports: VM (TCG, $which): $groups ..." >&2
+  local vm_start; vm_start=$(date +%s)
+  # shellcheck disable=SC2016,SC2086  # the script is for the guest's bash; $groups splits on purpose
+  GUESTICD_VM_DIR="$vmdir" VK_DRIVER_FILES="$icd_manifest" GUESTICD_TRANSPORT="$transport" \
+    "$root/tests/vm/run-in-vm.sh" --timeout "$vm_timeout" --share "$work/share" "$@" "${vm_env[@]}" -- \
+    bash -c 'b=$1 d=$2 t=$3; shift 3; for g in "$@"; do echo "group-start $g"; timeout -k 5 "$t" "$b" "$g" "$d"; echo "group-end $g $?"; done' \
+    _ "$work/bench" "$work" "$group_timeout" $groups > "$work/$which.out" 2> "$work/$which.err"
+  vm_rc=$?
+  eval "${which}_elapsed=$(( $(date +%s) - vm_start ))"
+  eval "${which}_rc=$vm_rc"
+  for group in $groups; do
+    awk -v g="$group" '$1 == "group-start" { on = ($2 == g) } on && /^metric\t/' "$work/$which.out" > "$work/$which.$group.out"
+    rc=$(awk -v g="$group" '$1 == "group-end" && $2 == g { print $3 }' "$work/$which.out")
+    why=""
+    if [ -z "$rc" ]; then  # the guest never finished this group
+      rc=$vm_rc
+      case $vm_rc in
+        124) why="the VM timed out after ${vm_timeout}s" ;;
+        77) why="VM harness prerequisite missing (see $which.err)" ;;
+        125) why="the VM did not start (see $which.err)" ;;
+        *) why="the VM ended with status $vm_rc" ;;
+      esac
+    fi
+    record "$which" "$group" "$work/$which.$group.out" "$rc" "$why"
+  done
+}
+run_vm vm vm --ivshmem "$shm:256M" --serial "$vmsock"
+run_vm vgpu virtio-gpu --vgpu "$work/gpu.sock"
 cleanup; hostsim_pid=""; trap - EXIT
 
 # ---- the table
 echo
 echo "GuestIcd transports — ICD $icd_manifest + hostsim ($(grep -o 'serving .*' "$work/hostsim.log" | head -1 | sed 's/^serving //'))"
-echo "unix ring and TCP: median over $rounds rounds (alternating per group) of each process's median, ${host_elapsed}s; VM: one pass with smaller sizes, ${vm_elapsed}s incl. boot; $(nproc) CPU cores, load average $load_before before / $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo "unix ring and TCP: median over $rounds rounds (alternating per group) of each process's median, ${host_elapsed}s; VMs: one pass each with smaller sizes, ${vm_elapsed}s and ${vgpu_elapsed}s incl. boot; $(nproc) CPU cores, load average $load_before before / $(cut -d' ' -f1-3 /proc/loadavg) after"
 awk -F'\t' -v groups="$groups" '
   function fmt(v) {
     if (v == "n/a") return v
@@ -174,8 +181,8 @@ awk -F'\t' -v groups="$groups" '
     k = ++cnt[f, $2]; v[f, $2, k] = $4 + 0
   }
   END {
-    split("unix tcp vm", sides, " ")
-    for (i = 1; i <= n; i++) for (s = 1; s <= 3; s++) {
+    split("unix tcp vm vgpu", sides, " ")
+    for (i = 1; i <= n; i++) for (s = 1; s <= 4; s++) {
       f = sides[s]; m = names[i]; k = cnt[f, m] + 0
       if (k == 0) { cellv[f, m] = "n/a (" (((f, m) in why) ? why[f, m] : "no result") ")"; continue }
       for (a = 1; a <= k; a++) tmp[a] = v[f, m, a]
@@ -183,18 +190,18 @@ awk -F'\t' -v groups="$groups" '
       med = (k % 2) ? tmp[(k + 1) / 2] : (tmp[k / 2] + tmp[k / 2 + 1]) / 2
       cellv[f, m] = fmt(med)
     }
-    h[1] = "metric"; h[2] = "unix ring"; h[3] = "TCP loopback"; h[4] = "VM (ivshmem+virtio-serial)"
-    for (c = 1; c <= 4; c++) w[c] = length(h[c])
+    h[1] = "metric"; h[2] = "unix ring"; h[3] = "TCP loopback"; h[4] = "VM (ivshmem+virtio-serial)"; h[5] = "VM (virtio-gpu)"
+    for (c = 1; c <= 5; c++) w[c] = length(h[c])
     for (i = 1; i <= n; i++) {
       m = names[i]; row[i, 1] = label[m] " (" unit[m] ")"
-      for (s = 1; s <= 3; s++) row[i, s + 1] = cellv[sides[s], m]
-      for (c = 1; c <= 4; c++) if (length(row[i, c]) > w[c]) w[c] = length(row[i, c])
+      for (s = 1; s <= 4; s++) row[i, s + 1] = cellv[sides[s], m]
+      for (c = 1; c <= 5; c++) if (length(row[i, c]) > w[c]) w[c] = length(row[i, c])
     }
-    fl = "%-" w[1] "s | %" w[2] "s | %" w[3] "s | %" w[4] "s\n"
-    printf fl, h[1], h[2], h[3], h[4]
-    line = ""; for (j = 0; j < w[1] + w[2] + w[3] + w[4] + 9; j++) line = line "-"; print line
-    for (i = 1; i <= n; i++) printf fl, row[i, 1], row[i, 2], row[i, 3], row[i, 4]
-  }' "$work/metrics.tsv" "$work/unix.tsv" "$work/tcp.tsv" "$work/vm.tsv"
+    fl = "%-" w[1] "s | %" w[2] "s | %" w[3] "s | %" w[4] "s | %" w[5] "s\n"
+    printf fl, h[1], h[2], h[3], h[4], h[5]
+    line = ""; for (j = 0; j < w[1] + w[2] + w[3] + w[4] + w[5] + 12; j++) line = line "-"; print line
+    for (i = 1; i <= n; i++) printf fl, row[i, 1], row[i, 2], row[i, 3], row[i, 4], row[i, 5]
+  }' "$work/metrics.tsv" "$work/unix.tsv" "$work/tcp.tsv" "$work/vm.tsv" "$work/vgpu.tsv"
 echo "Note: the VM runs under TCG (emulated CPU, no KVM), so its column includes the emulation of the guest's"
 echo "CPU (the ICD, the copies into the ivshmem BAR, the doorbells) — compare it with the others as an upper bound."
 echo "Bulk path ($BENCH_UPLOAD_MB MiB per upload${BENCH_VM_UPLOAD_MB:+, VM $BENCH_VM_UPLOAD_MB MiB}): unix ring and VM map HOST_VISIBLE memory zero-copy"
@@ -205,8 +212,11 @@ problems=0
 if grep -qi -E "protocol error|exception|fail" "$work/hostsim.log"; then
   echo; echo "hostsim reported:"; grep -i -E "protocol error|exception|fail" "$work/hostsim.log" | head -20; problems=1
 fi
-if grep -q $'\tn/a\t' "$work/unix.tsv" "$work/tcp.tsv" "$work/vm.tsv"; then problems=1; fi
-if [ "$vm_rc" != 0 ]; then echo; echo "VM harness exited with status $vm_rc:"; tail -5 "$work/vm.err"; problems=1; fi
+if grep -q $'\tn/a\t' "$work/unix.tsv" "$work/tcp.tsv" "$work/vm.tsv" "$work/vgpu.tsv"; then problems=1; fi
+for which in vm vgpu; do
+  eval "rc=\$${which}_rc"
+  if [ "$rc" != 0 ]; then echo; echo "VM harness ($which) exited with status $rc:"; tail -5 "$work/$which.err"; problems=1; fi
+done
 if [ "$problems" = 1 ] || [ "${BENCH_KEEP:-0}" = 1 ]; then
   echo; echo "logs and raw results kept in $work (hostsim.log, {unix,tcp}.GROUP.ROUND.{out,err}, vm.{out,err}, {unix,tcp,vm}.tsv)"
 else

@@ -24,12 +24,14 @@ share=
 ivshmem=
 serial=
 serial_name=org.guesticd.0
+vgpu=
+vgpu_device=${GUESTICD_VM_VGPU_DEVICE:-vhost-user-gpu-pci}
 prepare_only=0
 verbose=${GUESTICD_VM_VERBOSE:-0}
 extra_env=()
 
 # Modules the guest needs; modprobe --show-depends adds their dependencies and drops the built-ins.
-modules=(virtio_pci 9pnet_virtio 9p overlay virtio_console)
+modules=(virtio_pci 9pnet_virtio 9p overlay virtio_console virtio_gpu)
 # Kernel command line: the console on the first serial port (written to console.log), quiet.
 cmdline="console=ttyS0 quiet loglevel=4 panic=-1 tsc=reliable no_timer_check mitigations=off guesticd.vm=1"
 cmdline+=${GUESTICD_VM_APPEND:+ $GUESTICD_VM_APPEND}
@@ -43,6 +45,11 @@ usage: tests/vm/run-in-vm.sh [options] -- COMMAND [ARGS...]
                         SOCKET (qemu connects: something must listen there first); in the guest it is
                         /dev/virtio-ports/org.guesticd.0
   --serial-name NAME    another name for that port
+  --vgpu SOCKET         add a vhost-user virtio-gpu device whose backend listens on SOCKET (hostsim
+                        serve --listen vhost-user-gpu:SOCKET); guest RAM becomes a shared memfd. In the
+                        guest: /dev/dri/renderD128. GUESTICD_VM_VGPU_DEVICE picks the frontend:
+                        vhost-user-device-pci (default; the backend's features pass through) or
+                        vhost-user-gpu-pci
   --share DIR           the writable host folder shared at the same path in the guest
                         (default: out/vm/share)
   --timeout SEC         kill the guest after SEC seconds and exit 124 (default 120)
@@ -65,6 +72,7 @@ while [ $# -gt 0 ]; do
         --ivshmem) [ $# -ge 2 ] || die "--ivshmem needs FILE:SIZE"; ivshmem=$2; shift 2 ;;
         --serial) [ $# -ge 2 ] || die "--serial needs SOCKET"; serial=$2; shift 2 ;;
         --serial-name) [ $# -ge 2 ] || die "--serial-name needs NAME"; serial_name=$2; shift 2 ;;
+        --vgpu) [ $# -ge 2 ] || die "--vgpu needs SOCKET"; vgpu=$2; shift 2 ;;
         --share) [ $# -ge 2 ] || die "--share needs DIR"; share=$2; shift 2 ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs SEC"; timeout=$2; shift 2 ;;
         --env) [ $# -ge 2 ] || die "--env needs NAME=VALUE"; extra_env+=("$2"); shift 2 ;;
@@ -98,7 +106,10 @@ exec 9>"$vmdir/.lock"
 flock 9
 rm -rf "$vmdir"/kernel/.tmp.*   # left by an interrupted preparation
 
-kernel_ready() { { [ -f "$1/vmlinux" ] || [ -f "$1/vmlinuz" ]; } && [ -f "$1/modules.load" ] && [ -f "$1/package" ]; }
+kernel_ready() {
+    { [ -f "$1/vmlinux" ] || [ -f "$1/vmlinuz" ]; } && [ -f "$1/modules.load" ] && [ -f "$1/package" ] \
+        && [ "$(cat "$1/modules.wanted" 2>/dev/null)" = "${modules[*]}" ]
+}
 
 prepare_kernel() {
     local pkg=${GUESTICD_VM_KERNEL_PKG:-} kver kdir tmp deb m
@@ -137,6 +148,7 @@ prepare_kernel() {
         basename "$m" .ko >>"$tmp/k/modules.load"
     done
     [ -s "$tmp/k/modules.load" ] || die "no modules to load for ${modules[*]}?"
+    echo "${modules[*]}" >"$tmp/k/modules.wanted"
     # qemu boots the uncompressed ELF through its PVH entry (CONFIG_PVH): that skips SeaBIOS loading
     # the bzImage and its xz decompression, about 4 s under TCG. The bzImage stays the fallback.
     local off
@@ -239,7 +251,7 @@ case "$accel" in
 esac
 args=(
     -nodefaults -no-user-config -display none -monitor none -no-reboot
-    -machine pc "${accel_args[@]}" -m "$mem" -smp "$smp"
+    -machine "pc${vgpu:+,memory-backend=mem}" "${accel_args[@]}" -m "$mem" -smp "$smp"
     -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
     -serial "file:$ctl/console.log"
     -fsdev "local,id=hostroot,path=/,readonly=on,security_model=none,multidevs=remap"
@@ -265,6 +277,17 @@ if [ -n "$serial" ]; then
     [[ "$serial$serial_name" != *,* ]] || die "the serial socket path and name must not contain a comma"
     args+=(-device virtio-serial-pci,id=vser0 -chardev "socket,id=ch0,path=$serial"
            -device "virtserialport,bus=vser0.0,chardev=ch0,name=$serial_name")
+fi
+if [ -n "$vgpu" ]; then
+    [[ "$vgpu" != *,* ]] || die "the vhost-user-gpu socket path must not contain a comma"
+    [ -S "$vgpu" ] || die "--vgpu $vgpu: nothing listens there (start hostsim serve --listen vhost-user-gpu:$vgpu first)"
+    # vhost-user needs guest RAM in a file it can share: the backend maps the memfds (SET_MEM_TABLE).
+    args+=(-object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -chardev "socket,id=vgpu,path=$vgpu")
+    case "$vgpu_device" in
+        vhost-user-device-pci) args+=(-device "vhost-user-device-pci,chardev=vgpu,virtio-id=16,num_vqs=2,config_size=16") ;;
+        vhost-user-gpu-pci) args+=(-device "vhost-user-gpu-pci,chardev=vgpu") ;;
+        *) die "GUESTICD_VM_VGPU_DEVICE must be vhost-user-device-pci or vhost-user-gpu-pci, not $vgpu_device" ;;
+    esac
 fi
 [ "$verbose" = 1 ] && echo "run-in-vm: $qemu ${args[*]}" >&2
 
