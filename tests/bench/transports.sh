@@ -35,8 +35,10 @@ mkdir -p "$out/bench-tmp"
 work="$(mktemp -d "$out/bench-tmp/transports.XXXXXX")"
 shm="/dev/shm/guesticd-bench-$$.shm"
 hostsim_pid=""
+vgpu_pid=""
 cleanup() {
   if [ -n "$hostsim_pid" ]; then kill "$hostsim_pid" 2>/dev/null; wait "$hostsim_pid" 2>/dev/null; fi
+  if [ -n "$vgpu_pid" ]; then kill "$vgpu_pid" 2>/dev/null; wait "$vgpu_pid" 2>/dev/null; fi
   rm -f "$shm"
 }
 trap cleanup EXIT
@@ -58,13 +60,17 @@ for _ in $(seq 50); do
 done
 [ -n "$port" ] || { echo "transports: no free TCP port found"; exit 2; }
 "$hostsim" serve --listen "unix:$sock" --listen "tcp:127.0.0.1:$port" --secret-file "$secret" \
-  --listen "vm:$vmsock,shm=$shm,size=268435456" --listen "vhost-user-gpu:$work/gpu.sock" \
+  --listen "vm:$vmsock,shm=$shm,size=268435456" \
   ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim.log" 2>&1 &
 hostsim_pid=$!
+# virtio-gpu sessions cannot run in worker processes yet: their own hostsim, --in-process.
+"$hostsim" serve --listen "vhost-user-gpu:$work/gpu.sock" --in-process \
+  ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim-vgpu.log" 2>&1 &
+vgpu_pid=$!
 hostsim_up=0
 for _ in $(seq 300); do
   # one "listening on" line per listener
-  if [ "$(grep -c "listening on" "$work/hostsim.log")" -ge 4 ]; then hostsim_up=1; break; fi
+  if [ "$(grep -c "listening on" "$work/hostsim.log")" -ge 3 ] && grep -q "listening on" "$work/hostsim-vgpu.log"; then hostsim_up=1; break; fi
   kill -0 "$hostsim_pid" 2>/dev/null || break
   sleep 0.1
 done
@@ -157,7 +163,7 @@ run_vm() {
 }
 run_vm vm vm --ivshmem "$shm:256M" --serial "$vmsock"
 run_vm vgpu virtio-gpu --vgpu "$work/gpu.sock"
-cleanup; hostsim_pid=""; trap - EXIT
+cleanup; hostsim_pid=""; vgpu_pid=""; trap - EXIT
 
 # ---- the table
 echo
