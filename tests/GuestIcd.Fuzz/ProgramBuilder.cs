@@ -240,6 +240,9 @@ internal sealed unsafe class ProgramBuilder : IDisposable
         {
             ref readonly var f = ref ps[i];
             if (f.IsOut || f.Kind is FieldKind.Pod or FieldKind.Handle or FieldKind.Struct) continue;
+            // The guest's encoder reads a strided array at the application's stride; this program's arrays are
+            // packed (the host never sees the stride: the wire is packed, whatever the guest said).
+            if ((f.Flags & FieldFlags.Strided) != 0) *(uint*)(block + f.LenMember) = (uint)f.Size;
             Fill(f, block);
         }
         for (int i = 0; i < ps.Length; i++)

@@ -100,7 +100,7 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Contains("render_node=/dev/dri/renderD128", r.Stdout);
         Assert.Contains("param_3d_features=1", r.Stdout);
         Assert.Contains("capset_magic=GICD", r.Stdout);
-        Assert.Contains("capset_protocol=1.1", r.Stdout);
+        Assert.Contains("capset_protocol=1.2", r.Stdout); // Handshake.ProtocolMajor.ProtocolMinor
         Assert.Contains("capset_identity=hostsim: llvmpipe", r.Stdout);
         Assert.Contains($"param_supported_capset_ids={1 << 24}", r.Stdout);
         Assert.Contains("execbuffer=ok fence_signaled=yes", r.Stdout);

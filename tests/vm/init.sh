@@ -51,17 +51,19 @@ mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs $r/tmp
 mount -t tmpfs -o mode=0755 tmpfs $r/run
 
-read -r share </ctl/share
-if [ -n "$share" ]; then
-    mkdir -p "$r$share"
-    mount -t 9p -o "$o,cache=none" share "$r$share" || halt_with "cannot mount the share at $share (9p tag share)"
-fi
-
 work=
 [ -r /ctl/work ] && read -r work </ctl/work
 if [ -n "$work" ]; then
     mkdir -p "$r$work"
     mount -t 9p -o "$o,ro" work "$r$work" || halt_with "cannot mount the working directory at $work (9p tag work)"
+fi
+
+# After the working directory: a share inside it (a test's folder under out/ of a clone in /tmp) must be
+# mounted over the read-only working directory, not hidden under it.
+read -r share </ctl/share
+if [ -n "$share" ]; then
+    mkdir -p "$r$share"
+    mount -t 9p -o "$o,cache=none" share "$r$share" || halt_with "cannot mount the share at $share (9p tag share)"
 fi
 
 # No udev: give every virtio-serial port its usual /dev/virtio-ports/NAME link.
