@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Buffers.Binary;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
@@ -79,7 +80,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
                 {
                     byte one = 1;
                     // Non-blocking: a full socketpair already holds a doorbell the session has not read.
-                    Native.send(_bell, &one, 1, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
+                    Libc.send(_bell, &one, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
                 }
                 return SubmitOutcome.Done;
             case OpWait:
@@ -125,9 +126,9 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             return SubmitOutcome.Failed;
         }
         int* sv = stackalloc int[2];
-        if (socketpair(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC | Native.SOCK_NONBLOCK, 0, sv) != 0)
+        if (socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK, 0, sv) != 0)
         {
-            failure = $"socketpair failed ({Native.Describe(Native.Errno)})";
+            failure = $"socketpair failed ({Libc.Describe(Libc.Errno)})";
             control.Dispose();
             rest.Dispose();
             return SubmitOutcome.Failed;
@@ -160,8 +161,8 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             return true;
         }
         byte* buffer = stackalloc byte[64];
-        nint n = Native.recv(_bell, buffer, 64, Native.MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && Native.Errno is not (Native.EINTR or Native.EAGAIN)))
+        nint n = Libc.recv(_bell, buffer, 64, Libc.MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && Libc.Errno is not (Libc.EINTR or Libc.EAGAIN)))
         {
             // The session ended (or its worker died): the guest learns it at its next wake-up.
             End("the session ended");
@@ -208,7 +209,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             else _contextDone = true;
             if (_sessionDone && _contextDone && _mapping != null)
             {
-                Native.munmap(_mapping, (nuint)_ringsLength);
+                Libc.munmap(_mapping, (nuint)_ringsLength);
                 _mapping = null;
                 _rings = null;
             }
@@ -220,13 +221,13 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         if (_rings == null || _sessionDone)
             return;
         nuint ringPart = (nuint)_ringBytesShared, heapPart = (nuint)(_ringsLength - _ringBytesShared);
-        void* copy = Native.mmap(null, ringPart, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS, -1, 0);
-        if (copy != Native.MAP_FAILED)
+        void* copy = Libc.mmap(null, ringPart, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
+        if (copy != Libc.MAP_FAILED)
         {
             Buffer.MemoryCopy(_rings, copy, ringPart, ringPart);
-            if (mremap(copy, ringPart, ringPart, 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */, _rings) == Native.MAP_FAILED)
+            if (mremap(copy, ringPart, ringPart, 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */, _rings) == Libc.MAP_FAILED)
             {
-                Native.munmap(copy, ringPart);
+                Libc.munmap(copy, ringPart);
                 heapPart += ringPart;
                 ringPart = 0;
             }
@@ -237,8 +238,8 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             ringPart = 0;
         }
         if (heapPart > 0)
-            Native.mmap(_rings + ringPart, heapPart, Native.PROT_READ | Native.PROT_WRITE,
-                Native.MAP_PRIVATE | Native.MAP_ANONYMOUS | Native.MAP_FIXED | Native.MAP_NORESERVE, -1, 0);
+            Libc.mmap(_rings + ringPart, heapPart, Libc.PROT_READ | Libc.PROT_WRITE,
+                Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_FIXED | Libc.MAP_NORESERVE, -1, 0);
         _rings = null; // unmapped by Release once the session is done too
     }
 
@@ -258,8 +259,8 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         if (_bell >= 0)
         {
             byte one = 1;
-            Native.send(_bell, &one, 1, Native.MSG_DONTWAIT | Native.MSG_NOSIGNAL);
-            Native.shutdown(_bell, 1 /* SHUT_WR: the session reads the doorbell, then EOF */);
+            Libc.send(_bell, &one, 1, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+            Libc.shutdown(_bell, 1 /* SHUT_WR: the session reads the doorbell, then EOF */);
         }
         if (_control is not null)
         {
@@ -281,8 +282,8 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         _control = null;
         if (_bell >= 0)
         {
-            Native.shutdown(_bell, 2);
-            Native.close(_bell);
+            Libc.shutdown(_bell, 2);
+            Libc.close(_bell);
             _bell = -1;
         }
     }

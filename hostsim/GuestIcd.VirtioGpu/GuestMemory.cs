@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 namespace GuestIcd.VirtioGpu;
 
 /// <summary>One piece of guest RAM as the frontend describes it (SET_MEM_TABLE): guest-physical
@@ -171,10 +172,10 @@ public sealed unsafe class GuestMemory : IDisposable
             return null;
         }
         // Reserve the whole range first, then replace it piece by piece: no other mapping can land in between.
-        byte* reserve = (byte*)Native.mmap(null, (nuint)total, Native.PROT_NONE, Native.MAP_PRIVATE | Native.MAP_ANONYMOUS | Native.MAP_NORESERVE, -1, 0);
-        if (reserve == Native.MAP_FAILED)
+        byte* reserve = (byte*)Libc.mmap(null, (nuint)total, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if (reserve == Libc.MAP_FAILED)
         {
-            error = $"reserving {total} bytes failed ({Native.Describe(Native.Errno)})";
+            error = $"reserving {total} bytes failed ({Libc.Describe(Libc.Errno)})";
             return null;
         }
         ulong at = 0;
@@ -182,11 +183,11 @@ public sealed unsafe class GuestMemory : IDisposable
         {
             Find(gpa, out var r);
             long offset = r.FileOffset + (long)(gpa - r.GuestPhysical);
-            void* p = Native.mmap(reserve + at, (nuint)len, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_SHARED | Native.MAP_FIXED, r.Fd, offset);
-            if (p == Native.MAP_FAILED)
+            void* p = Libc.mmap(reserve + at, (nuint)len, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, r.Fd, offset);
+            if (p == Libc.MAP_FAILED)
             {
-                error = $"mapping guest run 0x{gpa:x}+0x{len:x} failed ({Native.Describe(Native.Errno)})";
-                Native.munmap(reserve, (nuint)total);
+                error = $"mapping guest run 0x{gpa:x}+0x{len:x} failed ({Libc.Describe(Libc.Errno)})";
+                Libc.munmap(reserve, (nuint)total);
                 return null;
             }
             at += len;
@@ -202,13 +203,13 @@ public sealed unsafe class GuestMemory : IDisposable
             return;
         _disposed = true;
         foreach (var (b, len) in _mappings)
-            Native.munmap((void*)b, len);
+            Libc.munmap((void*)b, len);
         if (_mappings.Length > 0)
         {
             var closed = new HashSet<int>();
             foreach (var r in _regions)
                 if (r.Fd >= 0 && closed.Add(r.Fd))
-                    Native.close(r.Fd);
+                    Libc.close(r.Fd);
         }
     }
 }
@@ -234,7 +235,7 @@ public sealed unsafe class ContiguousMapping(byte* pointer, ulong length) : IDis
     {
         if (_pointer != null)
         {
-            Native.munmap(_pointer, (nuint)Length);
+            Libc.munmap(_pointer, (nuint)Length);
             _pointer = null;
         }
     }

@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Buffers.Binary;
 using Microsoft.Extensions.Logging;
 
@@ -43,9 +44,9 @@ public sealed unsafe class VhostUserConnection : IDisposable
         Description = description;
         _log = log;
         _device = new VirtioGpuDevice(options, log, host);
-        _wakeFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
+        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         if (_wakeFd < 0)
-            throw new IOException($"eventfd failed ({Native.Describe(Native.Errno)})");
+            throw new IOException($"eventfd failed ({Libc.Describe(Libc.Errno)})");
     }
 
     public string Description { get; }
@@ -70,33 +71,33 @@ public sealed unsafe class VhostUserConnection : IDisposable
     /// Returns why it ended.</summary>
     public string Run()
     {
-        var fds = new Native.PollFd[2 + 2 * VirtioGpuDevice.QueueCount];
+        var fds = new Libc.PollFd[2 + 2 * VirtioGpuDevice.QueueCount];
         var wakes = new List<(int Fd, uint Context)>();
         try
         {
             while (!_stop)
             {
                 int n = 0;
-                fds[n++] = new Native.PollFd { fd = _fd, events = Native.POLLIN };
-                fds[n++] = new Native.PollFd { fd = _wakeFd, events = Native.POLLIN };
+                fds[n++] = new Libc.PollFd { fd = _fd, events = Libc.POLLIN };
+                fds[n++] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
                 for (int i = 0; i < _vrings.Length; i++)
                     if (_vrings[i].Kick >= 0 && Runnable(_vrings[i]))
-                        fds[n++] = new Native.PollFd { fd = _vrings[i].Kick, events = Native.POLLIN };
+                        fds[n++] = new Libc.PollFd { fd = _vrings[i].Kick, events = Libc.POLLIN };
                 int kicks = n;
                 _device.CollectWakeFds(wakes);
                 if (fds.Length < n + wakes.Count)
                     Array.Resize(ref fds, n + wakes.Count + 8);
                 foreach (var (fd, _) in wakes)
-                    fds[n++] = new Native.PollFd { fd = fd, events = Native.POLLIN };
+                    fds[n++] = new Libc.PollFd { fd = fd, events = Libc.POLLIN };
                 int r;
-                fixed (Native.PollFd* p = fds)
-                    r = Native.poll(p, (nuint)n, -1);
+                fixed (Libc.PollFd* p = fds)
+                    r = Libc.poll(p, (nuint)n, -1);
                 if (r < 0)
                 {
-                    int errno = Native.Errno;
-                    if (errno == Native.EINTR)
+                    int errno = Libc.Errno;
+                    if (errno == Libc.EINTR)
                         continue;
-                    return $"poll failed ({Native.Describe(errno)})";
+                    return $"poll failed ({Libc.Describe(errno)})";
                 }
                 if (fds[1].revents != 0)
                     Native.Drain(_wakeFd);
@@ -115,7 +116,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
                         if (_vrings[i].Kick == fds[k].fd)
                             Service(i);
                 }
-                if ((fds[0].revents & (Native.POLLIN | Native.POLLHUP | Native.POLLERR)) != 0)
+                if ((fds[0].revents & (Libc.POLLIN | Libc.POLLHUP | Libc.POLLERR)) != 0)
                 {
                     string? end = HandleMessage();
                     if (end is not null)
@@ -210,7 +211,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
             // Descriptors a message brought and nothing took are not kept.
             for (int i = 0; i < _fdCount; i++)
                 if (_fds[i] >= 0)
-                    Native.close(_fds[i]);
+                    Libc.close(_fds[i]);
             _fdCount = 0;
         }
     }
@@ -474,22 +475,22 @@ public sealed unsafe class VhostUserConnection : IDisposable
                     if (gpa < regions[j].GuestPhysical + regions[j].Size && regions[j].GuestPhysical < gpa + size)
                         throw new VhostUserProtocolException($"SET_MEM_TABLE regions {j} and {i} overlap");
                 // Touching a mapping past its file's end is SIGBUS: the file must hold the whole region.
-                long fileSize = fd >= 0 ? Native.lseek(fd, 0, 2 /* SEEK_END */) : -1;
+                long fileSize = fd >= 0 ? Libc.lseek(fd, 0, 2 /* SEEK_END */) : -1;
                 if (fileSize < 0 || (ulong)fileSize < offset + size)
                     throw new VhostUserProtocolException($"SET_MEM_TABLE region {i} needs {offset + size} bytes of its file, which has {fileSize}");
                 // Mapped from file offset 0 (the offset need not be aligned to the file's page size).
                 nuint length = (nuint)(size + offset);
-                void* m = Native.mmap(null, length, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_SHARED | Native.MAP_NORESERVE, fd, 0);
-                if (m == Native.MAP_FAILED)
-                    throw new VhostUserProtocolException($"SET_MEM_TABLE region {i}: mapping {size} bytes failed ({Native.Describe(Native.Errno)})");
+                void* m = Libc.mmap(null, length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_NORESERVE, fd, 0);
+                if (m == Libc.MAP_FAILED)
+                    throw new VhostUserProtocolException($"SET_MEM_TABLE region {i}: mapping {size} bytes failed ({Libc.Describe(Libc.Errno)})");
                 mappings.Add(((nint)m, length));
                 regions[i] = new GuestRegion(gpa, size, uva, (byte*)m + offset, fd, (long)offset);
             }
         }
         catch
         {
-            foreach (var (b, len) in mappings) Native.munmap((void*)b, len);
-            foreach (int fd in taken) if (fd >= 0) Native.close(fd);
+            foreach (var (b, len) in mappings) Libc.munmap((void*)b, len);
+            foreach (int fd in taken) if (fd >= 0) Libc.close(fd);
             throw;
         }
         AnswerHeld();
@@ -525,7 +526,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
     private static void CloseFd(ref int fd)
     {
         if (fd >= 0)
-            Native.close(fd);
+            Libc.close(fd);
         fd = -1;
     }
 
@@ -535,23 +536,23 @@ public sealed unsafe class VhostUserConnection : IDisposable
 
     private bool ReceiveHeader(Span<byte> header)
     {
-        byte* control = stackalloc byte[Native.CmsgSpace(sizeof(int) * VhostUser.MaxFds)];
+        byte* control = stackalloc byte[Libc.CmsgSpace(sizeof(int) * VhostUser.MaxFds)];
         int got;
         fixed (byte* h = header)
         {
-            var iov = new Native.IoVec { iov_base = h, iov_len = (nuint)header.Length };
-            var msg = new Native.MsgHdr
+            var iov = new Libc.IoVec { iov_base = h, iov_len = (nuint)header.Length };
+            var msg = new Libc.MsgHdr
             {
                 msg_iov = &iov, msg_iovlen = 1, msg_control = control,
-                msg_controllen = (nuint)Native.CmsgSpace(sizeof(int) * VhostUser.MaxFds),
+                msg_controllen = (nuint)Libc.CmsgSpace(sizeof(int) * VhostUser.MaxFds),
             };
             nint n;
-            do n = Native.recvmsg(_fd, &msg, Native.MSG_CMSG_CLOEXEC | Native.MSG_DONTWAIT);
-            while (n < 0 && Native.Errno == Native.EINTR);
+            do n = Libc.recvmsg(_fd, &msg, Libc.MSG_CMSG_CLOEXEC | Libc.MSG_DONTWAIT);
+            while (n < 0 && Libc.Errno == Libc.EINTR);
             if (n < 0)
             {
-                int errno = Native.Errno;
-                if (errno == Native.EAGAIN)
+                int errno = Libc.Errno;
+                if (errno == Libc.EAGAIN)
                     throw new VhostUserProtocolException("the socket was readable but had nothing");
                 return false;
             }
@@ -559,7 +560,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
                 return false;
             got = (int)n;
             CollectFds(&msg);
-            if ((msg.msg_flags & Native.MSG_CTRUNC) != 0)
+            if ((msg.msg_flags & Libc.MSG_CTRUNC) != 0)
                 throw new VhostUserProtocolException($"a message brought more than {VhostUser.MaxFds} file descriptors");
         }
         if (got < header.Length)
@@ -567,15 +568,15 @@ public sealed unsafe class VhostUserConnection : IDisposable
         return true;
     }
 
-    private void CollectFds(Native.MsgHdr* msg)
+    private void CollectFds(Libc.MsgHdr* msg)
     {
-        if (msg->msg_controllen < (nuint)sizeof(Native.CmsgHdr))
+        if (msg->msg_controllen < (nuint)sizeof(Libc.CmsgHdr))
             return;
-        var c = (Native.CmsgHdr*)msg->msg_control;
-        if (c->cmsg_level != Native.SOL_SOCKET || c->cmsg_type != Native.SCM_RIGHTS)
+        var c = (Libc.CmsgHdr*)msg->msg_control;
+        if (c->cmsg_level != Libc.SOL_SOCKET || c->cmsg_type != Libc.SCM_RIGHTS)
             return;
-        int count = ((int)c->cmsg_len - Native.CmsgDataOffset) / sizeof(int);
-        int* fds = (int*)((byte*)c + Native.CmsgDataOffset);
+        int count = ((int)c->cmsg_len - Libc.CmsgDataOffset) / sizeof(int);
+        int* fds = (int*)((byte*)c + Libc.CmsgDataOffset);
         for (int i = 0; i < count && _fdCount < _fds.Length; i++)
             _fds[_fdCount++] = fds[i];
     }
@@ -588,24 +589,24 @@ public sealed unsafe class VhostUserConnection : IDisposable
             int at = 0;
             while (at < buffer.Length)
             {
-                var pfd = new Native.PollFd { fd = _fd, events = Native.POLLIN };
+                var pfd = new Libc.PollFd { fd = _fd, events = Libc.POLLIN };
                 int left = (int)Math.Max(0, deadline - Environment.TickCount64);
-                int r = Native.poll(&pfd, 1, left);
+                int r = Libc.poll(&pfd, 1, left);
                 if (r == 0)
                     throw new VhostUserProtocolException($"a message stopped {buffer.Length - at} bytes short for {MessageTimeoutMs} ms");
                 if (r < 0)
                 {
-                    if (Native.Errno == Native.EINTR) continue;
-                    throw new VhostUserProtocolException($"poll failed ({Native.Describe(Native.Errno)})");
+                    if (Libc.Errno == Libc.EINTR) continue;
+                    throw new VhostUserProtocolException($"poll failed ({Libc.Describe(Libc.Errno)})");
                 }
-                nint n = Native.recv(_fd, b + at, (nuint)(buffer.Length - at), Native.MSG_DONTWAIT);
+                nint n = Libc.recv(_fd, b + at, (nuint)(buffer.Length - at), Libc.MSG_DONTWAIT);
                 if (n == 0)
                     throw new VhostUserProtocolException($"the frontend closed the connection {buffer.Length - at} bytes into a message");
                 if (n < 0)
                 {
-                    int errno = Native.Errno;
-                    if (errno is Native.EINTR or Native.EAGAIN) continue;
-                    throw new VhostUserProtocolException($"recv failed ({Native.Describe(errno)})");
+                    int errno = Libc.Errno;
+                    if (errno is Libc.EINTR or Libc.EAGAIN) continue;
+                    throw new VhostUserProtocolException($"recv failed ({Libc.Describe(errno)})");
                 }
                 at += (int)n;
             }
@@ -624,11 +625,11 @@ public sealed unsafe class VhostUserConnection : IDisposable
             int at = 0;
             while (at < m.Length)
             {
-                nint n = Native.send(_fd, b + at, (nuint)(m.Length - at), Native.MSG_NOSIGNAL);
+                nint n = Libc.send(_fd, b + at, (nuint)(m.Length - at), Libc.MSG_NOSIGNAL);
                 if (n < 0)
                 {
-                    if (Native.Errno == Native.EINTR) continue;
-                    throw new VhostUserProtocolException($"sending the reply to {VhostUser.Name(request)} failed ({Native.Describe(Native.Errno)})");
+                    if (Libc.Errno == Libc.EINTR) continue;
+                    throw new VhostUserProtocolException($"sending the reply to {VhostUser.Name(request)} failed ({Libc.Describe(Libc.Errno)})");
                 }
                 at += (int)n;
             }
@@ -650,7 +651,7 @@ public sealed unsafe class VhostUserConnection : IDisposable
         }
         CloseFd(ref _gpuSocket);
         _memory.Dispose();
-        Native.close(_fd);
-        Native.close(_wakeFd);
+        Libc.close(_fd);
+        Libc.close(_wakeFd);
     }
 }

@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Collections.Concurrent;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
@@ -34,23 +35,23 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
         _options = options;
         _log = log;
         Hosts = hosts;
-        if (!Native.TryMakeAddress(socketPath, out var address, out uint length))
-            throw new ArgumentException($"vhost-user-gpu: socket path '{socketPath}' is empty or longer than {Native.SunPathLength - 1} bytes");
+        if (!Libc.TryMakeAddress(socketPath, out var address, out uint length))
+            throw new ArgumentException($"vhost-user-gpu: socket path '{socketPath}' is empty or longer than {Libc.SunPathLength - 1} bytes");
         string? dir = Path.GetDirectoryName(Path.GetFullPath(socketPath));
         if (!string.IsNullOrEmpty(dir))
             Directory.CreateDirectory(dir);
         if (File.Exists(socketPath))
             File.Delete(socketPath); // a stale socket of an earlier run
-        _listenFd = Native.socket(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC, 0);
+        _listenFd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (_listenFd < 0)
-            throw new IOException($"{Description}: socket() failed ({Native.Describe(Native.Errno)})");
-        if (Native.bind(_listenFd, &address, length) != 0 || Native.listen(_listenFd, 8) != 0)
+            throw new IOException($"{Description}: socket() failed ({Libc.Describe(Libc.Errno)})");
+        if (Libc.bind(_listenFd, &address, length) != 0 || Libc.listen(_listenFd, 8) != 0)
         {
-            int e = Native.Errno;
-            Native.close(_listenFd);
-            throw new IOException($"{Description}: bind()/listen() failed ({Native.Describe(e)})");
+            int e = Libc.Errno;
+            Libc.close(_listenFd);
+            throw new IOException($"{Description}: bind()/listen() failed ({Libc.Describe(e)})");
         }
-        _wakeFd = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
+        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = "vhost-user-gpu accept" };
         _acceptThread.Start();
     }
@@ -90,19 +91,19 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
 
     private void AcceptLoop()
     {
-        var fds = stackalloc Native.PollFd[2];
+        var fds = stackalloc Libc.PollFd[2];
         while (!_disposed)
         {
-            fds[0] = new Native.PollFd { fd = _listenFd, events = Native.POLLIN };
-            fds[1] = new Native.PollFd { fd = _wakeFd, events = Native.POLLIN };
-            int r = Native.poll(fds, 2, -1);
-            if (r < 0 && Native.Errno == Native.EINTR)
+            fds[0] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
+            fds[1] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+            int r = Libc.poll(fds, 2, -1);
+            if (r < 0 && Libc.Errno == Libc.EINTR)
                 continue;
             if (_disposed || r < 0)
                 break;
             if (fds[0].revents == 0)
                 continue;
-            int fd = Native.accept4(_listenFd, null, null, Native.SOCK_CLOEXEC);
+            int fd = Libc.accept4(_listenFd, null, null, Libc.SOCK_CLOEXEC);
             if (fd < 0)
                 continue;
             int n = Interlocked.Increment(ref _count);
@@ -114,7 +115,7 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
             catch (IOException e)
             {
                 _log.LogError("vhost-user-gpu: cannot serve connection {N}: {Error}", n, e.Message);
-                Native.close(fd);
+                Libc.close(fd);
                 continue;
             }
             var t = new Thread(() => Serve(c)) { IsBackground = true, Name = $"vhost-user-gpu {n}" };
@@ -159,8 +160,8 @@ public sealed unsafe class VhostUserGpuListener : ITransportListener
         _sessions.CompleteAdding();
         while (_sessions.TryTake(out var s))
             s.Dispose();
-        Native.close(_listenFd);
-        Native.close(_wakeFd);
+        Libc.close(_listenFd);
+        Libc.close(_wakeFd);
         try
         {
             File.Delete(SocketPath);

@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Buffers.Binary;
 using GuestIcd.Transport;
 using GuestIcd.VirtioGpu;
@@ -120,15 +121,15 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
         host.Write("reply"u8);
         host.Flush(); // the guest sleeps: the host rings its doorbell
         int wfd = fd;
-        var pfd = new Native.PollFd { fd = wfd, events = Native.POLLIN };
-        Assert.Equal(1, Native.poll(&pfd, 1, 3000));
+        var pfd = new Libc.PollFd { fd = wfd, events = Libc.POLLIN };
+        Assert.Equal(1, Libc.poll(&pfd, 1, 3000));
         Assert.True(_device.Wake(1));
         Assert.Single(_g.TakeUsed());
         Assert.Equal(Gpu.RespOkNodata, _g.ResponseType(waitResp));
         Assert.Equal(41UL, BinaryPrimitives.ReadUInt64LittleEndian(_g.At(waitResp + 8, 8)));
         // The relay turns the signalled fence into a byte on the guest transport's socket.
         byte one = 1;
-        Assert.Equal(1, (int)Native.send(sv[1], &one, 1, 0));
+        Assert.Equal(1, (int)Libc.send(sv[1], &one, 1, 0));
         Assert.True(reading.Join(5000) && read);
         Assert.Equal("reply"u8.ToArray(), reply);
 

@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Buffers.Binary;
 using GuestIcd.VirtioGpu;
 
@@ -25,8 +26,8 @@ internal sealed unsafe class SyntheticGuest : IDisposable
     {
         QueueSize = queueSize;
         Fd = Native.CreateMemfd("synthetic-guest", (long)Bytes);
-        _map = (byte*)Native.mmap(null, (nuint)Bytes, Native.PROT_READ | Native.PROT_WRITE, Native.MAP_SHARED, Fd, 0);
-        if (_map == Native.MAP_FAILED)
+        _map = (byte*)Libc.mmap(null, (nuint)Bytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, Fd, 0);
+        if (_map == Libc.MAP_FAILED)
             throw new IOException("mmap failed");
         // The test's own memory object: it neither unmaps nor closes (Dispose here does).
         Memory = new GuestMemory([new GuestRegion(Base, Bytes, 0x7f00_0000_0000, _map, Fd, 0)]);
@@ -144,8 +145,8 @@ internal sealed unsafe class SyntheticGuest : IDisposable
 
     public void Dispose()
     {
-        Native.munmap(_map, (nuint)Bytes);
-        Native.close(Fd);
+        Libc.munmap(_map, (nuint)Bytes);
+        Libc.close(Fd);
     }
 }
 

@@ -1,3 +1,4 @@
+using GuestIcd.Transport.Native;
 using System.Buffers.Binary;
 using GuestIcd.VirtioGpu;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -23,10 +24,10 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
 
         public Frontend(string path)
         {
-            _fd = Native.socket(Native.AF_UNIX, Native.SOCK_STREAM | Native.SOCK_CLOEXEC, 0);
-            Assert.True(Native.TryMakeAddress(path, out var a, out uint len));
+            _fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+            Assert.True(Libc.TryMakeAddress(path, out var a, out uint len));
             long deadline = Environment.TickCount64 + 3000;
-            while (Native.connect(_fd, &a, len) != 0)
+            while (Libc.connect(_fd, &a, len) != 0)
             {
                 Assert.True(Environment.TickCount64 < deadline, "the backend does not listen");
                 Thread.Sleep(20);
@@ -45,25 +46,25 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
 
         public void SendRaw(byte[] m, params int[] fds)
         {
-            int space = Native.CmsgSpace(sizeof(int) * Math.Max(1, fds.Length));
+            int space = Libc.CmsgSpace(sizeof(int) * Math.Max(1, fds.Length));
             byte* control = stackalloc byte[space];
             new Span<byte>(control, space).Clear();
             fixed (byte* b = m)
             {
-                var iov = new Native.IoVec { iov_base = b, iov_len = (nuint)m.Length };
-                var msg = new Native.MsgHdr { msg_iov = &iov, msg_iovlen = 1 };
+                var iov = new Libc.IoVec { iov_base = b, iov_len = (nuint)m.Length };
+                var msg = new Libc.MsgHdr { msg_iov = &iov, msg_iovlen = 1 };
                 if (fds.Length > 0)
                 {
-                    var c = (Native.CmsgHdr*)control;
-                    c->cmsg_len = (nuint)(Native.CmsgDataOffset + sizeof(int) * fds.Length);
-                    c->cmsg_level = Native.SOL_SOCKET;
-                    c->cmsg_type = Native.SCM_RIGHTS;
+                    var c = (Libc.CmsgHdr*)control;
+                    c->cmsg_len = (nuint)(Libc.CmsgDataOffset + sizeof(int) * fds.Length);
+                    c->cmsg_level = Libc.SOL_SOCKET;
+                    c->cmsg_type = Libc.SCM_RIGHTS;
                     for (int i = 0; i < fds.Length; i++)
-                        ((int*)(control + Native.CmsgDataOffset))[i] = fds[i];
+                        ((int*)(control + Libc.CmsgDataOffset))[i] = fds[i];
                     msg.msg_control = control;
                     msg.msg_controllen = (nuint)space;
                 }
-                Assert.Equal((nint)m.Length, Native.sendmsg(_fd, &msg, Native.MSG_NOSIGNAL));
+                Assert.Equal((nint)m.Length, Libc.sendmsg(_fd, &msg, Libc.MSG_NOSIGNAL));
             }
         }
 
@@ -112,9 +113,9 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
             {
                 while (Environment.TickCount64 < deadline)
                 {
-                    var pfd = new Native.PollFd { fd = _fd, events = Native.POLLIN };
-                    if (Native.poll(&pfd, 1, 100) <= 0) continue;
-                    nint n = Native.recv(_fd, p, 64, Native.MSG_DONTWAIT);
+                    var pfd = new Libc.PollFd { fd = _fd, events = Libc.POLLIN };
+                    if (Libc.poll(&pfd, 1, 100) <= 0) continue;
+                    nint n = Libc.recv(_fd, p, 64, Libc.MSG_DONTWAIT);
                     if (n == 0) return true;
                 }
             }
@@ -129,10 +130,10 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
             {
                 while (at < buffer.Length)
                 {
-                    var pfd = new Native.PollFd { fd = _fd, events = Native.POLLIN };
+                    var pfd = new Libc.PollFd { fd = _fd, events = Libc.POLLIN };
                     int left = (int)Math.Max(0, deadline - Environment.TickCount64);
-                    Assert.True(Native.poll(&pfd, 1, left) > 0, "no reply in time");
-                    nint n = Native.recv(_fd, b + at, (nuint)(buffer.Length - at), Native.MSG_DONTWAIT);
+                    Assert.True(Libc.poll(&pfd, 1, left) > 0, "no reply in time");
+                    nint n = Libc.recv(_fd, b + at, (nuint)(buffer.Length - at), Libc.MSG_DONTWAIT);
                     if (n == 0) return false;
                     if (n > 0) at += (int)n;
                 }
@@ -140,7 +141,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
             return true;
         }
 
-        public void Dispose() => Native.close(_fd);
+        public void Dispose() => Libc.close(_fd);
     }
 
     private const ulong FrontendUva = 0x7f12_0000_0000; // where "QEMU" has guest RAM in its own address space
@@ -186,7 +187,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
         BinaryPrimitives.WriteUInt64LittleEndian(addr.AsSpan(24), FrontendUva + (SyntheticGuest.AvailGpa - SyntheticGuest.Base));
         f.Send(VhostUser.SetVringAddr, addr, VhostUser.FlagVersion | VhostUser.FlagNeedReply);
         Assert.Equal(0UL, BinaryPrimitives.ReadUInt64LittleEndian(f.Receive(VhostUser.SetVringAddr)));
-        int kick = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK), call = Native.eventfd(0, Native.EFD_CLOEXEC | Native.EFD_NONBLOCK);
+        int kick = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK), call = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         f.Set64(VhostUser.SetVringCall, 0, call);
         f.Set64(VhostUser.SetVringKick, 0, kick);
         f.SetState(VhostUser.SetVringEnable, 0, 1);
@@ -195,8 +196,8 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
 
     private static bool WaitCall(int call, int timeoutMs)
     {
-        var pfd = new Native.PollFd { fd = call, events = Native.POLLIN };
-        if (Native.poll(&pfd, 1, timeoutMs) <= 0)
+        var pfd = new Libc.PollFd { fd = call, events = Libc.POLLIN };
+        if (Libc.poll(&pfd, 1, timeoutMs) <= 0)
             return false;
         Native.Drain(call);
         return true;
@@ -237,8 +238,8 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
         }
         finally
         {
-            Native.close(kick);
-            Native.close(call);
+            Libc.close(kick);
+            Libc.close(call);
         }
     }
 
@@ -278,7 +279,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
                 BinaryPrimitives.WriteUInt32LittleEndian(mem, 1);
                 BinaryPrimitives.WriteUInt64LittleEndian(mem.AsSpan(16), 1 << 20);
                 small.Send(VhostUser.SetMemTable, mem, VhostUser.FlagVersion, fd);
-                Native.close(fd);
+                Libc.close(fd);
                 Assert.True(small.ClosedByPeer(7000));
             }
             // The survivor and a fresh frontend still work.
@@ -292,8 +293,8 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
         }
         finally
         {
-            Native.close(kick);
-            Native.close(call);
+            Libc.close(kick);
+            Libc.close(call);
         }
     }
 
@@ -322,8 +323,8 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
         }
         finally
         {
-            Native.close(kick);
-            Native.close(call);
+            Libc.close(kick);
+            Libc.close(call);
         }
     }
 }

@@ -70,7 +70,9 @@ internal static unsafe partial class Libc
     public const int PROT_WRITE = 0x2;
     public const int MAP_SHARED = 0x1;
     public const int MAP_PRIVATE = 0x2;
+    public const int MAP_FIXED = 0x10;
     public const int MAP_ANONYMOUS = 0x20;
+    public const int MAP_NORESERVE = 0x4000;
     public static readonly void* MAP_FAILED = (void*)-1;
     public const int SEEK_END = 2;
 
