@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <vulkan/vulkan.h>
+#include "present_kit.h"
 
 #define CHECK(call) do { VkResult r_ = (call); if (r_ != VK_SUCCESS) { \
     fprintf(stderr, "FAILED %s = %d (line %d)\n", #call, r_, __LINE__); exit(1); } } while (0)
@@ -31,15 +32,6 @@ static int has_extension(const VkExtensionProperties *p, uint32_t n, const char 
 {
     for (uint32_t i = 0; i < n; i++) if (!strcmp(p[i].extensionName, name)) return 1;
     return 0;
-}
-
-static uint32_t find_memory(uint32_t bits, VkMemoryPropertyFlags want)
-{
-    VkPhysicalDeviceMemoryProperties mp;
-    vkGetPhysicalDeviceMemoryProperties(pd, &mp);
-    for (uint32_t i = 0; i < mp.memoryTypeCount; i++)
-        if ((bits & (1u << i)) && (mp.memoryTypes[i].propertyFlags & want) == want) return i;
-    FAIL("no memory type 0x%x in 0x%x", want, bits);
 }
 
 static VkSwapchainKHR make_swapchain(VkSurfaceKHR surface, uint32_t minImages, VkSwapchainKHR old, VkResult *result)
@@ -188,39 +180,13 @@ int main(int argc, char **argv)
     CHECK(vkGetSwapchainImagesKHR(device, sc, &count, images));
     printf("swapchain: %u images\n", count);
 
-    /* The gradient, B8G8R8A8 bytes, in a host-visible buffer. */
-    VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = RW * RH * 4, .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT };
-    VkBuffer buf;
-    CHECK(vkCreateBuffer(device, &bci, NULL, &buf));
-    VkMemoryRequirements req;
-    vkGetBufferMemoryRequirements(device, buf, &req);
-    VkMemoryAllocateInfo mai = { .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = req.size,
-        .memoryTypeIndex = find_memory(req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) };
-    VkDeviceMemory mem;
-    CHECK(vkAllocateMemory(device, &mai, NULL, &mem));
-    CHECK(vkBindBufferMemory(device, buf, mem, 0));
-    uint8_t *px;
-    CHECK(vkMapMemory(device, mem, 0, VK_WHOLE_SIZE, 0, (void **)&px));
-    for (int y = 0; y < RH; y++)
-        for (int x = 0; x < RW; x++)
-        {
-            uint8_t *p = px + (y * RW + x) * 4;
-            p[0] = (uint8_t)(x * 16); p[1] = (uint8_t)(y * 32); p[2] = 200; p[3] = 255;
-        }
-
-    VkCommandPoolCreateInfo pci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, .queueFamilyIndex = 0 };
-    VkCommandPool pool;
-    CHECK(vkCreateCommandPool(device, &pci, NULL, &pool));
-    VkCommandBuffer cmd;
-    VkCommandBufferAllocateInfo cai = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1 };
-    CHECK(vkAllocateCommandBuffers(device, &cai, &cmd));
-    VkSemaphoreCreateInfo semci = { .sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO };
-    VkSemaphore acquired, rendered;
-    CHECK(vkCreateSemaphore(device, &semci, NULL, &acquired));
-    CHECK(vkCreateSemaphore(device, &semci, NULL, &rendered));
-    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
-    VkFence done;
-    CHECK(vkCreateFence(device, &fci, NULL, &done));
+    /* The gradient the frames copy from, and the per-frame objects (present_kit.h). */
+    kit_frames fr;
+    CHECK(kit_frames_create(pd, device, 0, RW, RH, &fr));
+    VkBuffer buf = fr.buffer;
+    VkCommandBuffer cmd = fr.cmd;
+    VkSemaphore acquired = fr.acquired, rendered = fr.rendered;
+    VkFence done = fr.done;
 
     for (int f = 0; f < frames; f++)
     {
@@ -313,12 +279,7 @@ int main(int argc, char **argv)
     printf("all %u images held: timeout 0 gives %d, 20 ms gives %d after %.0f ms\n", count2, none, timeout, waited);
     vkDestroySwapchainKHR(device, sc2, NULL);
 
-    vkDestroyFence(device, done, NULL);
-    vkDestroySemaphore(device, acquired, NULL);
-    vkDestroySemaphore(device, rendered, NULL);
-    vkDestroyCommandPool(device, pool, NULL);
-    vkDestroyBuffer(device, buf, NULL);
-    vkFreeMemory(device, mem, NULL);
+    kit_frames_destroy(device, &fr);
     vkDestroyDevice(device, NULL);
     vkDestroySurfaceKHR(instance, surface, NULL);
     vkDestroyInstance(instance, NULL);
