@@ -52,14 +52,6 @@ static void make_swapchain(void)
     CHECK(vkGetSwapchainImagesKHR(device, swapchain, &image_count, images));
 }
 
-static void barrier(VkCommandBuffer cmd, VkImage image, VkImageLayout from, VkImageLayout to, VkAccessFlags src, VkAccessFlags dst)
-{
-    VkImageMemoryBarrier b = { .sType = VK_STRUCTURE_TYPE_IMAGE_MEMORY_BARRIER, .srcAccessMask = src, .dstAccessMask = dst,
-        .oldLayout = from, .newLayout = to, .srcQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED, .dstQueueFamilyIndex = VK_QUEUE_FAMILY_IGNORED,
-        .image = image, .subresourceRange = { VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1 } };
-    vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, 0, 0, NULL, 0, NULL, 1, &b);
-}
-
 static void write_ppm(const char *path, const uint8_t *bgrx, int w, int h, int stride)
 {
     FILE *f = fopen(path, "wb");
@@ -150,7 +142,6 @@ int main(int argc, char **argv)
     /* The gradient the frames copy from, and the per-frame objects (present_kit.h). */
     kit_frames fr;
     CHECK(kit_frames_create(pd, device, 0, RW, RH, &fr));
-    VkBuffer buf = fr.buffer;
     VkCommandBuffer cmd = fr.cmd;
     VkSemaphore acquired = fr.acquired, rendered = fr.rendered;
     VkFence done = fr.done;
@@ -170,16 +161,7 @@ int main(int argc, char **argv)
         if (ar == VK_ERROR_OUT_OF_DATE_KHR) { out_of_date++; CHECK(vkDeviceWaitIdle(device)); make_swapchain(); continue; }
         if (ar == VK_SUBOPTIMAL_KHR) suboptimal++;
         else CHECK(ar);
-        CHECK(vkBeginCommandBuffer(cmd, &(VkCommandBufferBeginInfo){ .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO }));
-        barrier(cmd, images[idx], VK_IMAGE_LAYOUT_UNDEFINED, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 0, VK_ACCESS_TRANSFER_WRITE_BIT);
-        VkClearColorValue cc = { .float32 = { (20 + f * 7 % 200) / 255.0f, (250 - f * 5 % 200) / 255.0f, 0.4f, 1.0f } };
-        VkImageSubresourceRange range = { VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1 };
-        vkCmdClearColorImage(cmd, images[idx], VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, &cc, 1, &range);
-        barrier(cmd, images[idx], VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_ACCESS_TRANSFER_WRITE_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
-        VkBufferImageCopy copy = { .imageSubresource = { VK_IMAGE_ASPECT_COLOR_BIT, 0, 0, 1 }, .imageOffset = { GX + f % 20, GY, 0 }, .imageExtent = { RW, RH, 1 } };
-        vkCmdCopyBufferToImage(cmd, buf, images[idx], VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, 1, &copy);
-        barrier(cmd, images[idx], VK_IMAGE_LAYOUT_TRANSFER_DST_OPTIMAL, VK_IMAGE_LAYOUT_PRESENT_SRC_KHR, VK_ACCESS_TRANSFER_WRITE_BIT, 0);
-        CHECK(vkEndCommandBuffer(cmd));
+        CHECK(kit_record_frame(&fr, images[idx], f, GX, GY, RW, RH));
         VkPipelineStageFlags stage = VK_PIPELINE_STAGE_TRANSFER_BIT;
         VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .waitSemaphoreCount = 1, .pWaitSemaphores = &acquired, .pWaitDstStageMask = &stage,
                             .commandBufferCount = 1, .pCommandBuffers = &cmd, .signalSemaphoreCount = 1, .pSignalSemaphores = &rendered };

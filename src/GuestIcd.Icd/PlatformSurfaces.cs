@@ -35,6 +35,7 @@ internal static unsafe class PlatformSurfaces
 
     public static nint Lookup(ReadOnlySpan<byte> name, bool physicalDeviceOnly)
     {
+        if (WaylandSurfaces.Lookup(name, physicalDeviceOnly) is var wl and not 0) return wl;
         if (name.SequenceEqual("vkGetPhysicalDeviceXcbPresentationSupportKHR"u8))
             return (nint)(delegate* unmanaged<VkPhysicalDevice, uint, nint, uint, uint>)&vkGetPhysicalDeviceXcbPresentationSupportKHR;
         if (name.SequenceEqual("vkGetPhysicalDeviceXlibPresentationSupportKHR"u8))

@@ -18,7 +18,10 @@ internal abstract unsafe class GuestSurface : IDisposable
     public abstract VkResult CurrentExtent(out uint width, out uint height);
 
     /// <summary>Puts a swapchain's pixels on the window system: one per swapchain.</summary>
-    public abstract Presenter CreatePresenter(VkFormat format, uint width, uint height);
+    public abstract Presenter CreatePresenter(VkFormat format, uint width, uint height, VkPresentModeKHR mode);
+
+    /// <summary>The present modes this kind of surface honours.</summary>
+    public virtual VkPresentModeKHR[] PresentModes => Entry.CopyPresentModes;
 
     public abstract string Kind { get; }
 
@@ -45,7 +48,7 @@ internal sealed unsafe class HeadlessSurface : GuestSurface
         return VK_SUCCESS;
     }
 
-    public override Presenter CreatePresenter(VkFormat format, uint width, uint height) => new DumpPresenter(format);
+    public override Presenter CreatePresenter(VkFormat format, uint width, uint height, VkPresentModeKHR mode) => new DumpPresenter(format);
 
     sealed class DumpPresenter(VkFormat format) : Presenter
     {
@@ -125,7 +128,7 @@ internal static unsafe partial class Entry
     public static readonly (string Name, uint Spec)[] GuestInstanceExtensions =
     [
         ("VK_KHR_surface", 25), ("VK_KHR_get_surface_capabilities2", 1), ("VK_KHR_surface_protected_capabilities", 1),
-        ("VK_EXT_headless_surface", 1), ("VK_KHR_xcb_surface", 6), ("VK_KHR_xlib_surface", 6),
+        ("VK_EXT_headless_surface", 1), ("VK_KHR_xcb_surface", 6), ("VK_KHR_xlib_surface", 6), ("VK_KHR_wayland_surface", 6),
     ];
 
     public const string SwapchainExtension = "VK_KHR_swapchain";
@@ -140,8 +143,8 @@ internal static unsafe partial class Entry
 
     /// <summary>Presentation is a copy onto the window at vkQueuePresentKHR and the image is free again when the
     /// call returns, so each mode's promise holds: FIFO shows every image in order, MAILBOX never tears and
-    /// never waits, IMMEDIATE never waits.</summary>
-    static readonly VkPresentModeKHR[] s_presentModes =
+    /// never waits, IMMEDIATE never waits. (Wayland surfaces have their own: FIFO paced by frame callbacks.)</summary>
+    public static readonly VkPresentModeKHR[] CopyPresentModes =
         [VkPresentModeKHR.VK_PRESENT_MODE_FIFO_KHR, VkPresentModeKHR.VK_PRESENT_MODE_MAILBOX_KHR, VkPresentModeKHR.VK_PRESENT_MODE_IMMEDIATE_KHR];
 
     public static bool IsSurfaceFormat(VkFormat f, VkColorSpaceKHR cs)
@@ -150,7 +153,6 @@ internal static unsafe partial class Entry
         return false;
     }
 
-    public static bool IsPresentMode(VkPresentModeKHR m) => Array.IndexOf(s_presentModes, m) >= 0;
 
     public const uint MinImageCount = 2, MaxImageCount = 8;
 
@@ -280,8 +282,9 @@ internal static unsafe partial class Entry
 
     public static VkResult vkGetPhysicalDeviceSurfacePresentModesKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, uint* pPresentModeCount, VkPresentModeKHR* pPresentModes)
     {
-        if (SurfaceOf(physicalDevice.Handle, surface) is null) return VK_ERROR_SURFACE_LOST_KHR;
-        return FillArray<VkPresentModeKHR>(s_presentModes, pPresentModeCount, pPresentModes);
+        var s = SurfaceOf(physicalDevice.Handle, surface);
+        if (s is null) return VK_ERROR_SURFACE_LOST_KHR;
+        return FillArray<VkPresentModeKHR>(s.PresentModes, pPresentModeCount, pPresentModes);
     }
 
     public static VkResult vkGetPhysicalDevicePresentRectanglesKHR(VkPhysicalDevice physicalDevice, VkSurfaceKHR surface, uint* pRectCount, VkRect2D* pRects)

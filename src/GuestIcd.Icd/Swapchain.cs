@@ -162,7 +162,7 @@ internal static unsafe partial class Entry
         if (surface.Owner is not null && surface.Owner != old && !surface.Owner.Retired) return VK_ERROR_NATIVE_WINDOW_IN_USE_KHR;
         if (!IsSurfaceFormat(ci->imageFormat, ci->imageColorSpace))
             return Refuse($"vkCreateSwapchainKHR: format {ci->imageFormat} / {ci->imageColorSpace} is not one of the surface's");
-        if (!IsPresentMode(ci->presentMode)) return Refuse($"vkCreateSwapchainKHR: present mode {ci->presentMode} is not one of the surface's");
+        if (Array.IndexOf(surface.PresentModes, ci->presentMode) < 0) return Refuse($"vkCreateSwapchainKHR: present mode {ci->presentMode} is not one of the surface's");
         if (ci->imageArrayLayers != 1) return Refuse($"vkCreateSwapchainKHR: imageArrayLayers {ci->imageArrayLayers} (the surface offers 1)");
         if (ci->minImageCount > MaxImageCount) return Refuse($"vkCreateSwapchainKHR: minImageCount {ci->minImageCount} above the surface's {MaxImageCount}");
         if (ci->flags != 0) return Refuse($"vkCreateSwapchainKHR: flags 0x{(uint)ci->flags:X} (the ICD offers none)");
@@ -182,7 +182,7 @@ internal static unsafe partial class Entry
         var r = CreateImages(dev, device, sc, ci);
         if (r == VK_SUCCESS)
         {
-            try { sc.Presenter = surface.CreatePresenter(ci->imageFormat, sc.Width, sc.Height); }
+            try { sc.Presenter = surface.CreatePresenter(ci->imageFormat, sc.Width, sc.Height, ci->presentMode); }
             catch (WindowSystemException e) { Log.Warn($"vkCreateSwapchainKHR: {e.Message}"); r = VK_ERROR_SURFACE_LOST_KHR; }
         }
         if (r != VK_SUCCESS)

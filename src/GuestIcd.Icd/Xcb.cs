@@ -159,7 +159,7 @@ internal sealed unsafe class XcbSurface : GuestSurface
         return d;
     }
 
-    public override Presenter CreatePresenter(VkFormat format, uint width, uint height) => new XcbPresenter(this, width, height);
+    public override Presenter CreatePresenter(VkFormat format, uint width, uint height, VkPresentModeKHR mode) => new XcbPresenter(this, width, height);
 }
 
 /// <summary>Puts a swapchain's images on an X window: through a shared-memory segment (MIT-SHM, one guest-local
