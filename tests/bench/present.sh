@@ -4,9 +4,11 @@
 # `vkcube --c FRAMES` with present_timer.so preloaded, which times every vkQueuePresentKHR the same way for every
 # driver. Prints per configuration the median over ROUNDS of: frames/s (first to last present), mean, median
 # and p99 present-to-present time (ms), and the whole run's wall time (start-up and teardown included);
+# then vkcube-wayland on a private headless Weston (pixman renderer) in MAILBOX (FIFO would measure the
+# output's 60 Hz), natively and through the ICD (wl_shm buffers), where weston is installed;
 # then glxgears through Zink (MESA_LOADER_DRIVER_OVERRIDE=zink) natively and through the ICD: its frames/s.
 #   bash tests/bench/present.sh [FRAMES=300] [ROUNDS=3]
-# Needs the build in out/ (never rebuilds it), Xvfb, vkcube, cc.
+# Needs the build in out/ (never rebuilds it), Xvfb, vkcube, cc; weston for the Wayland rows.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 frames=${1:-300}
@@ -27,11 +29,12 @@ out/hostsim/guesticd-hostsim serve --listen "unix:$work/hostsim.sock" > "$work/h
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/hostsim.log" 2>/dev/null && break; sleep 0.1; done
 
-run() { # name, then env assignments
+run() { # name, then env assignments; CUBE="vkcube-wayland --present_mode 1" for the Wayland rows
   local name=$1; shift
   local t0 t1
   t0=$(date +%s.%N)
-  env DISPLAY="$display" LD_PRELOAD="$work/present_timer.so" "$@" vkcube --c "$frames" > "$work/$name.out" 2> "$work/$name.err" || { echo "$name: vkcube failed" >&2; tail -5 "$work/$name.err" >&2; return; }
+  # shellcheck disable=SC2086
+  env DISPLAY="$display" LD_PRELOAD="$work/present_timer.so" "$@" ${CUBE:-vkcube} --c "$frames" > "$work/$name.out" 2> "$work/$name.err" || { echo "$name: ${CUBE:-vkcube} failed" >&2; tail -5 "$work/$name.err" >&2; return; }
   t1=$(date +%s.%N)
   echo "$name $(grep -h '^present:' "$work/$name.err" | tail -1) wall=$(echo "$t1 - $t0" | bc)" >> "$work/results"
 }
@@ -43,6 +46,20 @@ for r in $(seq "$rounds"); do
   run icd-shm "${icd[@]}"
   run icd-putimage "${icd[@]}" GUESTICD_X11_NO_SHM=1
 done
+if command -v weston >/dev/null && command -v vkcube-wayland >/dev/null; then
+  mkdir -m 700 "$work/xdg"
+  printf '[core]\nidle-time=0\n[shell]\nanimation=none\nstartup-animation=none\npanel-position=none\n' > "$work/weston.ini"
+  XDG_RUNTIME_DIR="$work/xdg" weston --config="$work/weston.ini" --backend=headless-backend.so --socket=bench \
+    --width=640 --height=640 --use-pixman > "$work/weston.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "weston-desktop-shell'" "$work/weston.log" 2>/dev/null && break; sleep 0.1; done
+  sleep 0.5
+  wl=(XDG_RUNTIME_DIR="$work/xdg" WAYLAND_DISPLAY=bench)
+  for r in $(seq "$rounds"); do
+    CUBE="vkcube-wayland --present_mode 1" run wayland-native "${wl[@]}" VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+    CUBE="vkcube-wayland --present_mode 1" run wayland-icd "${wl[@]}" "${icd[@]}"
+  done
+fi
 # glxgears through Zink (kopper presents through a VkSwapchain): its own frame rate over its second 5 s period.
 gears() { # name, then env assignments
   local name=$1; shift
@@ -66,9 +83,10 @@ for line in open(sys.argv[1]):
     rows.setdefault(name, []).append({k: float(v) for k, v in (x.split('=') for x in kv)})
 print(f"{'configuration':<16} {'frames/s':>9} {'mean ms':>8} {'median ms':>10} {'p99 ms':>8} {'run s':>7}")
 native = None
-for name in ('native', 'icd-shm', 'icd-putimage'):
+for name in ('native', 'icd-shm', 'icd-putimage', 'wayland-native', 'wayland-icd'):
     if name not in rows: print(f"{name:<16} n/a"); continue
     m = {k: statistics.median(r[k] for r in rows[name]) for k in ('fps', 'mean', 'median', 'p99', 'wall')}
+    if name == 'wayland-native': native = None
     native = native or m
     print(f"{name:<16} {m['fps']:>9.1f} {m['mean']:>8.3f} {m['median']:>10.3f} {m['p99']:>8.3f} {m['wall']:>7.2f}"
           + ("" if m is native else f"   ({m['fps'] / native['fps']:.2f}x native frames/s)"))
