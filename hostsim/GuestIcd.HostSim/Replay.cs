@@ -29,9 +29,11 @@ internal sealed unsafe class ReplayTransport(ReadOnlyMemory<byte> stream, byte* 
     public byte* HeapBase => heap;
     public long HeapBytes => heap == null ? 0 : heapBytes;
     public string Description => "replay";
-    /// <summary>Stream bytes consumed so far (progress; read from another thread, a torn value only misdraws).</summary>
-    public long Position => Volatile.Read(ref _at);
-    public long Length => stream.Length;
+    /// <summary>Capture bytes used so far, stream and memory snapshots (progress; read from another thread).</summary>
+    public long Position => Volatile.Read(ref _at) + Volatile.Read(ref _patchedBytes);
+    public long Length => stream.Length + _patchBytes;
+    long _patchedBytes;
+    readonly long _patchBytes = heap == null || patches is null ? 0 : patches.Sum(p => (long)p.Bytes.Length);
     public int PatchesApplied => _patch;
 
     /// <summary>The recorded guest is gone once its stream is used up: a wait in its last command ends as
@@ -67,6 +69,7 @@ internal sealed unsafe class ReplayTransport(ReadOnlyMemory<byte> stream, byte* 
         {
             var p = _patches[_patch++];
             p.Bytes.Span.CopyTo(new Span<byte>(heap + p.HeapOffset, p.Bytes.Length));
+            _patchedBytes += p.Bytes.Length;
         }
         if (stream.Length - _at < buffer.Length)
         {
@@ -203,18 +206,22 @@ internal static unsafe class Replay
                     run();
                     timer.Dispose();
                     task.Value = transport.Length;
+                    task.Description = $"replay: {session.Commands} commands";
                 });
             return;
         }
         bool printed = false;
+        long last = -1;
         var start = Stopwatch.StartNew();
-        void Line()
+        void Line(bool final)
         {
             long at = transport.Position, all = Math.Max(1, transport.Length);
+            if (final && at == last) return;
+            last = at;
             Console.Error.WriteLine($"replay: {100.0 * at / all:F0}% ({at >> 10} of {all >> 10} KiB, {Interlocked.Read(ref session.Commands)} commands, {start.Elapsed.TotalSeconds:F1} s)");
             printed = true;
         }
-        using (new Timer(_ => Line(), null, replay.ProgressEveryMs, replay.ProgressEveryMs)) run();
-        if (printed) Line();
+        using (new Timer(_ => Line(false), null, replay.ProgressEveryMs, replay.ProgressEveryMs)) run();
+        if (printed) Line(true);
     }
 }
