@@ -1,6 +1,7 @@
 using System.CommandLine;
 using GuestIcd.HostSim;
 using GuestIcd.Protocol;
+using GuestIcd.Protocol.Wire;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
 
@@ -128,15 +129,21 @@ worker.SetAction(_ =>
 });
 
 var replayFile = new Argument<string>("FILE") { Description = "a capture (session-N.gicd) or a bare guest byte stream" };
-var replay = new Command("replay", "re-execute a captured session on the host driver and print what happened") { replayFile, device, validation, logLevel };
+var partial = new Option<bool>("--partial") { Description = "replay a capture that lacks its end record (hostsim stopped mid-session) up to its last whole record" };
+var dumpMemory = new Option<string?>("--dump-memory") { Description = "write the final contents of every shared-heap range the guest allocated to DIR/heap-OFFSET-SIZE.bin" };
+var noProgress = new Option<bool>("--no-progress") { Description = "print no progress on stderr" };
+var progressEvery = new Option<int>("--progress-every-ms") { Description = "progress line interval when stderr is not a terminal", DefaultValueFactory = _ => 1000, Hidden = true };
+var replay = new Command("replay", "re-execute a captured session on the host driver and print what happened") { replayFile, device, validation, logLevel, partial, dumpMemory, noProgress, progressEvery };
 replay.SetAction(parse =>
 {
     using var logs = Logs(parse.GetValue(logLevel));
     var names = HostVulkan.DeviceNames();
     var want = parse.GetValue(device);
-    var chosen = names.FirstOrDefault(n => want is null || n.Contains(want, StringComparison.OrdinalIgnoreCase)) ?? "none";
-    try { return Replay.Run(parse.GetValue(replayFile)!, new ServerOptions(chosen, Handshake.ProtocolMajor, Handshake.ProtocolMinor, Validation: parse.GetValue(validation)), logs.CreateLogger("hostsim")); }
-    catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+    var chosen = names.FirstOrDefault(n => want is null || n.Contains(want, StringComparison.OrdinalIgnoreCase));
+    if (chosen is null && want is not null) { Console.Error.WriteLine($"replay: no host device matches --device {want}; the host has: {string.Join(", ", names)}"); return 2; }
+    var replayOptions = new ReplayOptions(parse.GetValue(partial), parse.GetValue(dumpMemory), Math.Max(1, parse.GetValue(progressEvery)), parse.GetValue(noProgress));
+    try { return Replay.Run(parse.GetValue(replayFile)!, new ServerOptions(chosen ?? "none", Handshake.ProtocolMajor, Handshake.ProtocolMinor, Validation: parse.GetValue(validation)), replayOptions, logs.CreateLogger("hostsim")); }
+    catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or ProtocolException or TransportClosedException)
     {
         Console.Error.WriteLine($"replay: {e.Message}");
         return 2;

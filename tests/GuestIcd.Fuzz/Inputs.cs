@@ -34,8 +34,13 @@ internal static class Inputs
         {
             case Raw:
             {
-                var (stream, heap) = CaptureFormat.Parse(rest.ToArray());
-                return (stream, heap > 0 ? heap : DefaultHeap);
+                // A damaged capture (its records carry checksums) is fuzzed as the bytes it is, not refused.
+                try
+                {
+                    var (stream, heap) = CaptureFormat.Parse(rest.ToArray());
+                    return (stream, heap > 0 ? heap : DefaultHeap);
+                }
+                catch (InvalidDataException) { return (rest, DefaultHeap); }
             }
             case AfterHello:
             {

@@ -39,15 +39,21 @@ run render "$work/render" "$work/render.vert.spv" "$work/render.frag.spv" "$work
 run render-dynamic "$work/render" "$work/render.vert.spv" "$work/render.frag.spv" "$work/out.ppm" --dynamic
 
 rm -rf tests/fuzz/corpus && mkdir -p tests/fuzz/corpus
-# The loader's probe sessions (hello, then goodbye) are all alike: one copy is kept, as probe.gicd.
+# A client's largest session is its own; any others are the loader's probes (hello, then goodbye), all
+# alike: one copy is kept, as probe.gicd.
 declare -A seen
-for f in "$work"/cap/*.keep; do
-  sum=$(md5sum <"$f" | cut -c1-32)
-  [ -n "${seen[$sum]:-}" ] && continue
-  seen[$sum]=1
-  b=$(basename "$f" .keep)
-  b=${b%-[0-9]*}
-  [ "$(stat -c %s "$f")" -lt 9000 ] && b=probe
-  cp "$f" "tests/fuzz/corpus/$b.gicd"
+for name in vulkaninfo compute render render-dynamic; do
+  first=1
+  for f in $(ls -S "$work"/cap/$name-[0-9]*.keep); do
+    b=$name
+    if [ $first = 0 ]; then
+      sum=$(md5sum <"$f" | cut -c1-32)
+      [ -n "${seen[$sum]:-}" ] && continue
+      seen[$sum]=1
+      b=probe
+    fi
+    first=0
+    cp "$f" "tests/fuzz/corpus/$b.gicd"
+  done
 done
 ls -l tests/fuzz/corpus
