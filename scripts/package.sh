@@ -5,8 +5,9 @@
 #                     /etc/guesticd/hostsim.conf
 # then runs lintian on them (when installed). Packaging files: packaging/. See README "Packages and guest image".
 #
-#   scripts/package.sh [--no-build] [--no-lintian]
+#   scripts/package.sh [--no-build | --reuse-icd] [--no-lintian]
 #     --no-build    package what out/icd and out/packaging/hostsim already hold
+#     --reuse-icd   take out/icd as scripts/build.sh left it; publish only the self-contained hostsim
 #     --no-lintian  skip the lintian run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,8 +16,9 @@ build=1 lint=1
 for a in "$@"; do
     case "$a" in
         --no-build) build=0 ;;
+        --reuse-icd) build=2 ;;
         --no-lintian) lint=0 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "package.sh: unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +44,8 @@ step() { echo "package.sh: $*"; }
 if [ "$build" = 1 ]; then
     step "building the ICD (NativeAOT) into out/icd"
     dotnet publish src/GuestIcd.Icd -c Release -o out/icd --verbosity quiet -nologo
+fi
+if [ "$build" != 0 ]; then
     step "publishing hostsim self-contained into out/packaging/hostsim"
     rm -rf "$work/hostsim"
     dotnet publish hostsim/GuestIcd.HostSim -c Release -r linux-x64 --self-contained -o "$work/hostsim" \
