@@ -17,6 +17,8 @@ packages=(
   mesa-utils libgl-dev              # glxinfo/glxgears and the GL test client (OpenGL through Zink)
   libx11-dev libx11-xcb-dev libxcb1-dev libxcb-shm0  # the X11 C clients; libxcb-shm for MIT-SHM presentation
   weston libwayland-dev libwayland-bin wayland-protocols  # Wayland tests: headless Weston, the client's headers, wayland-scanner, xdg-shell.xml
+  dpkg-dev lintian                  # scripts/package.sh: dpkg-deb, dpkg-shlibdeps, and the packages' check
+  debootstrap e2fsprogs fdisk grub-pc-bin  # scripts/guest-image.sh: the guest's root, its ext4, MBR, GRUB (not installed to any disk here)
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()

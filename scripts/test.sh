@@ -6,6 +6,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh || exit 1
 bash scripts/build.sh || { echo "0 passed, 1 failed"; exit 1; }
 mkdir -p out/logs
+# Before the timed run: the packages (PackageTests) and the guest image (GuestImageTests; cached, see README).
+bash scripts/package.sh --reuse-icd >out/logs/package.log 2>&1 || { cat out/logs/package.log; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/guest-image.sh >out/logs/guest-image.log 2>&1 || echo "test.sh: scripts/guest-image.sh failed (out/logs/guest-image.log); GuestImageTests will say why"
 dotnet test GuestIcd.sln -c Release --nologo 2>&1 | tee out/logs/test.log
 status=${PIPESTATUS[0]}
 # Bounded fuzz runs (tests/fuzz/README.md): each prints one "Failed: N, Passed: N, Skipped: N" line,

@@ -17,7 +17,7 @@ var tlsCert = new Option<string?>("--tls-cert") { Description = "serve tcp:/vsoc
 var tlsKey = new Option<string?>("--tls-key") { Description = "PEM private key for --tls-cert, when the certificate file does not hold it" };
 var validation = new Option<bool>("--validation") { Description = "run the Khronos validation layer on every guest's instance and log what it reports" };
 var strict = new Option<bool>("--strict") { Description = "also run the Khronos validation layer in blocking mode: a call it reports as an error is skipped and ends that guest's session (implies --validation)" };
-var config = new Option<string?>("--config") { Description = "JSON configuration file; its \"quotas\" section sets per-session quotas (see Quotas.cs)" };
+var config = new Option<string?>("--config") { Description = "JSON configuration file: \"listen\", \"device\", \"logLevel\", \"secretFile\", \"inProcess\", \"warmWorkers\" (ServeConfig.cs; the command line wins) and \"quotas\" (Quotas.cs)" };
 var quotaMemory = new Option<ulong?>("--quota-memory-mb") { Description = "device memory one session may hold, driver allocations and shared heap together (default 4096)" };
 var quotaHeap = new Option<ulong?>("--quota-heap-mb") { Description = "largest shared heap a unix-transport guest may bring (default 16384)" };
 var quotaObjects = new Option<int?>("--quota-objects") { Description = "objects one session may own at once (default 100000)" };
@@ -34,18 +34,22 @@ var hangOnFault = new Option<bool>("--debug-hang-on-fault") { Description = "wit
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
     config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture };
-ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => b
-    .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
+ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => (ServeConfig.ToJournal
+        ? b.AddSystemdConsole(o => o.IncludeScopes = false)
+        : b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; }))
     .AddFilter(_ => true).SetMinimumLevel(level));
 
 
 serve.SetAction(parse =>
 {
-    using var logs = Logs(parse.GetValue(logLevel));
+    ServeConfig file;
+    try { file = ServeConfig.Load(parse.GetValue(config)); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"hostsim: cannot serve: {e.Message}"); return 2; }
+    using var logs = Logs(ServeConfig.Pick(parse, logLevel, file.LogLevel));
     var log = logs.CreateLogger("hostsim");
     var names = HostVulkan.DeviceNames();
     if (names.Count == 0) { log.LogError("the host's Vulkan loader reports no physical device"); return 1; }
-    var want = parse.GetValue(device);
+    var want = ServeConfig.Pick(parse, device, file.Device);
     var chosen = want is null ? names[0] : names.FirstOrDefault(n => n.Contains(want, StringComparison.OrdinalIgnoreCase));
     if (chosen is null) { log.LogError("no host device matches --device {Want}; the host has: {All}", want, string.Join(", ", names)); return 1; }
     log.LogInformation("host devices: {All}; serving {Chosen}", string.Join(", ", names), chosen);
@@ -70,11 +74,12 @@ serve.SetAction(parse =>
     }
     catch (Exception e) when (e is ArgumentException or IOException) { log.LogError("bad quotas: {Error}", e.Message); return 2; }
     log.LogInformation("per-session quotas: {Quotas}", quotas);
-    var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
+    var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : file.Listen is { Length: > 0 } fl ? fl : ["unix:" + Handshake.DefaultSocketPath()];
+    bool runInProcess = parse.GetValue(inProcess) || file.InProcess == true;
     // A virtio-gpu session lives in QEMU's guest memory, mapped here; handing that mapping to a worker process is
     // not built yet, so those sessions would run in this process, where one guest's driver crash ends every
     // session. Isolation is never dropped silently: the operator says so.
-    if (specs.Any(VirtioGpuServe.Matches) && !parse.GetValue(inProcess))
+    if (specs.Any(VirtioGpuServe.Matches) && !runInProcess)
     {
         log.LogError("cannot serve: vhost-user-gpu sessions cannot run in worker processes yet (QEMU's guest memory is not handed to workers), so a guest that crashed the driver would end every session; pass --in-process to serve them that way");
         return 2;
@@ -82,8 +87,9 @@ serve.SetAction(parse =>
     var listeners = new List<ITransportListener>();
     try
     {
-        var security = parse.GetValue(secretFile) is { } sf ? TransportSecurity.ForHost(sf, parse.GetValue(tlsCert), parse.GetValue(tlsKey)) : null;
-        if (security is null && (parse.GetValue(tlsCert) ?? parse.GetValue(tlsKey)) is not null)
+        string? cert = ServeConfig.Pick(parse, tlsCert, file.TlsCert), key = ServeConfig.Pick(parse, tlsKey, file.TlsKey);
+        var security = ServeConfig.Pick(parse, secretFile, file.SecretFile) is { } sf ? TransportSecurity.ForHost(sf, cert, key) : null;
+        if (security is null && (cert ?? key) is not null)
             throw new ArgumentException("--tls-cert and --tls-key need --secret-file");
         foreach (var spec in specs)
             listeners.Add(VirtioGpuServe.Matches(spec) ? VirtioGpuServe.Listen(spec, chosen, major, minor, logs) : Transports.Listen(spec, security));
@@ -103,8 +109,8 @@ serve.SetAction(parse =>
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
     // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
-    if (parse.GetValue(inProcess)) WorkerWarmUp.PinDriver();
-    using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
+    if (runInProcess) WorkerWarmUp.PinDriver();
+    using var supervisor = runInProcess ? null : new Supervisor(options, log, Math.Max(0, ServeConfig.Pick(parse, warmWorkers, file.WarmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
     log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();

@@ -57,23 +57,26 @@ internal sealed unsafe partial class Connection : IDisposable
     public static Connection Get(int index) => s_all[index] ?? throw new InvalidOperationException($"connection {index} is closed");
 
     public static int ConnectTimeoutMs =>
-        int.TryParse(Environment.GetEnvironmentVariable("GUESTICD_CONNECT_TIMEOUT_MS"), out var t) && t > 0 ? t : 5000;
+        int.TryParse(Config.Get("GUESTICD_CONNECT_TIMEOUT_MS"), out var t) && t > 0 ? t : 5000;
 
     /// <summary>GUESTICD_HEAP_MB: the shared memory for HOST_VISIBLE allocations (default 1024 MiB, sparse:
     /// untouched pages cost nothing).</summary>
     static long HeapBytes =>
-        long.TryParse(Environment.GetEnvironmentVariable("GUESTICD_HEAP_MB"), out var mb) && mb >= 0 ? mb << 20 : UnixRingTransport.DefaultHeapBytes;
+        long.TryParse(Config.Get("GUESTICD_HEAP_MB"), out var mb) && mb >= 0 ? mb << 20 : UnixRingTransport.DefaultHeapBytes;
 
     /// <summary>Reaches hostsim over the configured transport and runs the version check.
     /// Throws <see cref="IncompatibleHostException"/> with one clear sentence when that fails.</summary>
     public static Connection Open()
     {
-        var spec = Environment.GetEnvironmentVariable("GUESTICD_TRANSPORT");
+        var spec = Config.Get("GUESTICD_TRANSPORT");
         if (string.IsNullOrEmpty(spec)) spec = "auto";
         ITransport transport;
         try
         {
-            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), heapBytes: HeapBytes, info: Log.Warn);
+            // Only the remote transports take a secret: a bad secret setting must not break a unix guest.
+            var security = spec.StartsWith("tcp:", StringComparison.Ordinal) || spec.StartsWith("vsock:", StringComparison.Ordinal)
+                ? TransportSecurity.FromEnvironment(Config.Get) : null;
+            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), security, heapBytes: HeapBytes, info: Log.Warn);
         }
         catch (TransportClosedException e)
         {

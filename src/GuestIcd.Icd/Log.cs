@@ -1,12 +1,12 @@
 namespace GuestIcd.Icd;
 
 /// <summary>One-line diagnostics on stderr, prefixed so they can be told apart from the application's.
-/// GUESTICD_LOG=error|warn|info|debug (default warn).</summary>
+/// GUESTICD_LOG=error|warn|info|debug (default warn; or log = ... in /etc/guesticd.conf, Config.cs).</summary>
 internal static class Log
 {
     public enum Level { Error, Warn, Info, Debug }
 
-    static readonly Level s_level = (Environment.GetEnvironmentVariable("GUESTICD_LOG") ?? "warn").ToLowerInvariant() switch
+    static readonly Level s_level = (Config.Get("GUESTICD_LOG") ?? "warn").ToLowerInvariant() switch
     {
         "error" => Level.Error, "info" => Level.Info, "debug" => Level.Debug, _ => Level.Warn,
     };

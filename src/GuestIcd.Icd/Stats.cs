@@ -13,7 +13,7 @@ namespace GuestIcd.Icd;
 /// waiting for replies. Off, it costs a null check; on, a few interlocked adds per batch, nothing allocated.</summary>
 internal sealed class ConnectionStats
 {
-    public static readonly bool Enabled = Environment.GetEnvironmentVariable("GUESTICD_STATS") is "1" or "true" or "yes";
+    public static readonly bool Enabled = Config.Get("GUESTICD_STATS") is "1" or "true" or "yes";
 
     /// <summary>Counters by wire id: the generated commands by their index, the private messages after them.</summary>
     static readonly int Slots = Tables.Commands.Length + 16;
