@@ -16,6 +16,7 @@ packages=(
   xvfb x11-apps x11-utils imagemagick  # presentation tests and demo: an X server without a display, xwd/xwininfo, PNGs
   mesa-utils libgl-dev              # glxinfo/glxgears and the GL test client (OpenGL through Zink)
   libx11-dev libx11-xcb-dev libxcb1-dev libxcb-shm0  # the X11 C clients; libxcb-shm for MIT-SHM presentation
+  valgrind                          # tests/bench/callgrind.sh: instructions per recorded command
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()
