@@ -43,7 +43,7 @@ cpu_ticks() {
   local total=0 p
   total=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$hostsim_pid/stat" 2>/dev/null || echo 0)
   for p in $(pgrep -P "$hostsim_pid"); do
-    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    total=$((total + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
