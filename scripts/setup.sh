@@ -19,6 +19,7 @@ packages=(
   weston libwayland-dev libwayland-bin wayland-protocols  # Wayland tests: headless Weston, the client's headers, wayland-scanner, xdg-shell.xml
   dpkg-dev lintian                  # scripts/package.sh: dpkg-deb, dpkg-shlibdeps, and the packages' check
   debootstrap e2fsprogs fdisk grub-pc-bin  # scripts/guest-image.sh: the guest's root, its ext4, MBR, GRUB (not installed to any disk here)
+  valgrind                          # tests/bench/callgrind.sh: instructions per recorded command
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()

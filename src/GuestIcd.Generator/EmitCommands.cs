@@ -3,7 +3,7 @@ using System.Text;
 namespace GuestIcd.Generator;
 
 /// <summary>Writes the codec tables (Protocol), the ICD entry points and the host trampolines.</summary>
-sealed class EmitCommands(Registry reg, CSharpTypes cs)
+sealed partial class EmitCommands(Registry reg, CSharpTypes cs)
 {
     /// <summary>Guest-side semantics that the tables cannot express; the ICD implements these in Icd/*.cs as Entry.vkX.</summary>
     static readonly HashSet<string> HandWritten = new()
@@ -506,6 +506,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
             bool onWire = ok && ret != "Other" && carry != "None" && !GuestOnly.Contains(name);
             int first = paramLines.Count;
             if (onWire) paramLines.AddRange(lines);
+            if (onWire) _paramLinesOf[name] = lines;
             var level = LevelOf(c, reg);
             cmdLines.Add($"new(\"{name}\", 0x{Fnv1a(name):X8}u, CommandLevel.{level}, ReturnKind.{ret}, Carry.{carry}, {first}, {paramLines.Count - first}, {(reply ? "true" : "false")}, \"{feature?.Name ?? ""}\", {(onWire ? "true" : "false")})");
             _cmds.Add((c, _cmds.Count, carry, level, ret, reply, feature?.Name ?? ""));
@@ -519,6 +520,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
         yield return ("src/GuestIcd.Vulkan/Generated/Commands.cs", CommandInfo());
         yield return ("native-shim/Generated/prototypes_check.c", PrototypesC());
         yield return ("src/GuestIcd.Protocol/Generated/Tables.cs", Tables(cmdLines, paramLines, carried));
+        yield return ("src/GuestIcd.Protocol/Generated/FastCommands.cs", FastCommands());
         yield return ("src/GuestIcd.Icd/Generated/Entrypoints.cs", Entrypoints());
         yield return ("hostsim/GuestIcd.HostSim/Generated/Trampolines.cs", Trampolines());
     }
@@ -705,7 +707,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
     string Entrypoints()
     {
         var sb = new StringBuilder(CSharpTypes.Header("The ICD's entry points: one [UnmanagedCallersOnly] thunk per carried command, and the name lookup."));
-        sb.AppendLine("using System.Runtime.InteropServices;").AppendLine("using GuestIcd.Vulkan;").AppendLine("using GuestIcd.Protocol;").AppendLine();
+        sb.AppendLine("using System.Runtime.CompilerServices;").AppendLine("using System.Runtime.InteropServices;").AppendLine("using GuestIcd.Vulkan;").AppendLine("using GuestIcd.Protocol;").AppendLine();
         sb.AppendLine("namespace GuestIcd.Icd;").AppendLine();
         sb.AppendLine("internal static unsafe partial class Entrypoints").AppendLine("{");
         foreach (var (c, idx, carry, _, ret, _, _) in _cmds)
@@ -720,6 +722,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
                 var call = $"Entry.{c.Name}({string.Join(", ", c.Params.Select(p => CSharpTypes.Id(p.Name)))})";
                 sb.AppendLine(rt == "void" ? $"            {call};" : $"            return {call};");
             }
+            else if (FastEntry(sb, c)) { }
             else
             {
                 sb.AppendLine($"            ulong* a = stackalloc ulong[{Math.Max(1, c.Params.Count)}];");
@@ -742,6 +745,7 @@ sealed class EmitCommands(Registry reg, CSharpTypes cs)
                 _ => $"            Entry.Fail(Tables.{c.Name}, e);\n            return default;",
             });
             sb.AppendLine("        }").AppendLine("    }").AppendLine();
+            FastGeneric(sb, c);
         }
         // Name lookup: FNV-1a of the name, then a byte comparison; no allocation.
         var byHash = new SortedDictionary<uint, List<(string Name, CommandDef Cmd, int Idx)>>();

@@ -27,6 +27,8 @@ internal sealed class Recorder(Connection connection, CommandPoolState pool)
     public readonly Connection Connection = connection;
     public readonly CommandPoolState Pool = pool;
     public readonly WireWriter Writer = new(1024);
+    /// <summary>The connection's <see cref="Connection.Records"/>, fixed at its handshake (before any pool exists).</summary>
+    public readonly bool Records = connection.Records;
     public GCHandle Self;
     public ulong Id;
     public nint Handle;
@@ -166,6 +168,23 @@ internal static unsafe class CommandBuffers
         return Unsafe.As<Recorder>(GCHandle.FromIntPtr(o->Recorder).Target)!;
     }
 
+    /// <summary>The generated entry points' fast path (FastCommands): the recorder of a command buffer that records
+    /// guest-side, or null when every vkCmd* is a message of its own (a 1.0 host).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Recorder? Recording(nint commandBuffer)
+    {
+        var rec = Of(commandBuffer);
+        return rec.Records ? rec : null;
+    }
+
+    /// <summary>After a fast encoder appended a command to <paramref name="rec"/>: what <see cref="Record"/> does after its encode.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Recorded(Recorder rec)
+    {
+        rec.Connection.Stats?.Recorded();
+        if (rec.Writer.Position >= HoldBytes) rec.Connection.FlushRecorded(rec);
+    }
+
     /// <summary>Every vkCmd*: encoded into the command buffer's own memory, nothing shared touched.</summary>
     public static ulong Record(int command, ulong* args)
     {
@@ -175,8 +194,8 @@ internal static unsafe class CommandBuffers
         // The secondaries a primary executes must be on the host, recorded, before the primary's command is.
         if (command == Tables.vkCmdExecuteCommands && args[2] != 0)
             for (uint i = 0; i < (uint)args[1]; i++) c.FlushRecorded(Of(((nint*)args[2])[i]));
-        if (ScalarCommands.Applies(command)) ScalarCommands.Encode(command, args, rec.Writer, c.Handles);
-        else Encode(command, args, rec);
+        // The generated encoders decline what needs the codec (a pNext chain), and name no other command.
+        if (!FastCommands.Encode(command, args, rec.Writer, c.Handles)) Encode(command, args, rec);
         c.Stats?.Recorded();
         if (rec.Writer.Position >= HoldBytes) c.FlushRecorded(rec);
         return 0;

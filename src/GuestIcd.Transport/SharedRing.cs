@@ -17,7 +17,12 @@ namespace GuestIcd.Transport;
 ///   64  u64 tail              bytes ever consumed by the consumer  (written by consumer only)
 ///   128 u32 consumerSleeping  consumer is about to block; the producer rings the doorbell after publishing
 ///   192 u32 producerWaiting   producer is about to block on a full ring; the consumer rings after consuming
+///   256 u32 producerFutex     the producer wakes a sleeping consumer with FUTEX_WAKE on consumerSleeping
+///   320 u32 consumerFutex     the consumer wakes a waiting producer with FUTEX_WAKE on producerWaiting
 /// </code>
+/// A sleeper's flag says how to wake it: 1, a doorbell byte on the transport's channel (poll()); 2, a futex wake
+/// on the flag word itself, which it sets only when the waker announced (producerFutex/consumerFutex) that it
+/// does that. Peers of one kernel use futexes; across a VM boundary, or with a peer that predates them, doorbells.
 /// Counters are free-running u64 byte counts; positions are <c>counter &amp; (capacity-1)</c>, with the
 /// capacity taken from this process's own arguments, never from shared memory — so whatever the peer
 /// writes into the header, no access leaves the data area. The peer's counter is only trusted to move
@@ -38,6 +43,13 @@ public sealed unsafe class SharedRing
     private const int TailOffset = 64;
     private const int ConsumerSleepingOffset = 128;
     private const int ProducerWaitingOffset = 192;
+    private const int ProducerFutexOffset = 256;
+    private const int ConsumerFutexOffset = 320;
+
+    /// <summary>A flag's value: the sleeper polls the channel for a doorbell byte.</summary>
+    public const int SleepsOnDoorbell = 1;
+    /// <summary>A flag's value: the sleeper waits in FUTEX_WAIT on the flag word.</summary>
+    public const int SleepsOnFutex = 2;
 
     private readonly byte* _header;
     private readonly byte* _data;
@@ -142,10 +154,14 @@ public sealed unsafe class SharedRing
     /// <summary>Makes everything written so far visible. Returns true when the consumer said it is going
     /// to sleep, in which case the caller must ring its doorbell (the flag is consumed here, so a burst of
     /// publishes costs one doorbell).</summary>
-    public bool Publish()
+    public bool Publish() => PublishAndTakeSleeper() != 0;
+
+    /// <summary><see cref="Publish"/>, returning the consumer's sleeping flag as it was (0: awake;
+    /// <see cref="SleepsOnFutex"/>: wake it with a futex; anything else: a doorbell byte).</summary>
+    public int PublishAndTakeSleeper()
     {
         if (_head == _publishedHead)
-            return false;
+            return 0;
         _publishedHead = _head;
         // Exchange = release store + full fence: the flag load below cannot pass the head store.
         Interlocked.Exchange(ref SharedHead, _head);
@@ -154,7 +170,7 @@ public sealed unsafe class SharedRing
 
     /// <summary>Producer announces it is about to block for room (full fence). Re-check
     /// <see cref="FreeSpace"/> afterwards, then block only if it is still zero.</summary>
-    public void BeginProducerWait() => Interlocked.Exchange(ref ProducerWaiting, 1);
+    public void BeginProducerWait(int how = SleepsOnDoorbell) => Interlocked.Exchange(ref ProducerWaiting, how);
 
     public void EndProducerWait() => Volatile.Write(ref ProducerWaiting, 0);
 
@@ -199,19 +215,47 @@ public sealed unsafe class SharedRing
 
     /// <summary>After a <see cref="Read"/>: true when the producer said it waits for room, in which case
     /// the caller must ring its doorbell.</summary>
-    public bool TakeProducerWaiting() => TakeFlag(ref ProducerWaiting);
+    public bool TakeProducerWaiting() => TakeFlag(ref ProducerWaiting) != 0;
+
+    /// <summary><see cref="TakeProducerWaiting"/>, returning the flag as it was (see <see cref="PublishAndTakeSleeper"/>).</summary>
+    public int TakeProducerWaiter() => TakeFlag(ref ProducerWaiting);
 
     /// <summary>Consumer announces it is about to block for data (full fence). Re-check
     /// <see cref="Available"/> afterwards, then block only if it is still short.</summary>
-    public void BeginConsumerSleep() => Interlocked.Exchange(ref ConsumerSleeping, 1);
+    public void BeginConsumerSleep(int how = SleepsOnDoorbell) => Interlocked.Exchange(ref ConsumerSleeping, how);
 
     public void EndConsumerSleep() => Volatile.Write(ref ConsumerSleeping, 0);
+
+    // ---------------------------------------------------------------- futex wake-ups
+
+    /// <summary>The words a futex sleeper waits on and its waker wakes.</summary>
+    public int* ConsumerSleepingWord => (int*)(_header + ConsumerSleepingOffset);
+    public int* ProducerWaitingWord => (int*)(_header + ProducerWaitingOffset);
+
+    /// <summary>This side, as the ring's producer, wakes a consumer that sleeps on a futex.</summary>
+    public void AnnounceProducerFutex() => Volatile.Write(ref Unsafe.AsRef<int>(_header + ProducerFutexOffset), 1);
+
+    /// <summary>This side, as the ring's consumer, wakes a producer that waits on a futex.</summary>
+    public void AnnounceConsumerFutex() => Volatile.Write(ref Unsafe.AsRef<int>(_header + ConsumerFutexOffset), 1);
+
+    /// <summary>Consumer role: the producer said it wakes futex sleepers.</summary>
+    public bool ProducerWakesFutex => Volatile.Read(ref Unsafe.AsRef<int>(_header + ProducerFutexOffset)) == 1;
+
+    /// <summary>Producer role: the consumer said it wakes futex waiters.</summary>
+    public bool ConsumerWakesFutex => Volatile.Read(ref Unsafe.AsRef<int>(_header + ConsumerFutexOffset)) == 1;
+
+    /// <summary>Clears both flags (for waking this process's own sleepers at shutdown).</summary>
+    public void ClearFlags()
+    {
+        Interlocked.Exchange(ref ConsumerSleeping, 0);
+        Interlocked.Exchange(ref ProducerWaiting, 0);
+    }
 
     // ---------------------------------------------------------------- helpers
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool TakeFlag(ref int flag) =>
-        Volatile.Read(ref flag) != 0 && Interlocked.Exchange(ref flag, 0) != 0;
+    private static int TakeFlag(ref int flag) =>
+        Volatile.Read(ref flag) == 0 ? 0 : Interlocked.Exchange(ref flag, 0);
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -339,6 +339,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
         var transport = new UnixRingTransport(p.Fd, (byte*)region, (nuint)expected, (int)ringBytes, isHost: true,
             $"unix:{SocketPath} guest pid {pid} (ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes);
         transport.KeepSharedMemoryFd(p.Memfd);
+        transport.EnableFutexDoorbells();
         return transport;
     }
 

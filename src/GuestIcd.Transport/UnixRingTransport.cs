@@ -13,7 +13,10 @@ namespace GuestIcd.Transport;
 /// <remarks>
 /// <para>Doorbells cost no syscall while the peer is busy: a writer publishes its head and rings only if
 /// the consumer has raised its sleeping flag; a reader spins for <see cref="SpinMicroseconds"/>, then
-/// raises the flag, re-checks, and sleeps in poll() on the socket. A producer that finds the ring full does
+/// raises the flag, re-checks, and sleeps: on a unix connection (both ends in one kernel, both announcing it
+/// in the ring header, <see cref="EnableFutexDoorbells"/>) in FUTEX_WAIT on the flag word, woken by FUTEX_WAKE,
+/// asking the socket whether the peer still lives whenever a <see cref="LivenessSliceMs"/> slice ends without
+/// a wake-up; otherwise (VM channels, virtio-gpu, a peer without futexes) in poll() on the socket. A producer that finds the ring full does
 /// the same in reverse (its "producer waiting" flag is checked by the consumer after it frees room).
 /// Any doorbell byte just means "re-check"; spurious ones are harmless.</para>
 /// <para>Threading: one thread may write while another reads (each direction is single-producer,
@@ -53,6 +56,8 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     private bool _pollerActive;
     private long _wakeEpoch;
     private volatile bool _peerClosed;
+    /// <summary>This side wakes and sleeps with futexes on the shared flags (<see cref="EnableFutexDoorbells"/>).</summary>
+    private bool _futex;
     private volatile bool _shutDown;
     private int _disposed;
 
@@ -68,6 +73,24 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     internal const byte VmGoodbye = 0x00;
 
     private readonly Channel _channel = Channel.OwnedSocket;
+    /// <summary>Longest futex sleep before the socket is asked whether the peer died (a futex is not woken by that).</summary>
+    public const int LivenessSliceMs = 250;
+
+    /// <summary>Both ends are processes of one kernel (a unix socket connection): sleep and wake with futexes on the
+    /// ring's flags instead of doorbell bytes on the socket, where the peer announces it does the same.
+    /// <c>GUESTICD_RING_DOORBELL=socket</c> keeps the socket doorbells (for comparing the two).</summary>
+    internal void EnableFutexDoorbells()
+    {
+        if (!Futex.Available || Environment.GetEnvironmentVariable("GUESTICD_RING_DOORBELL") == "socket")
+            return;
+        _futex = true;
+        _tx.AnnounceProducerFutex();
+        _rx.AnnounceConsumerFutex();
+    }
+
+    /// <summary>Whether this side sleeps on futexes (for tests and the status of a connection).</summary>
+    public bool UsesFutexDoorbells => _futex;
+
     /// <summary>Host side: the shared memory's fd, kept (not just the mapping) so the connection can be
     /// handed to a worker process (<see cref="Detach"/>); -1 when not kept.</summary>
     private int _memfd = -1;
@@ -145,7 +168,7 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     /// <summary>What a process that continues this connection needs besides its two fds (socket, memfd):
     /// sizes and this side's private ring counters. Plain data, so it can travel as JSON.</summary>
-    public readonly record struct Handoff(int RingBytes, long HeapBytes, SharedRing.State Tx, SharedRing.State Rx, string Description);
+    public readonly record struct Handoff(int RingBytes, long HeapBytes, SharedRing.State Tx, SharedRing.State Rx, string Description, bool Futex = false);
 
     /// <summary>True when <see cref="Detach"/> can hand this connection to another process.</summary>
     public bool IsHandoffCapable => IsHost && _channel == Channel.OwnedSocket && _memfd >= 0 && _disposed == 0;
@@ -219,7 +242,7 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             throw new InvalidOperationException($"{Description}: only a listener's unix connection can be handed off; a vm session is relayed (RelayVmSession)");
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             throw new ObjectDisposedException(Description);
-        var handoff = new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description);
+        var handoff = new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description, _futex);
         socketFd = _socket;
         memfd = _memfd;
         _memfd = -1;
@@ -263,6 +286,8 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             var transport = new UnixRingTransport(socketFd, region, size, handoff.RingBytes, isHost: true, handoff.Description, handoff.HeapBytes);
             transport._tx.Resume(handoff.Tx);
             transport._rx.Resume(handoff.Rx);
+            if (handoff.Futex)
+                transport.EnableFutexDoorbells();
             // The mapping keeps the memory; this end is the last and is never handed on.
             Libc.close(memfd);
             socketFd = memfd = -1;
@@ -324,6 +349,7 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             SendPreamble(socketPath, socket, memfd, ringBytes, heapBytes, timeoutMs, deadline);
             var transport = new UnixRingTransport(socket, region, size, ringBytes, isHost: false,
                 $"unix:{socketPath} (ring {ringBytes} B)", heapBytes);
+            transport.EnableFutexDoorbells();
             socket = -1;
             region = null;
             return transport;
@@ -538,8 +564,9 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     public void Flush()
     {
         ThrowIfUnusable();
-        if (_tx.Publish())
-            RingDoorbell(throwIfClosed: true);
+        int sleeper = _tx.PublishAndTakeSleeper();
+        if (sleeper != 0)
+            Wake(sleeper, _tx.ConsumerSleepingWord, throwIfClosed: true);
     }
 
     public bool ReadExactly(Span<byte> buffer, int timeoutMs)
@@ -553,8 +580,9 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             if (_rx.Available < buffer.Length && !Wait(WaitFor.Data, buffer.Length, Libc.Deadline(timeoutMs)))
                 return false;
             _rx.Read(buffer);
-            if (_rx.TakeProducerWaiting())
-                RingDoorbell(throwIfClosed: false);
+            int waiter = _rx.TakeProducerWaiter();
+            if (waiter != 0)
+                Wake(waiter, _rx.ProducerWaitingWord, throwIfClosed: false);
             return true;
         }
         return ReadLarge(buffer, timeoutMs);
@@ -573,8 +601,9 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             if (n > 0)
             {
                 done += n;
-                if (_rx.TakeProducerWaiting())
-                    RingDoorbell(throwIfClosed: false);
+                int waiter = _rx.TakeProducerWaiter();
+                if (waiter != 0)
+                    Wake(waiter, _rx.ProducerWaitingWord, throwIfClosed: false);
                 deadline = Libc.Deadline(timeoutMs);
                 continue;
             }
@@ -620,10 +649,13 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             // Read the epoch before raising the flag: any doorbell drained after this point (by us or by
             // another sleeping thread of ours) bumps it, so Sleep will not block on an already-drained ring.
             long epoch = Volatile.Read(ref _wakeEpoch);
+            // A futex only where the waker said it wakes one (a peer without futexes rings the socket).
+            bool futex = _futex && (what == WaitFor.Data ? _rx.ProducerWakesFutex : _tx.ConsumerWakesFutex);
+            int how = futex ? SharedRing.SleepsOnFutex : SharedRing.SleepsOnDoorbell;
             if (what == WaitFor.Data)
-                _rx.BeginConsumerSleep();
+                _rx.BeginConsumerSleep(how);
             else
-                _tx.BeginProducerWait();
+                _tx.BeginProducerWait(how);
             try
             {
                 if (IsReady(what, need))
@@ -633,7 +665,10 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
                 int remaining = Libc.RemainingMs(deadline);
                 if (remaining == 0)
                     return false;
-                Sleep(epoch, remaining);
+                if (futex)
+                    FutexSleep(what == WaitFor.Data ? _rx.ConsumerSleepingWord : _tx.ProducerWaitingWord, remaining);
+                else
+                    Sleep(epoch, remaining);
             }
             finally
             {
@@ -643,6 +678,25 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
                     _tx.EndProducerWait();
             }
         }
+    }
+
+    /// <summary>Blocks in FUTEX_WAIT on our raised flag until the peer takes it and wakes us, or a slice ends; a
+    /// slice that ends with the flag still raised asks the socket whether the peer is gone.</summary>
+    private void FutexSleep(int* flag, int timeoutMs)
+    {
+        Futex.Wait(flag, SharedRing.SleepsOnFutex, Math.Min(timeoutMs, LivenessSliceMs));
+        if (Volatile.Read(ref *flag) == SharedRing.SleepsOnFutex && PeerLiveness.HungUp(_socket, rdhup: true, out _))
+            _peerClosed = true;
+    }
+
+    /// <summary>Wakes the peer's sleeper whose flag this side took: a futex wake where it sleeps on one, else a
+    /// doorbell byte.</summary>
+    private void Wake(int how, int* flag, bool throwIfClosed)
+    {
+        if (how == SharedRing.SleepsOnFutex && Futex.Available)
+            Futex.WakeAll(flag);
+        else
+            RingDoorbell(throwIfClosed);
     }
 
     /// <summary>Blocks until a doorbell, peer death or <paramref name="timeoutMs"/>, unless something was
@@ -776,6 +830,15 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             return;
         _shutDown = true;
         _peerClosed = true;
+        if (_futex)
+        {
+            // Our own futex sleepers: lower their flags (they return at once or are woken) and wake them.
+            _rx.EndConsumerSleep();
+            _tx.EndProducerWait();
+            Interlocked.MemoryBarrier();
+            Futex.WakeAll(_rx.ConsumerSleepingWord);
+            Futex.WakeAll(_tx.ProducerWaitingWord);
+        }
         switch (_channel)
         {
             case Channel.OwnedSocket:

@@ -33,6 +33,7 @@ trap cleanup EXIT
 gcc -O2 -std=c11 -Wall -pthread -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "bench: build failed"; exit 2; }
 glslc "$here/fma.comp" -o "$work/fma.comp.spv" && glslc "$here/noop.vert" -o "$work/noop.vert.spv" || { echo "bench: shader build failed"; exit 2; }
 "$work/bench" --list > "$work/metrics.tsv"
+gcc -O2 -std=c11 -Wall -o "$work/pingpong" "$here/pingpong.c" || { echo "bench: pingpong build failed"; exit 2; }
 
 # ---- hostsim on a private socket
 sock="$work/hostsim.sock"
@@ -151,6 +152,13 @@ awk -F'\t' '
     line = ""; for (j = 0; j < w1 + w2 + w3 + w4 + w5 + w6 + 15; j++) line = line "-"; print line
     for (i = 1; i <= rows; i++) printf fmtl, c1[i], c2[i], c3[i], c4[i], c5[i], c6[i]
   }' rounds="$rounds" "$work/metrics.tsv" "$work/native.tsv" "$work/icd.tsv"
+
+# ---- the machine's floor for a round trip, next to the ICD's (vkQueueWaitIdle on an idle queue above)
+timeout -k 5 120 "$work/pingpong" "${BENCH_PINGPONG_ROUNDTRIPS:-20000}" 9 > "$work/pingpong.tsv" 2>&1
+echo
+echo "round-trip floor on this machine, two processes on shared memory (pingpong.c, µs per round trip, median of 9):"
+awk -F'\t' '$1 == "pingpong" { printf "  %-11s %s%s\n", $2, $4, ($4 == "n/a" ? " (" $5 ")" : "") }' "$work/pingpong.tsv"
+awk -F'\t' '$2 == "queue_wait_idle_us" && $4 != "n/a" { v[++k] = $4 } END { if (k) { for (a = 2; a <= k; a++) { x = v[a]; for (b = a - 1; b >= 1 && v[b] > x; b--) v[b + 1] = v[b]; v[b + 1] = x }; printf "  %-11s %s (the ICD: vkQueueWaitIdle, one empty round trip through hostsim)\n", "ICD", (k % 2) ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2 } }' "$work/icd.tsv"
 
 # ---- what went wrong, if anything
 problems=0

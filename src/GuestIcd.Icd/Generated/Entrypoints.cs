@@ -3,6 +3,7 @@
 // Written by src/GuestIcd.Generator from the Vulkan registry (vk.xml). Do not edit: run the generator.
 // </auto-generated>
 #pragma warning disable CS0108, CS0649, CS1591
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using GuestIcd.Vulkan;
 using GuestIcd.Protocol;
@@ -255,10 +256,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pConditionalRenderingBegin;
-            CommandBuffers.Record(Tables.vkCmdBeginConditionalRenderingEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBeginConditionalRenderingEXT(_rec.Writer, _rec.Id, pConditionalRenderingBegin)) CommandBuffers.Recorded(_rec);
+            else vkCmdBeginConditionalRenderingEXT_Generic(commandBuffer, pConditionalRenderingBegin);
         }
         catch (Exception e)
         {
@@ -266,17 +266,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBeginConditionalRenderingEXT_Generic(VkCommandBuffer commandBuffer, VkConditionalRenderingBeginInfoEXT* pConditionalRenderingBegin)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pConditionalRenderingBegin;
+        CommandBuffers.Record(Tables.vkCmdBeginConditionalRenderingEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBeginQuery(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, VkQueryControlFlags flags)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)query;
-            a[3] = (ulong)(uint)flags;
-            CommandBuffers.Record(Tables.vkCmdBeginQuery, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBeginQuery(_rec.Writer, _rec.Id, queryPool, query, flags)) CommandBuffers.Recorded(_rec);
+            else vkCmdBeginQuery_Generic(commandBuffer, queryPool, query, flags);
         }
         catch (Exception e)
         {
@@ -284,23 +290,42 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBeginQuery_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, VkQueryControlFlags flags)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)query;
+        a[3] = (ulong)(uint)flags;
+        CommandBuffers.Record(Tables.vkCmdBeginQuery, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBeginQueryIndexedEXT(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, VkQueryControlFlags flags, uint index)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)query;
-            a[3] = (ulong)(uint)flags;
-            a[4] = (ulong)index;
-            CommandBuffers.Record(Tables.vkCmdBeginQueryIndexedEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBeginQueryIndexedEXT(_rec.Writer, _rec.Id, queryPool, query, flags, index)) CommandBuffers.Recorded(_rec);
+            else vkCmdBeginQueryIndexedEXT_Generic(commandBuffer, queryPool, query, flags, index);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdBeginQueryIndexedEXT, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBeginQueryIndexedEXT_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, VkQueryControlFlags flags, uint index)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)query;
+        a[3] = (ulong)(uint)flags;
+        a[4] = (ulong)index;
+        CommandBuffers.Record(Tables.vkCmdBeginQueryIndexedEXT, a);
     }
 
     [UnmanagedCallersOnly]
@@ -358,18 +383,26 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstCounterBuffer;
-            a[2] = (ulong)counterBufferCount;
-            a[3] = (ulong)pCounterBuffers;
-            a[4] = (ulong)pCounterBufferOffsets;
-            CommandBuffers.Record(Tables.vkCmdBeginTransformFeedbackEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBeginTransformFeedbackEXT(_rec.Writer, _rec.Id, firstCounterBuffer, counterBufferCount, pCounterBuffers, pCounterBufferOffsets)) CommandBuffers.Recorded(_rec);
+            else vkCmdBeginTransformFeedbackEXT_Generic(commandBuffer, firstCounterBuffer, counterBufferCount, pCounterBuffers, pCounterBufferOffsets);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdBeginTransformFeedbackEXT, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBeginTransformFeedbackEXT_Generic(VkCommandBuffer commandBuffer, uint firstCounterBuffer, uint counterBufferCount, VkBuffer* pCounterBuffers, ulong* pCounterBufferOffsets)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstCounterBuffer;
+        a[2] = (ulong)counterBufferCount;
+        a[3] = (ulong)pCounterBuffers;
+        a[4] = (ulong)pCounterBufferOffsets;
+        CommandBuffers.Record(Tables.vkCmdBeginTransformFeedbackEXT, a);
     }
 
     [UnmanagedCallersOnly]
@@ -393,12 +426,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)pipelineBindPoint;
-            a[2] = (ulong)layout.Handle;
-            a[3] = (ulong)set;
-            CommandBuffers.Record(Tables.vkCmdBindDescriptorBufferEmbeddedSamplersEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindDescriptorBufferEmbeddedSamplersEXT(_rec.Writer, _rec.Id, pipelineBindPoint, layout, set)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindDescriptorBufferEmbeddedSamplersEXT_Generic(commandBuffer, pipelineBindPoint, layout, set);
         }
         catch (Exception e)
         {
@@ -406,16 +436,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindDescriptorBufferEmbeddedSamplersEXT_Generic(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipelineLayout layout, uint set)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)pipelineBindPoint;
+        a[2] = (ulong)layout.Handle;
+        a[3] = (ulong)set;
+        CommandBuffers.Record(Tables.vkCmdBindDescriptorBufferEmbeddedSamplersEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindDescriptorBuffersEXT(VkCommandBuffer commandBuffer, uint bufferCount, VkDescriptorBufferBindingInfoEXT* pBindingInfos)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)bufferCount;
-            a[2] = (ulong)pBindingInfos;
-            CommandBuffers.Record(Tables.vkCmdBindDescriptorBuffersEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindDescriptorBuffersEXT(_rec.Writer, _rec.Id, bufferCount, pBindingInfos)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindDescriptorBuffersEXT_Generic(commandBuffer, bufferCount, pBindingInfos);
         }
         catch (Exception e)
         {
@@ -423,21 +462,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindDescriptorBuffersEXT_Generic(VkCommandBuffer commandBuffer, uint bufferCount, VkDescriptorBufferBindingInfoEXT* pBindingInfos)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)bufferCount;
+        a[2] = (ulong)pBindingInfos;
+        CommandBuffers.Record(Tables.vkCmdBindDescriptorBuffersEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindDescriptorSets(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipelineLayout layout, uint firstSet, uint descriptorSetCount, VkDescriptorSet* pDescriptorSets, uint dynamicOffsetCount, uint* pDynamicOffsets)
     {
         try
         {
-            ulong* a = stackalloc ulong[8];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)pipelineBindPoint;
-            a[2] = (ulong)layout.Handle;
-            a[3] = (ulong)firstSet;
-            a[4] = (ulong)descriptorSetCount;
-            a[5] = (ulong)pDescriptorSets;
-            a[6] = (ulong)dynamicOffsetCount;
-            a[7] = (ulong)pDynamicOffsets;
-            CommandBuffers.Record(Tables.vkCmdBindDescriptorSets, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindDescriptorSets(_rec.Writer, _rec.Id, pipelineBindPoint, layout, firstSet, descriptorSetCount, pDescriptorSets, dynamicOffsetCount, pDynamicOffsets)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindDescriptorSets_Generic(commandBuffer, pipelineBindPoint, layout, firstSet, descriptorSetCount, pDescriptorSets, dynamicOffsetCount, pDynamicOffsets);
         }
         catch (Exception e)
         {
@@ -445,17 +487,29 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindDescriptorSets_Generic(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipelineLayout layout, uint firstSet, uint descriptorSetCount, VkDescriptorSet* pDescriptorSets, uint dynamicOffsetCount, uint* pDynamicOffsets)
+    {
+        ulong* a = stackalloc ulong[8];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)pipelineBindPoint;
+        a[2] = (ulong)layout.Handle;
+        a[3] = (ulong)firstSet;
+        a[4] = (ulong)descriptorSetCount;
+        a[5] = (ulong)pDescriptorSets;
+        a[6] = (ulong)dynamicOffsetCount;
+        a[7] = (ulong)pDynamicOffsets;
+        CommandBuffers.Record(Tables.vkCmdBindDescriptorSets, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindIndexBuffer(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkIndexType indexType)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)(uint)(int)indexType;
-            CommandBuffers.Record(Tables.vkCmdBindIndexBuffer, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindIndexBuffer(_rec.Writer, _rec.Id, buffer, offset, indexType)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindIndexBuffer_Generic(commandBuffer, buffer, offset, indexType);
         }
         catch (Exception e)
         {
@@ -463,16 +517,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindIndexBuffer_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkIndexType indexType)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)(uint)(int)indexType;
+        CommandBuffers.Record(Tables.vkCmdBindIndexBuffer, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindInvocationMaskHUAWEI(VkCommandBuffer commandBuffer, VkImageView imageView, VkImageLayout imageLayout)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)imageView.Handle;
-            a[2] = (ulong)(uint)(int)imageLayout;
-            CommandBuffers.Record(Tables.vkCmdBindInvocationMaskHUAWEI, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindInvocationMaskHUAWEI(_rec.Writer, _rec.Id, imageView, imageLayout)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindInvocationMaskHUAWEI_Generic(commandBuffer, imageView, imageLayout);
         }
         catch (Exception e)
         {
@@ -480,16 +543,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindInvocationMaskHUAWEI_Generic(VkCommandBuffer commandBuffer, VkImageView imageView, VkImageLayout imageLayout)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)imageView.Handle;
+        a[2] = (ulong)(uint)(int)imageLayout;
+        CommandBuffers.Record(Tables.vkCmdBindInvocationMaskHUAWEI, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindPipeline(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipeline pipeline)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)pipelineBindPoint;
-            a[2] = (ulong)pipeline.Handle;
-            CommandBuffers.Record(Tables.vkCmdBindPipeline, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindPipeline(_rec.Writer, _rec.Id, pipelineBindPoint, pipeline)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindPipeline_Generic(commandBuffer, pipelineBindPoint, pipeline);
         }
         catch (Exception e)
         {
@@ -497,17 +568,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindPipeline_Generic(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipeline pipeline)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)pipelineBindPoint;
+        a[2] = (ulong)pipeline.Handle;
+        CommandBuffers.Record(Tables.vkCmdBindPipeline, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindPipelineShaderGroupNV(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipeline pipeline, uint groupIndex)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)pipelineBindPoint;
-            a[2] = (ulong)pipeline.Handle;
-            a[3] = (ulong)groupIndex;
-            CommandBuffers.Record(Tables.vkCmdBindPipelineShaderGroupNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindPipelineShaderGroupNV(_rec.Writer, _rec.Id, pipelineBindPoint, pipeline, groupIndex)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindPipelineShaderGroupNV_Generic(commandBuffer, pipelineBindPoint, pipeline, groupIndex);
         }
         catch (Exception e)
         {
@@ -515,16 +593,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindPipelineShaderGroupNV_Generic(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipeline pipeline, uint groupIndex)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)pipelineBindPoint;
+        a[2] = (ulong)pipeline.Handle;
+        a[3] = (ulong)groupIndex;
+        CommandBuffers.Record(Tables.vkCmdBindPipelineShaderGroupNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindShadingRateImageNV(VkCommandBuffer commandBuffer, VkImageView imageView, VkImageLayout imageLayout)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)imageView.Handle;
-            a[2] = (ulong)(uint)(int)imageLayout;
-            CommandBuffers.Record(Tables.vkCmdBindShadingRateImageNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindShadingRateImageNV(_rec.Writer, _rec.Id, imageView, imageLayout)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindShadingRateImageNV_Generic(commandBuffer, imageView, imageLayout);
         }
         catch (Exception e)
         {
@@ -532,19 +619,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindShadingRateImageNV_Generic(VkCommandBuffer commandBuffer, VkImageView imageView, VkImageLayout imageLayout)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)imageView.Handle;
+        a[2] = (ulong)(uint)(int)imageLayout;
+        CommandBuffers.Record(Tables.vkCmdBindShadingRateImageNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindTransformFeedbackBuffersEXT(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets, ulong* pSizes)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstBinding;
-            a[2] = (ulong)bindingCount;
-            a[3] = (ulong)pBuffers;
-            a[4] = (ulong)pOffsets;
-            a[5] = (ulong)pSizes;
-            CommandBuffers.Record(Tables.vkCmdBindTransformFeedbackBuffersEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindTransformFeedbackBuffersEXT(_rec.Writer, _rec.Id, firstBinding, bindingCount, pBuffers, pOffsets, pSizes)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindTransformFeedbackBuffersEXT_Generic(commandBuffer, firstBinding, bindingCount, pBuffers, pOffsets, pSizes);
         }
         catch (Exception e)
         {
@@ -552,18 +644,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindTransformFeedbackBuffersEXT_Generic(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets, ulong* pSizes)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstBinding;
+        a[2] = (ulong)bindingCount;
+        a[3] = (ulong)pBuffers;
+        a[4] = (ulong)pOffsets;
+        a[5] = (ulong)pSizes;
+        CommandBuffers.Record(Tables.vkCmdBindTransformFeedbackBuffersEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindVertexBuffers(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstBinding;
-            a[2] = (ulong)bindingCount;
-            a[3] = (ulong)pBuffers;
-            a[4] = (ulong)pOffsets;
-            CommandBuffers.Record(Tables.vkCmdBindVertexBuffers, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindVertexBuffers(_rec.Writer, _rec.Id, firstBinding, bindingCount, pBuffers, pOffsets)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindVertexBuffers_Generic(commandBuffer, firstBinding, bindingCount, pBuffers, pOffsets);
         }
         catch (Exception e)
         {
@@ -571,20 +672,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindVertexBuffers_Generic(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstBinding;
+        a[2] = (ulong)bindingCount;
+        a[3] = (ulong)pBuffers;
+        a[4] = (ulong)pOffsets;
+        CommandBuffers.Record(Tables.vkCmdBindVertexBuffers, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBindVertexBuffers2(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets, ulong* pSizes, ulong* pStrides)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstBinding;
-            a[2] = (ulong)bindingCount;
-            a[3] = (ulong)pBuffers;
-            a[4] = (ulong)pOffsets;
-            a[5] = (ulong)pSizes;
-            a[6] = (ulong)pStrides;
-            CommandBuffers.Record(Tables.vkCmdBindVertexBuffers2, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBindVertexBuffers2(_rec.Writer, _rec.Id, firstBinding, bindingCount, pBuffers, pOffsets, pSizes, pStrides)) CommandBuffers.Recorded(_rec);
+            else vkCmdBindVertexBuffers2_Generic(commandBuffer, firstBinding, bindingCount, pBuffers, pOffsets, pSizes, pStrides);
         }
         catch (Exception e)
         {
@@ -592,26 +699,48 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBindVertexBuffers2_Generic(VkCommandBuffer commandBuffer, uint firstBinding, uint bindingCount, VkBuffer* pBuffers, ulong* pOffsets, ulong* pSizes, ulong* pStrides)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstBinding;
+        a[2] = (ulong)bindingCount;
+        a[3] = (ulong)pBuffers;
+        a[4] = (ulong)pOffsets;
+        a[5] = (ulong)pSizes;
+        a[6] = (ulong)pStrides;
+        CommandBuffers.Record(Tables.vkCmdBindVertexBuffers2, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdBlitImage(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkImageBlit* pRegions, VkFilter filter)
     {
         try
         {
-            ulong* a = stackalloc ulong[8];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcImage.Handle;
-            a[2] = (ulong)(uint)(int)srcImageLayout;
-            a[3] = (ulong)dstImage.Handle;
-            a[4] = (ulong)(uint)(int)dstImageLayout;
-            a[5] = (ulong)regionCount;
-            a[6] = (ulong)pRegions;
-            a[7] = (ulong)(uint)(int)filter;
-            CommandBuffers.Record(Tables.vkCmdBlitImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdBlitImage(_rec.Writer, _rec.Id, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions, filter)) CommandBuffers.Recorded(_rec);
+            else vkCmdBlitImage_Generic(commandBuffer, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions, filter);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdBlitImage, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdBlitImage_Generic(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkImageBlit* pRegions, VkFilter filter)
+    {
+        ulong* a = stackalloc ulong[8];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcImage.Handle;
+        a[2] = (ulong)(uint)(int)srcImageLayout;
+        a[3] = (ulong)dstImage.Handle;
+        a[4] = (ulong)(uint)(int)dstImageLayout;
+        a[5] = (ulong)regionCount;
+        a[6] = (ulong)pRegions;
+        a[7] = (ulong)(uint)(int)filter;
+        CommandBuffers.Record(Tables.vkCmdBlitImage, a);
     }
 
     [UnmanagedCallersOnly]
@@ -658,13 +787,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)attachmentCount;
-            a[2] = (ulong)pAttachments;
-            a[3] = (ulong)rectCount;
-            a[4] = (ulong)pRects;
-            CommandBuffers.Record(Tables.vkCmdClearAttachments, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdClearAttachments(_rec.Writer, _rec.Id, attachmentCount, pAttachments, rectCount, pRects)) CommandBuffers.Recorded(_rec);
+            else vkCmdClearAttachments_Generic(commandBuffer, attachmentCount, pAttachments, rectCount, pRects);
         }
         catch (Exception e)
         {
@@ -672,19 +797,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdClearAttachments_Generic(VkCommandBuffer commandBuffer, uint attachmentCount, VkClearAttachment* pAttachments, uint rectCount, VkClearRect* pRects)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)attachmentCount;
+        a[2] = (ulong)pAttachments;
+        a[3] = (ulong)rectCount;
+        a[4] = (ulong)pRects;
+        CommandBuffers.Record(Tables.vkCmdClearAttachments, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdClearColorImage(VkCommandBuffer commandBuffer, VkImage image, VkImageLayout imageLayout, VkClearColorValue* pColor, uint rangeCount, VkImageSubresourceRange* pRanges)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)image.Handle;
-            a[2] = (ulong)(uint)(int)imageLayout;
-            a[3] = (ulong)pColor;
-            a[4] = (ulong)rangeCount;
-            a[5] = (ulong)pRanges;
-            CommandBuffers.Record(Tables.vkCmdClearColorImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdClearColorImage(_rec.Writer, _rec.Id, image, imageLayout, pColor, rangeCount, pRanges)) CommandBuffers.Recorded(_rec);
+            else vkCmdClearColorImage_Generic(commandBuffer, image, imageLayout, pColor, rangeCount, pRanges);
         }
         catch (Exception e)
         {
@@ -692,19 +824,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdClearColorImage_Generic(VkCommandBuffer commandBuffer, VkImage image, VkImageLayout imageLayout, VkClearColorValue* pColor, uint rangeCount, VkImageSubresourceRange* pRanges)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)image.Handle;
+        a[2] = (ulong)(uint)(int)imageLayout;
+        a[3] = (ulong)pColor;
+        a[4] = (ulong)rangeCount;
+        a[5] = (ulong)pRanges;
+        CommandBuffers.Record(Tables.vkCmdClearColorImage, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdClearDepthStencilImage(VkCommandBuffer commandBuffer, VkImage image, VkImageLayout imageLayout, VkClearDepthStencilValue* pDepthStencil, uint rangeCount, VkImageSubresourceRange* pRanges)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)image.Handle;
-            a[2] = (ulong)(uint)(int)imageLayout;
-            a[3] = (ulong)pDepthStencil;
-            a[4] = (ulong)rangeCount;
-            a[5] = (ulong)pRanges;
-            CommandBuffers.Record(Tables.vkCmdClearDepthStencilImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdClearDepthStencilImage(_rec.Writer, _rec.Id, image, imageLayout, pDepthStencil, rangeCount, pRanges)) CommandBuffers.Recorded(_rec);
+            else vkCmdClearDepthStencilImage_Generic(commandBuffer, image, imageLayout, pDepthStencil, rangeCount, pRanges);
         }
         catch (Exception e)
         {
@@ -712,15 +852,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdClearDepthStencilImage_Generic(VkCommandBuffer commandBuffer, VkImage image, VkImageLayout imageLayout, VkClearDepthStencilValue* pDepthStencil, uint rangeCount, VkImageSubresourceRange* pRanges)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)image.Handle;
+        a[2] = (ulong)(uint)(int)imageLayout;
+        a[3] = (ulong)pDepthStencil;
+        a[4] = (ulong)rangeCount;
+        a[5] = (ulong)pRanges;
+        CommandBuffers.Record(Tables.vkCmdClearDepthStencilImage, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdControlVideoCodingKHR(VkCommandBuffer commandBuffer, VkVideoCodingControlInfoKHR* pCodingControlInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pCodingControlInfo;
-            CommandBuffers.Record(Tables.vkCmdControlVideoCodingKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdControlVideoCodingKHR(_rec.Writer, _rec.Id, pCodingControlInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdControlVideoCodingKHR_Generic(commandBuffer, pCodingControlInfo);
         }
         catch (Exception e)
         {
@@ -728,15 +880,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdControlVideoCodingKHR_Generic(VkCommandBuffer commandBuffer, VkVideoCodingControlInfoKHR* pCodingControlInfo)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pCodingControlInfo;
+        CommandBuffers.Record(Tables.vkCmdControlVideoCodingKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyAccelerationStructureKHR(VkCommandBuffer commandBuffer, VkCopyAccelerationStructureInfoKHR* pInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pInfo;
-            CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyAccelerationStructureKHR(_rec.Writer, _rec.Id, pInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyAccelerationStructureKHR_Generic(commandBuffer, pInfo);
         }
         catch (Exception e)
         {
@@ -744,17 +904,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyAccelerationStructureKHR_Generic(VkCommandBuffer commandBuffer, VkCopyAccelerationStructureInfoKHR* pInfo)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pInfo;
+        CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyAccelerationStructureNV(VkCommandBuffer commandBuffer, VkAccelerationStructureNV dst, VkAccelerationStructureNV src, VkCopyAccelerationStructureModeKHR mode)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)dst.Handle;
-            a[2] = (ulong)src.Handle;
-            a[3] = (ulong)(uint)(int)mode;
-            CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyAccelerationStructureNV(_rec.Writer, _rec.Id, dst, src, mode)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyAccelerationStructureNV_Generic(commandBuffer, dst, src, mode);
         }
         catch (Exception e)
         {
@@ -762,23 +928,42 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyAccelerationStructureNV_Generic(VkCommandBuffer commandBuffer, VkAccelerationStructureNV dst, VkAccelerationStructureNV src, VkCopyAccelerationStructureModeKHR mode)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)dst.Handle;
+        a[2] = (ulong)src.Handle;
+        a[3] = (ulong)(uint)(int)mode;
+        CommandBuffers.Record(Tables.vkCmdCopyAccelerationStructureNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyBuffer(VkCommandBuffer commandBuffer, VkBuffer srcBuffer, VkBuffer dstBuffer, uint regionCount, VkBufferCopy* pRegions)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcBuffer.Handle;
-            a[2] = (ulong)dstBuffer.Handle;
-            a[3] = (ulong)regionCount;
-            a[4] = (ulong)pRegions;
-            CommandBuffers.Record(Tables.vkCmdCopyBuffer, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyBuffer(_rec.Writer, _rec.Id, srcBuffer, dstBuffer, regionCount, pRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyBuffer_Generic(commandBuffer, srcBuffer, dstBuffer, regionCount, pRegions);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdCopyBuffer, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyBuffer_Generic(VkCommandBuffer commandBuffer, VkBuffer srcBuffer, VkBuffer dstBuffer, uint regionCount, VkBufferCopy* pRegions)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcBuffer.Handle;
+        a[2] = (ulong)dstBuffer.Handle;
+        a[3] = (ulong)regionCount;
+        a[4] = (ulong)pRegions;
+        CommandBuffers.Record(Tables.vkCmdCopyBuffer, a);
     }
 
     [UnmanagedCallersOnly]
@@ -802,19 +987,27 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcBuffer.Handle;
-            a[2] = (ulong)dstImage.Handle;
-            a[3] = (ulong)(uint)(int)dstImageLayout;
-            a[4] = (ulong)regionCount;
-            a[5] = (ulong)pRegions;
-            CommandBuffers.Record(Tables.vkCmdCopyBufferToImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyBufferToImage(_rec.Writer, _rec.Id, srcBuffer, dstImage, dstImageLayout, regionCount, pRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyBufferToImage_Generic(commandBuffer, srcBuffer, dstImage, dstImageLayout, regionCount, pRegions);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdCopyBufferToImage, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyBufferToImage_Generic(VkCommandBuffer commandBuffer, VkBuffer srcBuffer, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkBufferImageCopy* pRegions)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcBuffer.Handle;
+        a[2] = (ulong)dstImage.Handle;
+        a[3] = (ulong)(uint)(int)dstImageLayout;
+        a[4] = (ulong)regionCount;
+        a[5] = (ulong)pRegions;
+        CommandBuffers.Record(Tables.vkCmdCopyBufferToImage, a);
     }
 
     [UnmanagedCallersOnly]
@@ -838,20 +1031,28 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcImage.Handle;
-            a[2] = (ulong)(uint)(int)srcImageLayout;
-            a[3] = (ulong)dstImage.Handle;
-            a[4] = (ulong)(uint)(int)dstImageLayout;
-            a[5] = (ulong)regionCount;
-            a[6] = (ulong)pRegions;
-            CommandBuffers.Record(Tables.vkCmdCopyImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyImage(_rec.Writer, _rec.Id, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyImage_Generic(commandBuffer, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdCopyImage, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyImage_Generic(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkImageCopy* pRegions)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcImage.Handle;
+        a[2] = (ulong)(uint)(int)srcImageLayout;
+        a[3] = (ulong)dstImage.Handle;
+        a[4] = (ulong)(uint)(int)dstImageLayout;
+        a[5] = (ulong)regionCount;
+        a[6] = (ulong)pRegions;
+        CommandBuffers.Record(Tables.vkCmdCopyImage, a);
     }
 
     [UnmanagedCallersOnly]
@@ -875,19 +1076,27 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcImage.Handle;
-            a[2] = (ulong)(uint)(int)srcImageLayout;
-            a[3] = (ulong)dstBuffer.Handle;
-            a[4] = (ulong)regionCount;
-            a[5] = (ulong)pRegions;
-            CommandBuffers.Record(Tables.vkCmdCopyImageToBuffer, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyImageToBuffer(_rec.Writer, _rec.Id, srcImage, srcImageLayout, dstBuffer, regionCount, pRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyImageToBuffer_Generic(commandBuffer, srcImage, srcImageLayout, dstBuffer, regionCount, pRegions);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdCopyImageToBuffer, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyImageToBuffer_Generic(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkBuffer dstBuffer, uint regionCount, VkBufferImageCopy* pRegions)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcImage.Handle;
+        a[2] = (ulong)(uint)(int)srcImageLayout;
+        a[3] = (ulong)dstBuffer.Handle;
+        a[4] = (ulong)regionCount;
+        a[5] = (ulong)pRegions;
+        CommandBuffers.Record(Tables.vkCmdCopyImageToBuffer, a);
     }
 
     [UnmanagedCallersOnly]
@@ -911,12 +1120,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)copyBufferAddress;
-            a[2] = (ulong)copyCount;
-            a[3] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdCopyMemoryIndirectNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyMemoryIndirectNV(_rec.Writer, _rec.Id, copyBufferAddress, copyCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyMemoryIndirectNV_Generic(commandBuffer, copyBufferAddress, copyCount, stride);
         }
         catch (Exception e)
         {
@@ -924,20 +1130,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyMemoryIndirectNV_Generic(VkCommandBuffer commandBuffer, ulong copyBufferAddress, uint copyCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)copyBufferAddress;
+        a[2] = (ulong)copyCount;
+        a[3] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdCopyMemoryIndirectNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyMemoryToImageIndirectNV(VkCommandBuffer commandBuffer, ulong copyBufferAddress, uint copyCount, uint stride, VkImage dstImage, VkImageLayout dstImageLayout, VkImageSubresourceLayers* pImageSubresources)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)copyBufferAddress;
-            a[2] = (ulong)copyCount;
-            a[3] = (ulong)stride;
-            a[4] = (ulong)dstImage.Handle;
-            a[5] = (ulong)(uint)(int)dstImageLayout;
-            a[6] = (ulong)pImageSubresources;
-            CommandBuffers.Record(Tables.vkCmdCopyMemoryToImageIndirectNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyMemoryToImageIndirectNV(_rec.Writer, _rec.Id, copyBufferAddress, copyCount, stride, dstImage, dstImageLayout, pImageSubresources)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyMemoryToImageIndirectNV_Generic(commandBuffer, copyBufferAddress, copyCount, stride, dstImage, dstImageLayout, pImageSubresources);
         }
         catch (Exception e)
         {
@@ -945,15 +1156,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyMemoryToImageIndirectNV_Generic(VkCommandBuffer commandBuffer, ulong copyBufferAddress, uint copyCount, uint stride, VkImage dstImage, VkImageLayout dstImageLayout, VkImageSubresourceLayers* pImageSubresources)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)copyBufferAddress;
+        a[2] = (ulong)copyCount;
+        a[3] = (ulong)stride;
+        a[4] = (ulong)dstImage.Handle;
+        a[5] = (ulong)(uint)(int)dstImageLayout;
+        a[6] = (ulong)pImageSubresources;
+        CommandBuffers.Record(Tables.vkCmdCopyMemoryToImageIndirectNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyMicromapEXT(VkCommandBuffer commandBuffer, VkCopyMicromapInfoEXT* pInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pInfo;
-            CommandBuffers.Record(Tables.vkCmdCopyMicromapEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyMicromapEXT(_rec.Writer, _rec.Id, pInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyMicromapEXT_Generic(commandBuffer, pInfo);
         }
         catch (Exception e)
         {
@@ -961,26 +1185,43 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyMicromapEXT_Generic(VkCommandBuffer commandBuffer, VkCopyMicromapInfoEXT* pInfo)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pInfo;
+        CommandBuffers.Record(Tables.vkCmdCopyMicromapEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdCopyQueryPoolResults(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint firstQuery, uint queryCount, VkBuffer dstBuffer, ulong dstOffset, ulong stride, VkQueryResultFlags flags)
     {
         try
         {
-            ulong* a = stackalloc ulong[8];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)firstQuery;
-            a[3] = (ulong)queryCount;
-            a[4] = (ulong)dstBuffer.Handle;
-            a[5] = (ulong)dstOffset;
-            a[6] = (ulong)stride;
-            a[7] = (ulong)(uint)flags;
-            CommandBuffers.Record(Tables.vkCmdCopyQueryPoolResults, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdCopyQueryPoolResults(_rec.Writer, _rec.Id, queryPool, firstQuery, queryCount, dstBuffer, dstOffset, stride, flags)) CommandBuffers.Recorded(_rec);
+            else vkCmdCopyQueryPoolResults_Generic(commandBuffer, queryPool, firstQuery, queryCount, dstBuffer, dstOffset, stride, flags);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdCopyQueryPoolResults, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdCopyQueryPoolResults_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint firstQuery, uint queryCount, VkBuffer dstBuffer, ulong dstOffset, ulong stride, VkQueryResultFlags flags)
+    {
+        ulong* a = stackalloc ulong[8];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)firstQuery;
+        a[3] = (ulong)queryCount;
+        a[4] = (ulong)dstBuffer.Handle;
+        a[5] = (ulong)dstOffset;
+        a[6] = (ulong)stride;
+        a[7] = (ulong)(uint)flags;
+        CommandBuffers.Record(Tables.vkCmdCopyQueryPoolResults, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1004,12 +1245,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)indirectCommandsAddress;
-            a[2] = (ulong)indirectCommandsCountAddress;
-            a[3] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDecompressMemoryIndirectCountNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDecompressMemoryIndirectCountNV(_rec.Writer, _rec.Id, indirectCommandsAddress, indirectCommandsCountAddress, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDecompressMemoryIndirectCountNV_Generic(commandBuffer, indirectCommandsAddress, indirectCommandsCountAddress, stride);
         }
         catch (Exception e)
         {
@@ -1017,16 +1255,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDecompressMemoryIndirectCountNV_Generic(VkCommandBuffer commandBuffer, ulong indirectCommandsAddress, ulong indirectCommandsCountAddress, uint stride)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)indirectCommandsAddress;
+        a[2] = (ulong)indirectCommandsCountAddress;
+        a[3] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDecompressMemoryIndirectCountNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDecompressMemoryNV(VkCommandBuffer commandBuffer, uint decompressRegionCount, VkDecompressMemoryRegionNV* pDecompressMemoryRegions)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)decompressRegionCount;
-            a[2] = (ulong)pDecompressMemoryRegions;
-            CommandBuffers.Record(Tables.vkCmdDecompressMemoryNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDecompressMemoryNV(_rec.Writer, _rec.Id, decompressRegionCount, pDecompressMemoryRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdDecompressMemoryNV_Generic(commandBuffer, decompressRegionCount, pDecompressMemoryRegions);
         }
         catch (Exception e)
         {
@@ -1034,17 +1281,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDecompressMemoryNV_Generic(VkCommandBuffer commandBuffer, uint decompressRegionCount, VkDecompressMemoryRegionNV* pDecompressMemoryRegions)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)decompressRegionCount;
+        a[2] = (ulong)pDecompressMemoryRegions;
+        CommandBuffers.Record(Tables.vkCmdDecompressMemoryNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDispatch(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)groupCountX;
-            a[2] = (ulong)groupCountY;
-            a[3] = (ulong)groupCountZ;
-            CommandBuffers.Record(Tables.vkCmdDispatch, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDispatch(_rec.Writer, _rec.Id, groupCountX, groupCountY, groupCountZ)) CommandBuffers.Recorded(_rec);
+            else vkCmdDispatch_Generic(commandBuffer, groupCountX, groupCountY, groupCountZ);
         }
         catch (Exception e)
         {
@@ -1052,20 +1306,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDispatch_Generic(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)groupCountX;
+        a[2] = (ulong)groupCountY;
+        a[3] = (ulong)groupCountZ;
+        CommandBuffers.Record(Tables.vkCmdDispatch, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDispatchBase(VkCommandBuffer commandBuffer, uint baseGroupX, uint baseGroupY, uint baseGroupZ, uint groupCountX, uint groupCountY, uint groupCountZ)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)baseGroupX;
-            a[2] = (ulong)baseGroupY;
-            a[3] = (ulong)baseGroupZ;
-            a[4] = (ulong)groupCountX;
-            a[5] = (ulong)groupCountY;
-            a[6] = (ulong)groupCountZ;
-            CommandBuffers.Record(Tables.vkCmdDispatchBase, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDispatchBase(_rec.Writer, _rec.Id, baseGroupX, baseGroupY, baseGroupZ, groupCountX, groupCountY, groupCountZ)) CommandBuffers.Recorded(_rec);
+            else vkCmdDispatchBase_Generic(commandBuffer, baseGroupX, baseGroupY, baseGroupZ, groupCountX, groupCountY, groupCountZ);
         }
         catch (Exception e)
         {
@@ -1073,16 +1332,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDispatchBase_Generic(VkCommandBuffer commandBuffer, uint baseGroupX, uint baseGroupY, uint baseGroupZ, uint groupCountX, uint groupCountY, uint groupCountZ)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)baseGroupX;
+        a[2] = (ulong)baseGroupY;
+        a[3] = (ulong)baseGroupZ;
+        a[4] = (ulong)groupCountX;
+        a[5] = (ulong)groupCountY;
+        a[6] = (ulong)groupCountZ;
+        CommandBuffers.Record(Tables.vkCmdDispatchBase, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDispatchIndirect(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            CommandBuffers.Record(Tables.vkCmdDispatchIndirect, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDispatchIndirect(_rec.Writer, _rec.Id, buffer, offset)) CommandBuffers.Recorded(_rec);
+            else vkCmdDispatchIndirect_Generic(commandBuffer, buffer, offset);
         }
         catch (Exception e)
         {
@@ -1090,18 +1361,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDispatchIndirect_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        CommandBuffers.Record(Tables.vkCmdDispatchIndirect, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDraw(VkCommandBuffer commandBuffer, uint vertexCount, uint instanceCount, uint firstVertex, uint firstInstance)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)vertexCount;
-            a[2] = (ulong)instanceCount;
-            a[3] = (ulong)firstVertex;
-            a[4] = (ulong)firstInstance;
-            CommandBuffers.Record(Tables.vkCmdDraw, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDraw(_rec.Writer, _rec.Id, vertexCount, instanceCount, firstVertex, firstInstance)) CommandBuffers.Recorded(_rec);
+            else vkCmdDraw_Generic(commandBuffer, vertexCount, instanceCount, firstVertex, firstInstance);
         }
         catch (Exception e)
         {
@@ -1109,17 +1386,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDraw_Generic(VkCommandBuffer commandBuffer, uint vertexCount, uint instanceCount, uint firstVertex, uint firstInstance)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)vertexCount;
+        a[2] = (ulong)instanceCount;
+        a[3] = (ulong)firstVertex;
+        a[4] = (ulong)firstInstance;
+        CommandBuffers.Record(Tables.vkCmdDraw, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawClusterHUAWEI(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)groupCountX;
-            a[2] = (ulong)groupCountY;
-            a[3] = (ulong)groupCountZ;
-            CommandBuffers.Record(Tables.vkCmdDrawClusterHUAWEI, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawClusterHUAWEI(_rec.Writer, _rec.Id, groupCountX, groupCountY, groupCountZ)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawClusterHUAWEI_Generic(commandBuffer, groupCountX, groupCountY, groupCountZ);
         }
         catch (Exception e)
         {
@@ -1127,16 +1413,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawClusterHUAWEI_Generic(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)groupCountX;
+        a[2] = (ulong)groupCountY;
+        a[3] = (ulong)groupCountZ;
+        CommandBuffers.Record(Tables.vkCmdDrawClusterHUAWEI, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawClusterIndirectHUAWEI(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            CommandBuffers.Record(Tables.vkCmdDrawClusterIndirectHUAWEI, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawClusterIndirectHUAWEI(_rec.Writer, _rec.Id, buffer, offset)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawClusterIndirectHUAWEI_Generic(commandBuffer, buffer, offset);
         }
         catch (Exception e)
         {
@@ -1144,19 +1439,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawClusterIndirectHUAWEI_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        CommandBuffers.Record(Tables.vkCmdDrawClusterIndirectHUAWEI, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndexed(VkCommandBuffer commandBuffer, uint indexCount, uint instanceCount, uint firstIndex, int vertexOffset, uint firstInstance)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)indexCount;
-            a[2] = (ulong)instanceCount;
-            a[3] = (ulong)firstIndex;
-            a[4] = (ulong)(uint)vertexOffset;
-            a[5] = (ulong)firstInstance;
-            CommandBuffers.Record(Tables.vkCmdDrawIndexed, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndexed(_rec.Writer, _rec.Id, indexCount, instanceCount, firstIndex, vertexOffset, firstInstance)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndexed_Generic(commandBuffer, indexCount, instanceCount, firstIndex, vertexOffset, firstInstance);
         }
         catch (Exception e)
         {
@@ -1164,18 +1464,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndexed_Generic(VkCommandBuffer commandBuffer, uint indexCount, uint instanceCount, uint firstIndex, int vertexOffset, uint firstInstance)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)indexCount;
+        a[2] = (ulong)instanceCount;
+        a[3] = (ulong)firstIndex;
+        a[4] = (ulong)(uint)vertexOffset;
+        a[5] = (ulong)firstInstance;
+        CommandBuffers.Record(Tables.vkCmdDrawIndexed, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndexedIndirect(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)drawCount;
-            a[4] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirect, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndexedIndirect(_rec.Writer, _rec.Id, buffer, offset, drawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndexedIndirect_Generic(commandBuffer, buffer, offset, drawCount, stride);
         }
         catch (Exception e)
         {
@@ -1183,20 +1492,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndexedIndirect_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)drawCount;
+        a[4] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirect, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndexedIndirectCount(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)countBuffer.Handle;
-            a[4] = (ulong)countBufferOffset;
-            a[5] = (ulong)maxDrawCount;
-            a[6] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirectCount, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndexedIndirectCount(_rec.Writer, _rec.Id, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndexedIndirectCount_Generic(commandBuffer, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride);
         }
         catch (Exception e)
         {
@@ -1204,18 +1519,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndexedIndirectCount_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)countBuffer.Handle;
+        a[4] = (ulong)countBufferOffset;
+        a[5] = (ulong)maxDrawCount;
+        a[6] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawIndexedIndirectCount, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndirect(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)drawCount;
-            a[4] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawIndirect, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndirect(_rec.Writer, _rec.Id, buffer, offset, drawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndirect_Generic(commandBuffer, buffer, offset, drawCount, stride);
         }
         catch (Exception e)
         {
@@ -1223,20 +1548,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndirect_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)drawCount;
+        a[4] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawIndirect, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndirectByteCountEXT(VkCommandBuffer commandBuffer, uint instanceCount, uint firstInstance, VkBuffer counterBuffer, ulong counterBufferOffset, uint counterOffset, uint vertexStride)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)instanceCount;
-            a[2] = (ulong)firstInstance;
-            a[3] = (ulong)counterBuffer.Handle;
-            a[4] = (ulong)counterBufferOffset;
-            a[5] = (ulong)counterOffset;
-            a[6] = (ulong)vertexStride;
-            CommandBuffers.Record(Tables.vkCmdDrawIndirectByteCountEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndirectByteCountEXT(_rec.Writer, _rec.Id, instanceCount, firstInstance, counterBuffer, counterBufferOffset, counterOffset, vertexStride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndirectByteCountEXT_Generic(commandBuffer, instanceCount, firstInstance, counterBuffer, counterBufferOffset, counterOffset, vertexStride);
         }
         catch (Exception e)
         {
@@ -1244,20 +1575,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndirectByteCountEXT_Generic(VkCommandBuffer commandBuffer, uint instanceCount, uint firstInstance, VkBuffer counterBuffer, ulong counterBufferOffset, uint counterOffset, uint vertexStride)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)instanceCount;
+        a[2] = (ulong)firstInstance;
+        a[3] = (ulong)counterBuffer.Handle;
+        a[4] = (ulong)counterBufferOffset;
+        a[5] = (ulong)counterOffset;
+        a[6] = (ulong)vertexStride;
+        CommandBuffers.Record(Tables.vkCmdDrawIndirectByteCountEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawIndirectCount(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)countBuffer.Handle;
-            a[4] = (ulong)countBufferOffset;
-            a[5] = (ulong)maxDrawCount;
-            a[6] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawIndirectCount, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawIndirectCount(_rec.Writer, _rec.Id, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawIndirectCount_Generic(commandBuffer, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride);
         }
         catch (Exception e)
         {
@@ -1265,17 +1604,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawIndirectCount_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)countBuffer.Handle;
+        a[4] = (ulong)countBufferOffset;
+        a[5] = (ulong)maxDrawCount;
+        a[6] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawIndirectCount, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksEXT(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)groupCountX;
-            a[2] = (ulong)groupCountY;
-            a[3] = (ulong)groupCountZ;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksEXT(_rec.Writer, _rec.Id, groupCountX, groupCountY, groupCountZ)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksEXT_Generic(commandBuffer, groupCountX, groupCountY, groupCountZ);
         }
         catch (Exception e)
         {
@@ -1283,20 +1633,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksEXT_Generic(VkCommandBuffer commandBuffer, uint groupCountX, uint groupCountY, uint groupCountZ)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)groupCountX;
+        a[2] = (ulong)groupCountY;
+        a[3] = (ulong)groupCountZ;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksIndirectCountEXT(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)countBuffer.Handle;
-            a[4] = (ulong)countBufferOffset;
-            a[5] = (ulong)maxDrawCount;
-            a[6] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksIndirectCountEXT(_rec.Writer, _rec.Id, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksIndirectCountEXT_Generic(commandBuffer, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride);
         }
         catch (Exception e)
         {
@@ -1304,20 +1659,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksIndirectCountEXT_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)countBuffer.Handle;
+        a[4] = (ulong)countBufferOffset;
+        a[5] = (ulong)maxDrawCount;
+        a[6] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksIndirectCountNV(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)countBuffer.Handle;
-            a[4] = (ulong)countBufferOffset;
-            a[5] = (ulong)maxDrawCount;
-            a[6] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksIndirectCountNV(_rec.Writer, _rec.Id, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksIndirectCountNV_Generic(commandBuffer, buffer, offset, countBuffer, countBufferOffset, maxDrawCount, stride);
         }
         catch (Exception e)
         {
@@ -1325,18 +1688,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksIndirectCountNV_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, VkBuffer countBuffer, ulong countBufferOffset, uint maxDrawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)countBuffer.Handle;
+        a[4] = (ulong)countBufferOffset;
+        a[5] = (ulong)maxDrawCount;
+        a[6] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectCountNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksIndirectEXT(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)drawCount;
-            a[4] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksIndirectEXT(_rec.Writer, _rec.Id, buffer, offset, drawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksIndirectEXT_Generic(commandBuffer, buffer, offset, drawCount, stride);
         }
         catch (Exception e)
         {
@@ -1344,18 +1717,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksIndirectEXT_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)drawCount;
+        a[4] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksIndirectNV(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)buffer.Handle;
-            a[2] = (ulong)offset;
-            a[3] = (ulong)drawCount;
-            a[4] = (ulong)stride;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksIndirectNV(_rec.Writer, _rec.Id, buffer, offset, drawCount, stride)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksIndirectNV_Generic(commandBuffer, buffer, offset, drawCount, stride);
         }
         catch (Exception e)
         {
@@ -1363,21 +1744,41 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksIndirectNV_Generic(VkCommandBuffer commandBuffer, VkBuffer buffer, ulong offset, uint drawCount, uint stride)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)buffer.Handle;
+        a[2] = (ulong)offset;
+        a[3] = (ulong)drawCount;
+        a[4] = (ulong)stride;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksIndirectNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdDrawMeshTasksNV(VkCommandBuffer commandBuffer, uint taskCount, uint firstTask)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)taskCount;
-            a[2] = (ulong)firstTask;
-            CommandBuffers.Record(Tables.vkCmdDrawMeshTasksNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdDrawMeshTasksNV(_rec.Writer, _rec.Id, taskCount, firstTask)) CommandBuffers.Recorded(_rec);
+            else vkCmdDrawMeshTasksNV_Generic(commandBuffer, taskCount, firstTask);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdDrawMeshTasksNV, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdDrawMeshTasksNV_Generic(VkCommandBuffer commandBuffer, uint taskCount, uint firstTask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)taskCount;
+        a[2] = (ulong)firstTask;
+        CommandBuffers.Record(Tables.vkCmdDrawMeshTasksNV, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1426,9 +1827,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[1];
-            a[0] = (ulong)commandBuffer.Handle;
-            CommandBuffers.Record(Tables.vkCmdEndConditionalRenderingEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndConditionalRenderingEXT(_rec.Writer, _rec.Id)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndConditionalRenderingEXT_Generic(commandBuffer);
         }
         catch (Exception e)
         {
@@ -1436,16 +1837,22 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndConditionalRenderingEXT_Generic(VkCommandBuffer commandBuffer)
+    {
+        ulong* a = stackalloc ulong[1];
+        a[0] = (ulong)commandBuffer.Handle;
+        CommandBuffers.Record(Tables.vkCmdEndConditionalRenderingEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndQuery(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)query;
-            CommandBuffers.Record(Tables.vkCmdEndQuery, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndQuery(_rec.Writer, _rec.Id, queryPool, query)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndQuery_Generic(commandBuffer, queryPool, query);
         }
         catch (Exception e)
         {
@@ -1453,17 +1860,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndQuery_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)query;
+        CommandBuffers.Record(Tables.vkCmdEndQuery, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndQueryIndexedEXT(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, uint index)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)query;
-            a[3] = (ulong)index;
-            CommandBuffers.Record(Tables.vkCmdEndQueryIndexedEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndQueryIndexedEXT(_rec.Writer, _rec.Id, queryPool, query, index)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndQueryIndexedEXT_Generic(commandBuffer, queryPool, query, index);
         }
         catch (Exception e)
         {
@@ -1471,14 +1885,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndQueryIndexedEXT_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint query, uint index)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)query;
+        a[3] = (ulong)index;
+        CommandBuffers.Record(Tables.vkCmdEndQueryIndexedEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndRenderPass(VkCommandBuffer commandBuffer)
     {
         try
         {
-            ulong* a = stackalloc ulong[1];
-            a[0] = (ulong)commandBuffer.Handle;
-            CommandBuffers.Record(Tables.vkCmdEndRenderPass, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndRenderPass(_rec.Writer, _rec.Id)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndRenderPass_Generic(commandBuffer);
         }
         catch (Exception e)
         {
@@ -1486,15 +1911,22 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndRenderPass_Generic(VkCommandBuffer commandBuffer)
+    {
+        ulong* a = stackalloc ulong[1];
+        a[0] = (ulong)commandBuffer.Handle;
+        CommandBuffers.Record(Tables.vkCmdEndRenderPass, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndRenderPass2(VkCommandBuffer commandBuffer, VkSubpassEndInfo* pSubpassEndInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pSubpassEndInfo;
-            CommandBuffers.Record(Tables.vkCmdEndRenderPass2, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndRenderPass2(_rec.Writer, _rec.Id, pSubpassEndInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndRenderPass2_Generic(commandBuffer, pSubpassEndInfo);
         }
         catch (Exception e)
         {
@@ -1502,14 +1934,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndRenderPass2_Generic(VkCommandBuffer commandBuffer, VkSubpassEndInfo* pSubpassEndInfo)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pSubpassEndInfo;
+        CommandBuffers.Record(Tables.vkCmdEndRenderPass2, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndRendering(VkCommandBuffer commandBuffer)
     {
         try
         {
-            ulong* a = stackalloc ulong[1];
-            a[0] = (ulong)commandBuffer.Handle;
-            CommandBuffers.Record(Tables.vkCmdEndRendering, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndRendering(_rec.Writer, _rec.Id)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndRendering_Generic(commandBuffer);
         }
         catch (Exception e)
         {
@@ -1517,18 +1958,22 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndRendering_Generic(VkCommandBuffer commandBuffer)
+    {
+        ulong* a = stackalloc ulong[1];
+        a[0] = (ulong)commandBuffer.Handle;
+        CommandBuffers.Record(Tables.vkCmdEndRendering, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndTransformFeedbackEXT(VkCommandBuffer commandBuffer, uint firstCounterBuffer, uint counterBufferCount, VkBuffer* pCounterBuffers, ulong* pCounterBufferOffsets)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstCounterBuffer;
-            a[2] = (ulong)counterBufferCount;
-            a[3] = (ulong)pCounterBuffers;
-            a[4] = (ulong)pCounterBufferOffsets;
-            CommandBuffers.Record(Tables.vkCmdEndTransformFeedbackEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndTransformFeedbackEXT(_rec.Writer, _rec.Id, firstCounterBuffer, counterBufferCount, pCounterBuffers, pCounterBufferOffsets)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndTransformFeedbackEXT_Generic(commandBuffer, firstCounterBuffer, counterBufferCount, pCounterBuffers, pCounterBufferOffsets);
         }
         catch (Exception e)
         {
@@ -1536,20 +1981,40 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndTransformFeedbackEXT_Generic(VkCommandBuffer commandBuffer, uint firstCounterBuffer, uint counterBufferCount, VkBuffer* pCounterBuffers, ulong* pCounterBufferOffsets)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstCounterBuffer;
+        a[2] = (ulong)counterBufferCount;
+        a[3] = (ulong)pCounterBuffers;
+        a[4] = (ulong)pCounterBufferOffsets;
+        CommandBuffers.Record(Tables.vkCmdEndTransformFeedbackEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdEndVideoCodingKHR(VkCommandBuffer commandBuffer, VkVideoEndCodingInfoKHR* pEndCodingInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pEndCodingInfo;
-            CommandBuffers.Record(Tables.vkCmdEndVideoCodingKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdEndVideoCodingKHR(_rec.Writer, _rec.Id, pEndCodingInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdEndVideoCodingKHR_Generic(commandBuffer, pEndCodingInfo);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdEndVideoCodingKHR, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdEndVideoCodingKHR_Generic(VkCommandBuffer commandBuffer, VkVideoEndCodingInfoKHR* pEndCodingInfo)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pEndCodingInfo;
+        CommandBuffers.Record(Tables.vkCmdEndVideoCodingKHR, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1591,13 +2056,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)dstBuffer.Handle;
-            a[2] = (ulong)dstOffset;
-            a[3] = (ulong)size;
-            a[4] = (ulong)data;
-            CommandBuffers.Record(Tables.vkCmdFillBuffer, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdFillBuffer(_rec.Writer, _rec.Id, dstBuffer, dstOffset, size, data)) CommandBuffers.Recorded(_rec);
+            else vkCmdFillBuffer_Generic(commandBuffer, dstBuffer, dstOffset, size, data);
         }
         catch (Exception e)
         {
@@ -1605,15 +2066,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdFillBuffer_Generic(VkCommandBuffer commandBuffer, VkBuffer dstBuffer, ulong dstOffset, ulong size, uint data)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)dstBuffer.Handle;
+        a[2] = (ulong)dstOffset;
+        a[3] = (ulong)size;
+        a[4] = (ulong)data;
+        CommandBuffers.Record(Tables.vkCmdFillBuffer, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdNextSubpass(VkCommandBuffer commandBuffer, VkSubpassContents contents)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)contents;
-            CommandBuffers.Record(Tables.vkCmdNextSubpass, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdNextSubpass(_rec.Writer, _rec.Id, contents)) CommandBuffers.Recorded(_rec);
+            else vkCmdNextSubpass_Generic(commandBuffer, contents);
         }
         catch (Exception e)
         {
@@ -1621,21 +2093,38 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdNextSubpass_Generic(VkCommandBuffer commandBuffer, VkSubpassContents contents)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)contents;
+        CommandBuffers.Record(Tables.vkCmdNextSubpass, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdNextSubpass2(VkCommandBuffer commandBuffer, VkSubpassBeginInfo* pSubpassBeginInfo, VkSubpassEndInfo* pSubpassEndInfo)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pSubpassBeginInfo;
-            a[2] = (ulong)pSubpassEndInfo;
-            CommandBuffers.Record(Tables.vkCmdNextSubpass2, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdNextSubpass2(_rec.Writer, _rec.Id, pSubpassBeginInfo, pSubpassEndInfo)) CommandBuffers.Recorded(_rec);
+            else vkCmdNextSubpass2_Generic(commandBuffer, pSubpassBeginInfo, pSubpassEndInfo);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdNextSubpass2, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdNextSubpass2_Generic(VkCommandBuffer commandBuffer, VkSubpassBeginInfo* pSubpassBeginInfo, VkSubpassEndInfo* pSubpassEndInfo)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pSubpassBeginInfo;
+        a[2] = (ulong)pSubpassEndInfo;
+        CommandBuffers.Record(Tables.vkCmdNextSubpass2, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1660,23 +2149,31 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[10];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)srcStageMask;
-            a[2] = (ulong)(uint)dstStageMask;
-            a[3] = (ulong)(uint)dependencyFlags;
-            a[4] = (ulong)memoryBarrierCount;
-            a[5] = (ulong)pMemoryBarriers;
-            a[6] = (ulong)bufferMemoryBarrierCount;
-            a[7] = (ulong)pBufferMemoryBarriers;
-            a[8] = (ulong)imageMemoryBarrierCount;
-            a[9] = (ulong)pImageMemoryBarriers;
-            CommandBuffers.Record(Tables.vkCmdPipelineBarrier, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdPipelineBarrier(_rec.Writer, _rec.Id, srcStageMask, dstStageMask, dependencyFlags, memoryBarrierCount, pMemoryBarriers, bufferMemoryBarrierCount, pBufferMemoryBarriers, imageMemoryBarrierCount, pImageMemoryBarriers)) CommandBuffers.Recorded(_rec);
+            else vkCmdPipelineBarrier_Generic(commandBuffer, srcStageMask, dstStageMask, dependencyFlags, memoryBarrierCount, pMemoryBarriers, bufferMemoryBarrierCount, pBufferMemoryBarriers, imageMemoryBarrierCount, pImageMemoryBarriers);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdPipelineBarrier, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdPipelineBarrier_Generic(VkCommandBuffer commandBuffer, VkPipelineStageFlags srcStageMask, VkPipelineStageFlags dstStageMask, VkDependencyFlags dependencyFlags, uint memoryBarrierCount, VkMemoryBarrier* pMemoryBarriers, uint bufferMemoryBarrierCount, VkBufferMemoryBarrier* pBufferMemoryBarriers, uint imageMemoryBarrierCount, VkImageMemoryBarrier* pImageMemoryBarriers)
+    {
+        ulong* a = stackalloc ulong[10];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)srcStageMask;
+        a[2] = (ulong)(uint)dstStageMask;
+        a[3] = (ulong)(uint)dependencyFlags;
+        a[4] = (ulong)memoryBarrierCount;
+        a[5] = (ulong)pMemoryBarriers;
+        a[6] = (ulong)bufferMemoryBarrierCount;
+        a[7] = (ulong)pBufferMemoryBarriers;
+        a[8] = (ulong)imageMemoryBarrierCount;
+        a[9] = (ulong)pImageMemoryBarriers;
+        CommandBuffers.Record(Tables.vkCmdPipelineBarrier, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1716,19 +2213,27 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)layout.Handle;
-            a[2] = (ulong)(uint)stageFlags;
-            a[3] = (ulong)offset;
-            a[4] = (ulong)size;
-            a[5] = (ulong)pValues;
-            CommandBuffers.Record(Tables.vkCmdPushConstants, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdPushConstants(_rec.Writer, _rec.Id, layout, stageFlags, offset, size, pValues)) CommandBuffers.Recorded(_rec);
+            else vkCmdPushConstants_Generic(commandBuffer, layout, stageFlags, offset, size, pValues);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdPushConstants, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdPushConstants_Generic(VkCommandBuffer commandBuffer, VkPipelineLayout layout, VkShaderStageFlags stageFlags, uint offset, uint size, void* pValues)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)layout.Handle;
+        a[2] = (ulong)(uint)stageFlags;
+        a[3] = (ulong)offset;
+        a[4] = (ulong)size;
+        a[5] = (ulong)pValues;
+        CommandBuffers.Record(Tables.vkCmdPushConstants, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1769,11 +2274,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)@event.Handle;
-            a[2] = (ulong)(uint)stageMask;
-            CommandBuffers.Record(Tables.vkCmdResetEvent, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdResetEvent(_rec.Writer, _rec.Id, @event, stageMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdResetEvent_Generic(commandBuffer, @event, stageMask);
         }
         catch (Exception e)
         {
@@ -1781,16 +2284,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdResetEvent_Generic(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags stageMask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)@event.Handle;
+        a[2] = (ulong)(uint)stageMask;
+        CommandBuffers.Record(Tables.vkCmdResetEvent, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdResetEvent2(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags2 stageMask)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)@event.Handle;
-            a[2] = (ulong)(ulong)stageMask;
-            CommandBuffers.Record(Tables.vkCmdResetEvent2, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdResetEvent2(_rec.Writer, _rec.Id, @event, stageMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdResetEvent2_Generic(commandBuffer, @event, stageMask);
         }
         catch (Exception e)
         {
@@ -1798,17 +2309,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdResetEvent2_Generic(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags2 stageMask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)@event.Handle;
+        a[2] = (ulong)(ulong)stageMask;
+        CommandBuffers.Record(Tables.vkCmdResetEvent2, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdResetQueryPool(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint firstQuery, uint queryCount)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)queryPool.Handle;
-            a[2] = (ulong)firstQuery;
-            a[3] = (ulong)queryCount;
-            CommandBuffers.Record(Tables.vkCmdResetQueryPool, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdResetQueryPool(_rec.Writer, _rec.Id, queryPool, firstQuery, queryCount)) CommandBuffers.Recorded(_rec);
+            else vkCmdResetQueryPool_Generic(commandBuffer, queryPool, firstQuery, queryCount);
         }
         catch (Exception e)
         {
@@ -1816,25 +2334,44 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdResetQueryPool_Generic(VkCommandBuffer commandBuffer, VkQueryPool queryPool, uint firstQuery, uint queryCount)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)queryPool.Handle;
+        a[2] = (ulong)firstQuery;
+        a[3] = (ulong)queryCount;
+        CommandBuffers.Record(Tables.vkCmdResetQueryPool, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdResolveImage(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkImageResolve* pRegions)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)srcImage.Handle;
-            a[2] = (ulong)(uint)(int)srcImageLayout;
-            a[3] = (ulong)dstImage.Handle;
-            a[4] = (ulong)(uint)(int)dstImageLayout;
-            a[5] = (ulong)regionCount;
-            a[6] = (ulong)pRegions;
-            CommandBuffers.Record(Tables.vkCmdResolveImage, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdResolveImage(_rec.Writer, _rec.Id, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions)) CommandBuffers.Recorded(_rec);
+            else vkCmdResolveImage_Generic(commandBuffer, srcImage, srcImageLayout, dstImage, dstImageLayout, regionCount, pRegions);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdResolveImage, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdResolveImage_Generic(VkCommandBuffer commandBuffer, VkImage srcImage, VkImageLayout srcImageLayout, VkImage dstImage, VkImageLayout dstImageLayout, uint regionCount, VkImageResolve* pRegions)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)srcImage.Handle;
+        a[2] = (ulong)(uint)(int)srcImageLayout;
+        a[3] = (ulong)dstImage.Handle;
+        a[4] = (ulong)(uint)(int)dstImageLayout;
+        a[5] = (ulong)regionCount;
+        a[6] = (ulong)pRegions;
+        CommandBuffers.Record(Tables.vkCmdResolveImage, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1858,10 +2395,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)alphaToCoverageEnable;
-            CommandBuffers.Record(Tables.vkCmdSetAlphaToCoverageEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetAlphaToCoverageEnableEXT(_rec.Writer, _rec.Id, alphaToCoverageEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetAlphaToCoverageEnableEXT_Generic(commandBuffer, alphaToCoverageEnable);
         }
         catch (Exception e)
         {
@@ -1869,15 +2405,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetAlphaToCoverageEnableEXT_Generic(VkCommandBuffer commandBuffer, uint alphaToCoverageEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)alphaToCoverageEnable;
+        CommandBuffers.Record(Tables.vkCmdSetAlphaToCoverageEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetAlphaToOneEnableEXT(VkCommandBuffer commandBuffer, uint alphaToOneEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)alphaToOneEnable;
-            CommandBuffers.Record(Tables.vkCmdSetAlphaToOneEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetAlphaToOneEnableEXT(_rec.Writer, _rec.Id, alphaToOneEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetAlphaToOneEnableEXT_Generic(commandBuffer, alphaToOneEnable);
         }
         catch (Exception e)
         {
@@ -1885,20 +2429,37 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetAlphaToOneEnableEXT_Generic(VkCommandBuffer commandBuffer, uint alphaToOneEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)alphaToOneEnable;
+        CommandBuffers.Record(Tables.vkCmdSetAlphaToOneEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetBlendConstants(VkCommandBuffer commandBuffer, float* blendConstants)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)blendConstants;
-            CommandBuffers.Record(Tables.vkCmdSetBlendConstants, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetBlendConstants(_rec.Writer, _rec.Id, blendConstants)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetBlendConstants_Generic(commandBuffer, blendConstants);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetBlendConstants, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetBlendConstants_Generic(VkCommandBuffer commandBuffer, float* blendConstants)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)blendConstants;
+        CommandBuffers.Record(Tables.vkCmdSetBlendConstants, a);
     }
 
     [UnmanagedCallersOnly]
@@ -1924,12 +2485,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstAttachment;
-            a[2] = (ulong)attachmentCount;
-            a[3] = (ulong)pColorBlendAdvanced;
-            CommandBuffers.Record(Tables.vkCmdSetColorBlendAdvancedEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetColorBlendAdvancedEXT(_rec.Writer, _rec.Id, firstAttachment, attachmentCount, pColorBlendAdvanced)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetColorBlendAdvancedEXT_Generic(commandBuffer, firstAttachment, attachmentCount, pColorBlendAdvanced);
         }
         catch (Exception e)
         {
@@ -1937,17 +2495,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetColorBlendAdvancedEXT_Generic(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, VkColorBlendAdvancedEXT* pColorBlendAdvanced)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstAttachment;
+        a[2] = (ulong)attachmentCount;
+        a[3] = (ulong)pColorBlendAdvanced;
+        CommandBuffers.Record(Tables.vkCmdSetColorBlendAdvancedEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetColorBlendEnableEXT(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, uint* pColorBlendEnables)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstAttachment;
-            a[2] = (ulong)attachmentCount;
-            a[3] = (ulong)pColorBlendEnables;
-            CommandBuffers.Record(Tables.vkCmdSetColorBlendEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetColorBlendEnableEXT(_rec.Writer, _rec.Id, firstAttachment, attachmentCount, pColorBlendEnables)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetColorBlendEnableEXT_Generic(commandBuffer, firstAttachment, attachmentCount, pColorBlendEnables);
         }
         catch (Exception e)
         {
@@ -1955,17 +2521,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetColorBlendEnableEXT_Generic(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, uint* pColorBlendEnables)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstAttachment;
+        a[2] = (ulong)attachmentCount;
+        a[3] = (ulong)pColorBlendEnables;
+        CommandBuffers.Record(Tables.vkCmdSetColorBlendEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetColorBlendEquationEXT(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, VkColorBlendEquationEXT* pColorBlendEquations)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstAttachment;
-            a[2] = (ulong)attachmentCount;
-            a[3] = (ulong)pColorBlendEquations;
-            CommandBuffers.Record(Tables.vkCmdSetColorBlendEquationEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetColorBlendEquationEXT(_rec.Writer, _rec.Id, firstAttachment, attachmentCount, pColorBlendEquations)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetColorBlendEquationEXT_Generic(commandBuffer, firstAttachment, attachmentCount, pColorBlendEquations);
         }
         catch (Exception e)
         {
@@ -1973,16 +2547,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetColorBlendEquationEXT_Generic(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, VkColorBlendEquationEXT* pColorBlendEquations)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstAttachment;
+        a[2] = (ulong)attachmentCount;
+        a[3] = (ulong)pColorBlendEquations;
+        CommandBuffers.Record(Tables.vkCmdSetColorBlendEquationEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetColorWriteEnableEXT(VkCommandBuffer commandBuffer, uint attachmentCount, uint* pColorWriteEnables)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)attachmentCount;
-            a[2] = (ulong)pColorWriteEnables;
-            CommandBuffers.Record(Tables.vkCmdSetColorWriteEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetColorWriteEnableEXT(_rec.Writer, _rec.Id, attachmentCount, pColorWriteEnables)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetColorWriteEnableEXT_Generic(commandBuffer, attachmentCount, pColorWriteEnables);
         }
         catch (Exception e)
         {
@@ -1990,17 +2573,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetColorWriteEnableEXT_Generic(VkCommandBuffer commandBuffer, uint attachmentCount, uint* pColorWriteEnables)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)attachmentCount;
+        a[2] = (ulong)pColorWriteEnables;
+        CommandBuffers.Record(Tables.vkCmdSetColorWriteEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetColorWriteMaskEXT(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, VkColorComponentFlags* pColorWriteMasks)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstAttachment;
-            a[2] = (ulong)attachmentCount;
-            a[3] = (ulong)pColorWriteMasks;
-            CommandBuffers.Record(Tables.vkCmdSetColorWriteMaskEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetColorWriteMaskEXT(_rec.Writer, _rec.Id, firstAttachment, attachmentCount, pColorWriteMasks)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetColorWriteMaskEXT_Generic(commandBuffer, firstAttachment, attachmentCount, pColorWriteMasks);
         }
         catch (Exception e)
         {
@@ -2008,15 +2598,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetColorWriteMaskEXT_Generic(VkCommandBuffer commandBuffer, uint firstAttachment, uint attachmentCount, VkColorComponentFlags* pColorWriteMasks)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstAttachment;
+        a[2] = (ulong)attachmentCount;
+        a[3] = (ulong)pColorWriteMasks;
+        CommandBuffers.Record(Tables.vkCmdSetColorWriteMaskEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetConservativeRasterizationModeEXT(VkCommandBuffer commandBuffer, VkConservativeRasterizationModeEXT conservativeRasterizationMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)conservativeRasterizationMode;
-            CommandBuffers.Record(Tables.vkCmdSetConservativeRasterizationModeEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetConservativeRasterizationModeEXT(_rec.Writer, _rec.Id, conservativeRasterizationMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetConservativeRasterizationModeEXT_Generic(commandBuffer, conservativeRasterizationMode);
         }
         catch (Exception e)
         {
@@ -2024,15 +2624,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetConservativeRasterizationModeEXT_Generic(VkCommandBuffer commandBuffer, VkConservativeRasterizationModeEXT conservativeRasterizationMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)conservativeRasterizationMode;
+        CommandBuffers.Record(Tables.vkCmdSetConservativeRasterizationModeEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageModulationModeNV(VkCommandBuffer commandBuffer, VkCoverageModulationModeNV coverageModulationMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)coverageModulationMode;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationModeNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageModulationModeNV(_rec.Writer, _rec.Id, coverageModulationMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageModulationModeNV_Generic(commandBuffer, coverageModulationMode);
         }
         catch (Exception e)
         {
@@ -2040,15 +2648,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageModulationModeNV_Generic(VkCommandBuffer commandBuffer, VkCoverageModulationModeNV coverageModulationMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)coverageModulationMode;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageModulationModeNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageModulationTableEnableNV(VkCommandBuffer commandBuffer, uint coverageModulationTableEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)coverageModulationTableEnable;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableEnableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageModulationTableEnableNV(_rec.Writer, _rec.Id, coverageModulationTableEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageModulationTableEnableNV_Generic(commandBuffer, coverageModulationTableEnable);
         }
         catch (Exception e)
         {
@@ -2056,16 +2672,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageModulationTableEnableNV_Generic(VkCommandBuffer commandBuffer, uint coverageModulationTableEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)coverageModulationTableEnable;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableEnableNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageModulationTableNV(VkCommandBuffer commandBuffer, uint coverageModulationTableCount, float* pCoverageModulationTable)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)coverageModulationTableCount;
-            a[2] = (ulong)pCoverageModulationTable;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageModulationTableNV(_rec.Writer, _rec.Id, coverageModulationTableCount, pCoverageModulationTable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageModulationTableNV_Generic(commandBuffer, coverageModulationTableCount, pCoverageModulationTable);
         }
         catch (Exception e)
         {
@@ -2073,15 +2696,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageModulationTableNV_Generic(VkCommandBuffer commandBuffer, uint coverageModulationTableCount, float* pCoverageModulationTable)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)coverageModulationTableCount;
+        a[2] = (ulong)pCoverageModulationTable;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageModulationTableNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageReductionModeNV(VkCommandBuffer commandBuffer, VkCoverageReductionModeNV coverageReductionMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)coverageReductionMode;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageReductionModeNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageReductionModeNV(_rec.Writer, _rec.Id, coverageReductionMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageReductionModeNV_Generic(commandBuffer, coverageReductionMode);
         }
         catch (Exception e)
         {
@@ -2089,15 +2721,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageReductionModeNV_Generic(VkCommandBuffer commandBuffer, VkCoverageReductionModeNV coverageReductionMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)coverageReductionMode;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageReductionModeNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageToColorEnableNV(VkCommandBuffer commandBuffer, uint coverageToColorEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)coverageToColorEnable;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageToColorEnableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageToColorEnableNV(_rec.Writer, _rec.Id, coverageToColorEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageToColorEnableNV_Generic(commandBuffer, coverageToColorEnable);
         }
         catch (Exception e)
         {
@@ -2105,15 +2745,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageToColorEnableNV_Generic(VkCommandBuffer commandBuffer, uint coverageToColorEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)coverageToColorEnable;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageToColorEnableNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCoverageToColorLocationNV(VkCommandBuffer commandBuffer, uint coverageToColorLocation)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)coverageToColorLocation;
-            CommandBuffers.Record(Tables.vkCmdSetCoverageToColorLocationNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCoverageToColorLocationNV(_rec.Writer, _rec.Id, coverageToColorLocation)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCoverageToColorLocationNV_Generic(commandBuffer, coverageToColorLocation);
         }
         catch (Exception e)
         {
@@ -2121,15 +2769,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCoverageToColorLocationNV_Generic(VkCommandBuffer commandBuffer, uint coverageToColorLocation)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)coverageToColorLocation;
+        CommandBuffers.Record(Tables.vkCmdSetCoverageToColorLocationNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetCullMode(VkCommandBuffer commandBuffer, VkCullModeFlags cullMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)cullMode;
-            CommandBuffers.Record(Tables.vkCmdSetCullMode, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetCullMode(_rec.Writer, _rec.Id, cullMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetCullMode_Generic(commandBuffer, cullMode);
         }
         catch (Exception e)
         {
@@ -2137,17 +2793,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetCullMode_Generic(VkCommandBuffer commandBuffer, VkCullModeFlags cullMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)cullMode;
+        CommandBuffers.Record(Tables.vkCmdSetCullMode, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthBias(VkCommandBuffer commandBuffer, float depthBiasConstantFactor, float depthBiasClamp, float depthBiasSlopeFactor)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasConstantFactor);
-            a[2] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasClamp);
-            a[3] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasSlopeFactor);
-            CommandBuffers.Record(Tables.vkCmdSetDepthBias, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthBias(_rec.Writer, _rec.Id, depthBiasConstantFactor, depthBiasClamp, depthBiasSlopeFactor)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthBias_Generic(commandBuffer, depthBiasConstantFactor, depthBiasClamp, depthBiasSlopeFactor);
         }
         catch (Exception e)
         {
@@ -2155,15 +2817,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthBias_Generic(VkCommandBuffer commandBuffer, float depthBiasConstantFactor, float depthBiasClamp, float depthBiasSlopeFactor)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasConstantFactor);
+        a[2] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasClamp);
+        a[3] = (ulong)BitConverter.SingleToUInt32Bits(depthBiasSlopeFactor);
+        CommandBuffers.Record(Tables.vkCmdSetDepthBias, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthBiasEnable(VkCommandBuffer commandBuffer, uint depthBiasEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthBiasEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthBiasEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthBiasEnable(_rec.Writer, _rec.Id, depthBiasEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthBiasEnable_Generic(commandBuffer, depthBiasEnable);
         }
         catch (Exception e)
         {
@@ -2171,16 +2843,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthBiasEnable_Generic(VkCommandBuffer commandBuffer, uint depthBiasEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthBiasEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthBiasEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthBounds(VkCommandBuffer commandBuffer, float minDepthBounds, float maxDepthBounds)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)BitConverter.SingleToUInt32Bits(minDepthBounds);
-            a[2] = (ulong)BitConverter.SingleToUInt32Bits(maxDepthBounds);
-            CommandBuffers.Record(Tables.vkCmdSetDepthBounds, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthBounds(_rec.Writer, _rec.Id, minDepthBounds, maxDepthBounds)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthBounds_Generic(commandBuffer, minDepthBounds, maxDepthBounds);
         }
         catch (Exception e)
         {
@@ -2188,15 +2867,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthBounds_Generic(VkCommandBuffer commandBuffer, float minDepthBounds, float maxDepthBounds)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)BitConverter.SingleToUInt32Bits(minDepthBounds);
+        a[2] = (ulong)BitConverter.SingleToUInt32Bits(maxDepthBounds);
+        CommandBuffers.Record(Tables.vkCmdSetDepthBounds, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthBoundsTestEnable(VkCommandBuffer commandBuffer, uint depthBoundsTestEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthBoundsTestEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthBoundsTestEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthBoundsTestEnable(_rec.Writer, _rec.Id, depthBoundsTestEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthBoundsTestEnable_Generic(commandBuffer, depthBoundsTestEnable);
         }
         catch (Exception e)
         {
@@ -2204,15 +2892,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthBoundsTestEnable_Generic(VkCommandBuffer commandBuffer, uint depthBoundsTestEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthBoundsTestEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthBoundsTestEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthClampEnableEXT(VkCommandBuffer commandBuffer, uint depthClampEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthClampEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthClampEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthClampEnableEXT(_rec.Writer, _rec.Id, depthClampEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthClampEnableEXT_Generic(commandBuffer, depthClampEnable);
         }
         catch (Exception e)
         {
@@ -2220,15 +2916,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthClampEnableEXT_Generic(VkCommandBuffer commandBuffer, uint depthClampEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthClampEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthClampEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthClipEnableEXT(VkCommandBuffer commandBuffer, uint depthClipEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthClipEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthClipEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthClipEnableEXT(_rec.Writer, _rec.Id, depthClipEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthClipEnableEXT_Generic(commandBuffer, depthClipEnable);
         }
         catch (Exception e)
         {
@@ -2236,15 +2940,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthClipEnableEXT_Generic(VkCommandBuffer commandBuffer, uint depthClipEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthClipEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthClipEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthClipNegativeOneToOneEXT(VkCommandBuffer commandBuffer, uint negativeOneToOne)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)negativeOneToOne;
-            CommandBuffers.Record(Tables.vkCmdSetDepthClipNegativeOneToOneEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthClipNegativeOneToOneEXT(_rec.Writer, _rec.Id, negativeOneToOne)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthClipNegativeOneToOneEXT_Generic(commandBuffer, negativeOneToOne);
         }
         catch (Exception e)
         {
@@ -2252,15 +2964,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthClipNegativeOneToOneEXT_Generic(VkCommandBuffer commandBuffer, uint negativeOneToOne)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)negativeOneToOne;
+        CommandBuffers.Record(Tables.vkCmdSetDepthClipNegativeOneToOneEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthCompareOp(VkCommandBuffer commandBuffer, VkCompareOp depthCompareOp)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)depthCompareOp;
-            CommandBuffers.Record(Tables.vkCmdSetDepthCompareOp, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthCompareOp(_rec.Writer, _rec.Id, depthCompareOp)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthCompareOp_Generic(commandBuffer, depthCompareOp);
         }
         catch (Exception e)
         {
@@ -2268,15 +2988,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthCompareOp_Generic(VkCommandBuffer commandBuffer, VkCompareOp depthCompareOp)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)depthCompareOp;
+        CommandBuffers.Record(Tables.vkCmdSetDepthCompareOp, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthTestEnable(VkCommandBuffer commandBuffer, uint depthTestEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthTestEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthTestEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthTestEnable(_rec.Writer, _rec.Id, depthTestEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthTestEnable_Generic(commandBuffer, depthTestEnable);
         }
         catch (Exception e)
         {
@@ -2284,15 +3012,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthTestEnable_Generic(VkCommandBuffer commandBuffer, uint depthTestEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthTestEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthTestEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDepthWriteEnable(VkCommandBuffer commandBuffer, uint depthWriteEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)depthWriteEnable;
-            CommandBuffers.Record(Tables.vkCmdSetDepthWriteEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDepthWriteEnable(_rec.Writer, _rec.Id, depthWriteEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDepthWriteEnable_Generic(commandBuffer, depthWriteEnable);
         }
         catch (Exception e)
         {
@@ -2300,20 +3036,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDepthWriteEnable_Generic(VkCommandBuffer commandBuffer, uint depthWriteEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)depthWriteEnable;
+        CommandBuffers.Record(Tables.vkCmdSetDepthWriteEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDescriptorBufferOffsetsEXT(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipelineLayout layout, uint firstSet, uint setCount, uint* pBufferIndices, ulong* pOffsets)
     {
         try
         {
-            ulong* a = stackalloc ulong[7];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)pipelineBindPoint;
-            a[2] = (ulong)layout.Handle;
-            a[3] = (ulong)firstSet;
-            a[4] = (ulong)setCount;
-            a[5] = (ulong)pBufferIndices;
-            a[6] = (ulong)pOffsets;
-            CommandBuffers.Record(Tables.vkCmdSetDescriptorBufferOffsetsEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDescriptorBufferOffsetsEXT(_rec.Writer, _rec.Id, pipelineBindPoint, layout, firstSet, setCount, pBufferIndices, pOffsets)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDescriptorBufferOffsetsEXT_Generic(commandBuffer, pipelineBindPoint, layout, firstSet, setCount, pBufferIndices, pOffsets);
         }
         catch (Exception e)
         {
@@ -2321,15 +3060,28 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDescriptorBufferOffsetsEXT_Generic(VkCommandBuffer commandBuffer, VkPipelineBindPoint pipelineBindPoint, VkPipelineLayout layout, uint firstSet, uint setCount, uint* pBufferIndices, ulong* pOffsets)
+    {
+        ulong* a = stackalloc ulong[7];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)pipelineBindPoint;
+        a[2] = (ulong)layout.Handle;
+        a[3] = (ulong)firstSet;
+        a[4] = (ulong)setCount;
+        a[5] = (ulong)pBufferIndices;
+        a[6] = (ulong)pOffsets;
+        CommandBuffers.Record(Tables.vkCmdSetDescriptorBufferOffsetsEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDeviceMask(VkCommandBuffer commandBuffer, uint deviceMask)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)deviceMask;
-            CommandBuffers.Record(Tables.vkCmdSetDeviceMask, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDeviceMask(_rec.Writer, _rec.Id, deviceMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDeviceMask_Generic(commandBuffer, deviceMask);
         }
         catch (Exception e)
         {
@@ -2337,17 +3089,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDeviceMask_Generic(VkCommandBuffer commandBuffer, uint deviceMask)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)deviceMask;
+        CommandBuffers.Record(Tables.vkCmdSetDeviceMask, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetDiscardRectangleEXT(VkCommandBuffer commandBuffer, uint firstDiscardRectangle, uint discardRectangleCount, VkRect2D* pDiscardRectangles)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstDiscardRectangle;
-            a[2] = (ulong)discardRectangleCount;
-            a[3] = (ulong)pDiscardRectangles;
-            CommandBuffers.Record(Tables.vkCmdSetDiscardRectangleEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetDiscardRectangleEXT(_rec.Writer, _rec.Id, firstDiscardRectangle, discardRectangleCount, pDiscardRectangles)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetDiscardRectangleEXT_Generic(commandBuffer, firstDiscardRectangle, discardRectangleCount, pDiscardRectangles);
         }
         catch (Exception e)
         {
@@ -2355,21 +3113,40 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetDiscardRectangleEXT_Generic(VkCommandBuffer commandBuffer, uint firstDiscardRectangle, uint discardRectangleCount, VkRect2D* pDiscardRectangles)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstDiscardRectangle;
+        a[2] = (ulong)discardRectangleCount;
+        a[3] = (ulong)pDiscardRectangles;
+        CommandBuffers.Record(Tables.vkCmdSetDiscardRectangleEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetEvent(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags stageMask)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)@event.Handle;
-            a[2] = (ulong)(uint)stageMask;
-            CommandBuffers.Record(Tables.vkCmdSetEvent, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetEvent(_rec.Writer, _rec.Id, @event, stageMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetEvent_Generic(commandBuffer, @event, stageMask);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetEvent, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetEvent_Generic(VkCommandBuffer commandBuffer, VkEvent @event, VkPipelineStageFlags stageMask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)@event.Handle;
+        a[2] = (ulong)(uint)stageMask;
+        CommandBuffers.Record(Tables.vkCmdSetEvent, a);
     }
 
     [UnmanagedCallersOnly]
@@ -2394,12 +3171,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstExclusiveScissor;
-            a[2] = (ulong)exclusiveScissorCount;
-            a[3] = (ulong)pExclusiveScissors;
-            CommandBuffers.Record(Tables.vkCmdSetExclusiveScissorNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetExclusiveScissorNV(_rec.Writer, _rec.Id, firstExclusiveScissor, exclusiveScissorCount, pExclusiveScissors)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetExclusiveScissorNV_Generic(commandBuffer, firstExclusiveScissor, exclusiveScissorCount, pExclusiveScissors);
         }
         catch (Exception e)
         {
@@ -2407,15 +3181,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetExclusiveScissorNV_Generic(VkCommandBuffer commandBuffer, uint firstExclusiveScissor, uint exclusiveScissorCount, VkRect2D* pExclusiveScissors)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstExclusiveScissor;
+        a[2] = (ulong)exclusiveScissorCount;
+        a[3] = (ulong)pExclusiveScissors;
+        CommandBuffers.Record(Tables.vkCmdSetExclusiveScissorNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetExtraPrimitiveOverestimationSizeEXT(VkCommandBuffer commandBuffer, float extraPrimitiveOverestimationSize)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)BitConverter.SingleToUInt32Bits(extraPrimitiveOverestimationSize);
-            CommandBuffers.Record(Tables.vkCmdSetExtraPrimitiveOverestimationSizeEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetExtraPrimitiveOverestimationSizeEXT(_rec.Writer, _rec.Id, extraPrimitiveOverestimationSize)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetExtraPrimitiveOverestimationSizeEXT_Generic(commandBuffer, extraPrimitiveOverestimationSize);
         }
         catch (Exception e)
         {
@@ -2423,16 +3207,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetExtraPrimitiveOverestimationSizeEXT_Generic(VkCommandBuffer commandBuffer, float extraPrimitiveOverestimationSize)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)BitConverter.SingleToUInt32Bits(extraPrimitiveOverestimationSize);
+        CommandBuffers.Record(Tables.vkCmdSetExtraPrimitiveOverestimationSizeEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetFragmentShadingRateEnumNV(VkCommandBuffer commandBuffer, VkFragmentShadingRateNV shadingRate, VkFragmentShadingRateCombinerOpKHR* combinerOps)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)shadingRate;
-            a[2] = (ulong)combinerOps;
-            CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateEnumNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetFragmentShadingRateEnumNV(_rec.Writer, _rec.Id, shadingRate, combinerOps)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetFragmentShadingRateEnumNV_Generic(commandBuffer, shadingRate, combinerOps);
         }
         catch (Exception e)
         {
@@ -2440,16 +3231,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetFragmentShadingRateEnumNV_Generic(VkCommandBuffer commandBuffer, VkFragmentShadingRateNV shadingRate, VkFragmentShadingRateCombinerOpKHR* combinerOps)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)shadingRate;
+        a[2] = (ulong)combinerOps;
+        CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateEnumNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetFragmentShadingRateKHR(VkCommandBuffer commandBuffer, VkExtent2D* pFragmentSize, VkFragmentShadingRateCombinerOpKHR* combinerOps)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pFragmentSize;
-            a[2] = (ulong)combinerOps;
-            CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetFragmentShadingRateKHR(_rec.Writer, _rec.Id, pFragmentSize, combinerOps)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetFragmentShadingRateKHR_Generic(commandBuffer, pFragmentSize, combinerOps);
         }
         catch (Exception e)
         {
@@ -2457,15 +3256,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetFragmentShadingRateKHR_Generic(VkCommandBuffer commandBuffer, VkExtent2D* pFragmentSize, VkFragmentShadingRateCombinerOpKHR* combinerOps)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pFragmentSize;
+        a[2] = (ulong)combinerOps;
+        CommandBuffers.Record(Tables.vkCmdSetFragmentShadingRateKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetFrontFace(VkCommandBuffer commandBuffer, VkFrontFace frontFace)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)frontFace;
-            CommandBuffers.Record(Tables.vkCmdSetFrontFace, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetFrontFace(_rec.Writer, _rec.Id, frontFace)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetFrontFace_Generic(commandBuffer, frontFace);
         }
         catch (Exception e)
         {
@@ -2473,15 +3281,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetFrontFace_Generic(VkCommandBuffer commandBuffer, VkFrontFace frontFace)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)frontFace;
+        CommandBuffers.Record(Tables.vkCmdSetFrontFace, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLineRasterizationModeEXT(VkCommandBuffer commandBuffer, VkLineRasterizationModeEXT lineRasterizationMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)lineRasterizationMode;
-            CommandBuffers.Record(Tables.vkCmdSetLineRasterizationModeEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLineRasterizationModeEXT(_rec.Writer, _rec.Id, lineRasterizationMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLineRasterizationModeEXT_Generic(commandBuffer, lineRasterizationMode);
         }
         catch (Exception e)
         {
@@ -2489,16 +3305,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLineRasterizationModeEXT_Generic(VkCommandBuffer commandBuffer, VkLineRasterizationModeEXT lineRasterizationMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)lineRasterizationMode;
+        CommandBuffers.Record(Tables.vkCmdSetLineRasterizationModeEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLineStippleEXT(VkCommandBuffer commandBuffer, uint lineStippleFactor, ushort lineStipplePattern)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)lineStippleFactor;
-            a[2] = (ulong)lineStipplePattern;
-            CommandBuffers.Record(Tables.vkCmdSetLineStippleEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLineStippleEXT(_rec.Writer, _rec.Id, lineStippleFactor, lineStipplePattern)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLineStippleEXT_Generic(commandBuffer, lineStippleFactor, lineStipplePattern);
         }
         catch (Exception e)
         {
@@ -2506,15 +3329,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLineStippleEXT_Generic(VkCommandBuffer commandBuffer, uint lineStippleFactor, ushort lineStipplePattern)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)lineStippleFactor;
+        a[2] = (ulong)lineStipplePattern;
+        CommandBuffers.Record(Tables.vkCmdSetLineStippleEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLineStippleEnableEXT(VkCommandBuffer commandBuffer, uint stippledLineEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)stippledLineEnable;
-            CommandBuffers.Record(Tables.vkCmdSetLineStippleEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLineStippleEnableEXT(_rec.Writer, _rec.Id, stippledLineEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLineStippleEnableEXT_Generic(commandBuffer, stippledLineEnable);
         }
         catch (Exception e)
         {
@@ -2522,15 +3354,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLineStippleEnableEXT_Generic(VkCommandBuffer commandBuffer, uint stippledLineEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)stippledLineEnable;
+        CommandBuffers.Record(Tables.vkCmdSetLineStippleEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLineWidth(VkCommandBuffer commandBuffer, float lineWidth)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)BitConverter.SingleToUInt32Bits(lineWidth);
-            CommandBuffers.Record(Tables.vkCmdSetLineWidth, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLineWidth(_rec.Writer, _rec.Id, lineWidth)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLineWidth_Generic(commandBuffer, lineWidth);
         }
         catch (Exception e)
         {
@@ -2538,15 +3378,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLineWidth_Generic(VkCommandBuffer commandBuffer, float lineWidth)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)BitConverter.SingleToUInt32Bits(lineWidth);
+        CommandBuffers.Record(Tables.vkCmdSetLineWidth, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLogicOpEXT(VkCommandBuffer commandBuffer, VkLogicOp logicOp)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)logicOp;
-            CommandBuffers.Record(Tables.vkCmdSetLogicOpEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLogicOpEXT(_rec.Writer, _rec.Id, logicOp)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLogicOpEXT_Generic(commandBuffer, logicOp);
         }
         catch (Exception e)
         {
@@ -2554,15 +3402,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLogicOpEXT_Generic(VkCommandBuffer commandBuffer, VkLogicOp logicOp)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)logicOp;
+        CommandBuffers.Record(Tables.vkCmdSetLogicOpEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetLogicOpEnableEXT(VkCommandBuffer commandBuffer, uint logicOpEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)logicOpEnable;
-            CommandBuffers.Record(Tables.vkCmdSetLogicOpEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetLogicOpEnableEXT(_rec.Writer, _rec.Id, logicOpEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetLogicOpEnableEXT_Generic(commandBuffer, logicOpEnable);
         }
         catch (Exception e)
         {
@@ -2570,20 +3426,37 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetLogicOpEnableEXT_Generic(VkCommandBuffer commandBuffer, uint logicOpEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)logicOpEnable;
+        CommandBuffers.Record(Tables.vkCmdSetLogicOpEnableEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetPatchControlPointsEXT(VkCommandBuffer commandBuffer, uint patchControlPoints)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)patchControlPoints;
-            CommandBuffers.Record(Tables.vkCmdSetPatchControlPointsEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetPatchControlPointsEXT(_rec.Writer, _rec.Id, patchControlPoints)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetPatchControlPointsEXT_Generic(commandBuffer, patchControlPoints);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetPatchControlPointsEXT, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetPatchControlPointsEXT_Generic(VkCommandBuffer commandBuffer, uint patchControlPoints)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)patchControlPoints;
+        CommandBuffers.Record(Tables.vkCmdSetPatchControlPointsEXT, a);
     }
 
     [UnmanagedCallersOnly]
@@ -2639,10 +3512,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)polygonMode;
-            CommandBuffers.Record(Tables.vkCmdSetPolygonModeEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetPolygonModeEXT(_rec.Writer, _rec.Id, polygonMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetPolygonModeEXT_Generic(commandBuffer, polygonMode);
         }
         catch (Exception e)
         {
@@ -2650,15 +3522,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetPolygonModeEXT_Generic(VkCommandBuffer commandBuffer, VkPolygonMode polygonMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)polygonMode;
+        CommandBuffers.Record(Tables.vkCmdSetPolygonModeEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetPrimitiveRestartEnable(VkCommandBuffer commandBuffer, uint primitiveRestartEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)primitiveRestartEnable;
-            CommandBuffers.Record(Tables.vkCmdSetPrimitiveRestartEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetPrimitiveRestartEnable(_rec.Writer, _rec.Id, primitiveRestartEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetPrimitiveRestartEnable_Generic(commandBuffer, primitiveRestartEnable);
         }
         catch (Exception e)
         {
@@ -2666,15 +3546,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetPrimitiveRestartEnable_Generic(VkCommandBuffer commandBuffer, uint primitiveRestartEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)primitiveRestartEnable;
+        CommandBuffers.Record(Tables.vkCmdSetPrimitiveRestartEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetPrimitiveTopology(VkCommandBuffer commandBuffer, VkPrimitiveTopology primitiveTopology)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)primitiveTopology;
-            CommandBuffers.Record(Tables.vkCmdSetPrimitiveTopology, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetPrimitiveTopology(_rec.Writer, _rec.Id, primitiveTopology)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetPrimitiveTopology_Generic(commandBuffer, primitiveTopology);
         }
         catch (Exception e)
         {
@@ -2682,15 +3570,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetPrimitiveTopology_Generic(VkCommandBuffer commandBuffer, VkPrimitiveTopology primitiveTopology)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)primitiveTopology;
+        CommandBuffers.Record(Tables.vkCmdSetPrimitiveTopology, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetProvokingVertexModeEXT(VkCommandBuffer commandBuffer, VkProvokingVertexModeEXT provokingVertexMode)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)provokingVertexMode;
-            CommandBuffers.Record(Tables.vkCmdSetProvokingVertexModeEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetProvokingVertexModeEXT(_rec.Writer, _rec.Id, provokingVertexMode)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetProvokingVertexModeEXT_Generic(commandBuffer, provokingVertexMode);
         }
         catch (Exception e)
         {
@@ -2698,15 +3594,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetProvokingVertexModeEXT_Generic(VkCommandBuffer commandBuffer, VkProvokingVertexModeEXT provokingVertexMode)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)provokingVertexMode;
+        CommandBuffers.Record(Tables.vkCmdSetProvokingVertexModeEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetRasterizationSamplesEXT(VkCommandBuffer commandBuffer, VkSampleCountFlagBits rasterizationSamples)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)rasterizationSamples;
-            CommandBuffers.Record(Tables.vkCmdSetRasterizationSamplesEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetRasterizationSamplesEXT(_rec.Writer, _rec.Id, rasterizationSamples)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetRasterizationSamplesEXT_Generic(commandBuffer, rasterizationSamples);
         }
         catch (Exception e)
         {
@@ -2714,15 +3618,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetRasterizationSamplesEXT_Generic(VkCommandBuffer commandBuffer, VkSampleCountFlagBits rasterizationSamples)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)rasterizationSamples;
+        CommandBuffers.Record(Tables.vkCmdSetRasterizationSamplesEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetRasterizationStreamEXT(VkCommandBuffer commandBuffer, uint rasterizationStream)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)rasterizationStream;
-            CommandBuffers.Record(Tables.vkCmdSetRasterizationStreamEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetRasterizationStreamEXT(_rec.Writer, _rec.Id, rasterizationStream)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetRasterizationStreamEXT_Generic(commandBuffer, rasterizationStream);
         }
         catch (Exception e)
         {
@@ -2730,15 +3642,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetRasterizationStreamEXT_Generic(VkCommandBuffer commandBuffer, uint rasterizationStream)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)rasterizationStream;
+        CommandBuffers.Record(Tables.vkCmdSetRasterizationStreamEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetRasterizerDiscardEnable(VkCommandBuffer commandBuffer, uint rasterizerDiscardEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)rasterizerDiscardEnable;
-            CommandBuffers.Record(Tables.vkCmdSetRasterizerDiscardEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetRasterizerDiscardEnable(_rec.Writer, _rec.Id, rasterizerDiscardEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetRasterizerDiscardEnable_Generic(commandBuffer, rasterizerDiscardEnable);
         }
         catch (Exception e)
         {
@@ -2746,15 +3666,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetRasterizerDiscardEnable_Generic(VkCommandBuffer commandBuffer, uint rasterizerDiscardEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)rasterizerDiscardEnable;
+        CommandBuffers.Record(Tables.vkCmdSetRasterizerDiscardEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetRayTracingPipelineStackSizeKHR(VkCommandBuffer commandBuffer, uint pipelineStackSize)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pipelineStackSize;
-            CommandBuffers.Record(Tables.vkCmdSetRayTracingPipelineStackSizeKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetRayTracingPipelineStackSizeKHR(_rec.Writer, _rec.Id, pipelineStackSize)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetRayTracingPipelineStackSizeKHR_Generic(commandBuffer, pipelineStackSize);
         }
         catch (Exception e)
         {
@@ -2762,20 +3690,37 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetRayTracingPipelineStackSizeKHR_Generic(VkCommandBuffer commandBuffer, uint pipelineStackSize)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pipelineStackSize;
+        CommandBuffers.Record(Tables.vkCmdSetRayTracingPipelineStackSizeKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetRepresentativeFragmentTestEnableNV(VkCommandBuffer commandBuffer, uint representativeFragmentTestEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)representativeFragmentTestEnable;
-            CommandBuffers.Record(Tables.vkCmdSetRepresentativeFragmentTestEnableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetRepresentativeFragmentTestEnableNV(_rec.Writer, _rec.Id, representativeFragmentTestEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetRepresentativeFragmentTestEnableNV_Generic(commandBuffer, representativeFragmentTestEnable);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetRepresentativeFragmentTestEnableNV, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetRepresentativeFragmentTestEnableNV_Generic(VkCommandBuffer commandBuffer, uint representativeFragmentTestEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)representativeFragmentTestEnable;
+        CommandBuffers.Record(Tables.vkCmdSetRepresentativeFragmentTestEnableNV, a);
     }
 
     [UnmanagedCallersOnly]
@@ -2799,15 +3744,23 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)sampleLocationsEnable;
-            CommandBuffers.Record(Tables.vkCmdSetSampleLocationsEnableEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetSampleLocationsEnableEXT(_rec.Writer, _rec.Id, sampleLocationsEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetSampleLocationsEnableEXT_Generic(commandBuffer, sampleLocationsEnable);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetSampleLocationsEnableEXT, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetSampleLocationsEnableEXT_Generic(VkCommandBuffer commandBuffer, uint sampleLocationsEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)sampleLocationsEnable;
+        CommandBuffers.Record(Tables.vkCmdSetSampleLocationsEnableEXT, a);
     }
 
     [UnmanagedCallersOnly]
@@ -2832,12 +3785,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstScissor;
-            a[2] = (ulong)scissorCount;
-            a[3] = (ulong)pScissors;
-            CommandBuffers.Record(Tables.vkCmdSetScissor, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetScissor(_rec.Writer, _rec.Id, firstScissor, scissorCount, pScissors)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetScissor_Generic(commandBuffer, firstScissor, scissorCount, pScissors);
         }
         catch (Exception e)
         {
@@ -2845,16 +3795,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetScissor_Generic(VkCommandBuffer commandBuffer, uint firstScissor, uint scissorCount, VkRect2D* pScissors)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstScissor;
+        a[2] = (ulong)scissorCount;
+        a[3] = (ulong)pScissors;
+        CommandBuffers.Record(Tables.vkCmdSetScissor, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetScissorWithCount(VkCommandBuffer commandBuffer, uint scissorCount, VkRect2D* pScissors)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)scissorCount;
-            a[2] = (ulong)pScissors;
-            CommandBuffers.Record(Tables.vkCmdSetScissorWithCount, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetScissorWithCount(_rec.Writer, _rec.Id, scissorCount, pScissors)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetScissorWithCount_Generic(commandBuffer, scissorCount, pScissors);
         }
         catch (Exception e)
         {
@@ -2862,15 +3821,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetScissorWithCount_Generic(VkCommandBuffer commandBuffer, uint scissorCount, VkRect2D* pScissors)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)scissorCount;
+        a[2] = (ulong)pScissors;
+        CommandBuffers.Record(Tables.vkCmdSetScissorWithCount, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetShadingRateImageEnableNV(VkCommandBuffer commandBuffer, uint shadingRateImageEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)shadingRateImageEnable;
-            CommandBuffers.Record(Tables.vkCmdSetShadingRateImageEnableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetShadingRateImageEnableNV(_rec.Writer, _rec.Id, shadingRateImageEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetShadingRateImageEnableNV_Generic(commandBuffer, shadingRateImageEnable);
         }
         catch (Exception e)
         {
@@ -2878,16 +3846,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetShadingRateImageEnableNV_Generic(VkCommandBuffer commandBuffer, uint shadingRateImageEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)shadingRateImageEnable;
+        CommandBuffers.Record(Tables.vkCmdSetShadingRateImageEnableNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetStencilCompareMask(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint compareMask)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)faceMask;
-            a[2] = (ulong)compareMask;
-            CommandBuffers.Record(Tables.vkCmdSetStencilCompareMask, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetStencilCompareMask(_rec.Writer, _rec.Id, faceMask, compareMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetStencilCompareMask_Generic(commandBuffer, faceMask, compareMask);
         }
         catch (Exception e)
         {
@@ -2895,19 +3870,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetStencilCompareMask_Generic(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint compareMask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)faceMask;
+        a[2] = (ulong)compareMask;
+        CommandBuffers.Record(Tables.vkCmdSetStencilCompareMask, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetStencilOp(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, VkStencilOp failOp, VkStencilOp passOp, VkStencilOp depthFailOp, VkCompareOp compareOp)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)faceMask;
-            a[2] = (ulong)(uint)(int)failOp;
-            a[3] = (ulong)(uint)(int)passOp;
-            a[4] = (ulong)(uint)(int)depthFailOp;
-            a[5] = (ulong)(uint)(int)compareOp;
-            CommandBuffers.Record(Tables.vkCmdSetStencilOp, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetStencilOp(_rec.Writer, _rec.Id, faceMask, failOp, passOp, depthFailOp, compareOp)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetStencilOp_Generic(commandBuffer, faceMask, failOp, passOp, depthFailOp, compareOp);
         }
         catch (Exception e)
         {
@@ -2915,16 +3895,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetStencilOp_Generic(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, VkStencilOp failOp, VkStencilOp passOp, VkStencilOp depthFailOp, VkCompareOp compareOp)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)faceMask;
+        a[2] = (ulong)(uint)(int)failOp;
+        a[3] = (ulong)(uint)(int)passOp;
+        a[4] = (ulong)(uint)(int)depthFailOp;
+        a[5] = (ulong)(uint)(int)compareOp;
+        CommandBuffers.Record(Tables.vkCmdSetStencilOp, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetStencilReference(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint reference)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)faceMask;
-            a[2] = (ulong)reference;
-            CommandBuffers.Record(Tables.vkCmdSetStencilReference, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetStencilReference(_rec.Writer, _rec.Id, faceMask, reference)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetStencilReference_Generic(commandBuffer, faceMask, reference);
         }
         catch (Exception e)
         {
@@ -2932,15 +3923,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetStencilReference_Generic(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint reference)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)faceMask;
+        a[2] = (ulong)reference;
+        CommandBuffers.Record(Tables.vkCmdSetStencilReference, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetStencilTestEnable(VkCommandBuffer commandBuffer, uint stencilTestEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)stencilTestEnable;
-            CommandBuffers.Record(Tables.vkCmdSetStencilTestEnable, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetStencilTestEnable(_rec.Writer, _rec.Id, stencilTestEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetStencilTestEnable_Generic(commandBuffer, stencilTestEnable);
         }
         catch (Exception e)
         {
@@ -2948,16 +3948,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetStencilTestEnable_Generic(VkCommandBuffer commandBuffer, uint stencilTestEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)stencilTestEnable;
+        CommandBuffers.Record(Tables.vkCmdSetStencilTestEnable, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetStencilWriteMask(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint writeMask)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)faceMask;
-            a[2] = (ulong)writeMask;
-            CommandBuffers.Record(Tables.vkCmdSetStencilWriteMask, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetStencilWriteMask(_rec.Writer, _rec.Id, faceMask, writeMask)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetStencilWriteMask_Generic(commandBuffer, faceMask, writeMask);
         }
         catch (Exception e)
         {
@@ -2965,15 +3972,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetStencilWriteMask_Generic(VkCommandBuffer commandBuffer, VkStencilFaceFlags faceMask, uint writeMask)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)faceMask;
+        a[2] = (ulong)writeMask;
+        CommandBuffers.Record(Tables.vkCmdSetStencilWriteMask, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetTessellationDomainOriginEXT(VkCommandBuffer commandBuffer, VkTessellationDomainOrigin domainOrigin)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)(int)domainOrigin;
-            CommandBuffers.Record(Tables.vkCmdSetTessellationDomainOriginEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetTessellationDomainOriginEXT(_rec.Writer, _rec.Id, domainOrigin)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetTessellationDomainOriginEXT_Generic(commandBuffer, domainOrigin);
         }
         catch (Exception e)
         {
@@ -2981,18 +3997,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetTessellationDomainOriginEXT_Generic(VkCommandBuffer commandBuffer, VkTessellationDomainOrigin domainOrigin)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)(int)domainOrigin;
+        CommandBuffers.Record(Tables.vkCmdSetTessellationDomainOriginEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetVertexInputEXT(VkCommandBuffer commandBuffer, uint vertexBindingDescriptionCount, VkVertexInputBindingDescription2EXT* pVertexBindingDescriptions, uint vertexAttributeDescriptionCount, VkVertexInputAttributeDescription2EXT* pVertexAttributeDescriptions)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)vertexBindingDescriptionCount;
-            a[2] = (ulong)pVertexBindingDescriptions;
-            a[3] = (ulong)vertexAttributeDescriptionCount;
-            a[4] = (ulong)pVertexAttributeDescriptions;
-            CommandBuffers.Record(Tables.vkCmdSetVertexInputEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetVertexInputEXT(_rec.Writer, _rec.Id, vertexBindingDescriptionCount, pVertexBindingDescriptions, vertexAttributeDescriptionCount, pVertexAttributeDescriptions)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetVertexInputEXT_Generic(commandBuffer, vertexBindingDescriptionCount, pVertexBindingDescriptions, vertexAttributeDescriptionCount, pVertexAttributeDescriptions);
         }
         catch (Exception e)
         {
@@ -3000,22 +4021,42 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetVertexInputEXT_Generic(VkCommandBuffer commandBuffer, uint vertexBindingDescriptionCount, VkVertexInputBindingDescription2EXT* pVertexBindingDescriptions, uint vertexAttributeDescriptionCount, VkVertexInputAttributeDescription2EXT* pVertexAttributeDescriptions)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)vertexBindingDescriptionCount;
+        a[2] = (ulong)pVertexBindingDescriptions;
+        a[3] = (ulong)vertexAttributeDescriptionCount;
+        a[4] = (ulong)pVertexAttributeDescriptions;
+        CommandBuffers.Record(Tables.vkCmdSetVertexInputEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetViewport(VkCommandBuffer commandBuffer, uint firstViewport, uint viewportCount, VkViewport* pViewports)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstViewport;
-            a[2] = (ulong)viewportCount;
-            a[3] = (ulong)pViewports;
-            CommandBuffers.Record(Tables.vkCmdSetViewport, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetViewport(_rec.Writer, _rec.Id, firstViewport, viewportCount, pViewports)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetViewport_Generic(commandBuffer, firstViewport, viewportCount, pViewports);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdSetViewport, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetViewport_Generic(VkCommandBuffer commandBuffer, uint firstViewport, uint viewportCount, VkViewport* pViewports)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstViewport;
+        a[2] = (ulong)viewportCount;
+        a[3] = (ulong)pViewports;
+        CommandBuffers.Record(Tables.vkCmdSetViewport, a);
     }
 
     [UnmanagedCallersOnly]
@@ -3041,12 +4082,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstViewport;
-            a[2] = (ulong)viewportCount;
-            a[3] = (ulong)pViewportSwizzles;
-            CommandBuffers.Record(Tables.vkCmdSetViewportSwizzleNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetViewportSwizzleNV(_rec.Writer, _rec.Id, firstViewport, viewportCount, pViewportSwizzles)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetViewportSwizzleNV_Generic(commandBuffer, firstViewport, viewportCount, pViewportSwizzles);
         }
         catch (Exception e)
         {
@@ -3054,15 +4092,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetViewportSwizzleNV_Generic(VkCommandBuffer commandBuffer, uint firstViewport, uint viewportCount, VkViewportSwizzleNV* pViewportSwizzles)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstViewport;
+        a[2] = (ulong)viewportCount;
+        a[3] = (ulong)pViewportSwizzles;
+        CommandBuffers.Record(Tables.vkCmdSetViewportSwizzleNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetViewportWScalingEnableNV(VkCommandBuffer commandBuffer, uint viewportWScalingEnable)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)viewportWScalingEnable;
-            CommandBuffers.Record(Tables.vkCmdSetViewportWScalingEnableNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetViewportWScalingEnableNV(_rec.Writer, _rec.Id, viewportWScalingEnable)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetViewportWScalingEnableNV_Generic(commandBuffer, viewportWScalingEnable);
         }
         catch (Exception e)
         {
@@ -3070,17 +4118,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetViewportWScalingEnableNV_Generic(VkCommandBuffer commandBuffer, uint viewportWScalingEnable)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)viewportWScalingEnable;
+        CommandBuffers.Record(Tables.vkCmdSetViewportWScalingEnableNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetViewportWScalingNV(VkCommandBuffer commandBuffer, uint firstViewport, uint viewportCount, VkViewportWScalingNV* pViewportWScalings)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)firstViewport;
-            a[2] = (ulong)viewportCount;
-            a[3] = (ulong)pViewportWScalings;
-            CommandBuffers.Record(Tables.vkCmdSetViewportWScalingNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetViewportWScalingNV(_rec.Writer, _rec.Id, firstViewport, viewportCount, pViewportWScalings)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetViewportWScalingNV_Generic(commandBuffer, firstViewport, viewportCount, pViewportWScalings);
         }
         catch (Exception e)
         {
@@ -3088,16 +4142,25 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetViewportWScalingNV_Generic(VkCommandBuffer commandBuffer, uint firstViewport, uint viewportCount, VkViewportWScalingNV* pViewportWScalings)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)firstViewport;
+        a[2] = (ulong)viewportCount;
+        a[3] = (ulong)pViewportWScalings;
+        CommandBuffers.Record(Tables.vkCmdSetViewportWScalingNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSetViewportWithCount(VkCommandBuffer commandBuffer, uint viewportCount, VkViewport* pViewports)
     {
         try
         {
-            ulong* a = stackalloc ulong[3];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)viewportCount;
-            a[2] = (ulong)pViewports;
-            CommandBuffers.Record(Tables.vkCmdSetViewportWithCount, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSetViewportWithCount(_rec.Writer, _rec.Id, viewportCount, pViewports)) CommandBuffers.Recorded(_rec);
+            else vkCmdSetViewportWithCount_Generic(commandBuffer, viewportCount, pViewports);
         }
         catch (Exception e)
         {
@@ -3105,14 +4168,24 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSetViewportWithCount_Generic(VkCommandBuffer commandBuffer, uint viewportCount, VkViewport* pViewports)
+    {
+        ulong* a = stackalloc ulong[3];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)viewportCount;
+        a[2] = (ulong)pViewports;
+        CommandBuffers.Record(Tables.vkCmdSetViewportWithCount, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdSubpassShadingHUAWEI(VkCommandBuffer commandBuffer)
     {
         try
         {
-            ulong* a = stackalloc ulong[1];
-            a[0] = (ulong)commandBuffer.Handle;
-            CommandBuffers.Record(Tables.vkCmdSubpassShadingHUAWEI, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdSubpassShadingHUAWEI(_rec.Writer, _rec.Id)) CommandBuffers.Recorded(_rec);
+            else vkCmdSubpassShadingHUAWEI_Generic(commandBuffer);
         }
         catch (Exception e)
         {
@@ -3120,15 +4193,22 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdSubpassShadingHUAWEI_Generic(VkCommandBuffer commandBuffer)
+    {
+        ulong* a = stackalloc ulong[1];
+        a[0] = (ulong)commandBuffer.Handle;
+        CommandBuffers.Record(Tables.vkCmdSubpassShadingHUAWEI, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdTraceRaysIndirect2KHR(VkCommandBuffer commandBuffer, ulong indirectDeviceAddress)
     {
         try
         {
-            ulong* a = stackalloc ulong[2];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)indirectDeviceAddress;
-            CommandBuffers.Record(Tables.vkCmdTraceRaysIndirect2KHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdTraceRaysIndirect2KHR(_rec.Writer, _rec.Id, indirectDeviceAddress)) CommandBuffers.Recorded(_rec);
+            else vkCmdTraceRaysIndirect2KHR_Generic(commandBuffer, indirectDeviceAddress);
         }
         catch (Exception e)
         {
@@ -3136,19 +4216,23 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdTraceRaysIndirect2KHR_Generic(VkCommandBuffer commandBuffer, ulong indirectDeviceAddress)
+    {
+        ulong* a = stackalloc ulong[2];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)indirectDeviceAddress;
+        CommandBuffers.Record(Tables.vkCmdTraceRaysIndirect2KHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdTraceRaysIndirectKHR(VkCommandBuffer commandBuffer, VkStridedDeviceAddressRegionKHR* pRaygenShaderBindingTable, VkStridedDeviceAddressRegionKHR* pMissShaderBindingTable, VkStridedDeviceAddressRegionKHR* pHitShaderBindingTable, VkStridedDeviceAddressRegionKHR* pCallableShaderBindingTable, ulong indirectDeviceAddress)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pRaygenShaderBindingTable;
-            a[2] = (ulong)pMissShaderBindingTable;
-            a[3] = (ulong)pHitShaderBindingTable;
-            a[4] = (ulong)pCallableShaderBindingTable;
-            a[5] = (ulong)indirectDeviceAddress;
-            CommandBuffers.Record(Tables.vkCmdTraceRaysIndirectKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdTraceRaysIndirectKHR(_rec.Writer, _rec.Id, pRaygenShaderBindingTable, pMissShaderBindingTable, pHitShaderBindingTable, pCallableShaderBindingTable, indirectDeviceAddress)) CommandBuffers.Recorded(_rec);
+            else vkCmdTraceRaysIndirectKHR_Generic(commandBuffer, pRaygenShaderBindingTable, pMissShaderBindingTable, pHitShaderBindingTable, pCallableShaderBindingTable, indirectDeviceAddress);
         }
         catch (Exception e)
         {
@@ -3156,21 +4240,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdTraceRaysIndirectKHR_Generic(VkCommandBuffer commandBuffer, VkStridedDeviceAddressRegionKHR* pRaygenShaderBindingTable, VkStridedDeviceAddressRegionKHR* pMissShaderBindingTable, VkStridedDeviceAddressRegionKHR* pHitShaderBindingTable, VkStridedDeviceAddressRegionKHR* pCallableShaderBindingTable, ulong indirectDeviceAddress)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pRaygenShaderBindingTable;
+        a[2] = (ulong)pMissShaderBindingTable;
+        a[3] = (ulong)pHitShaderBindingTable;
+        a[4] = (ulong)pCallableShaderBindingTable;
+        a[5] = (ulong)indirectDeviceAddress;
+        CommandBuffers.Record(Tables.vkCmdTraceRaysIndirectKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdTraceRaysKHR(VkCommandBuffer commandBuffer, VkStridedDeviceAddressRegionKHR* pRaygenShaderBindingTable, VkStridedDeviceAddressRegionKHR* pMissShaderBindingTable, VkStridedDeviceAddressRegionKHR* pHitShaderBindingTable, VkStridedDeviceAddressRegionKHR* pCallableShaderBindingTable, uint width, uint height, uint depth)
     {
         try
         {
-            ulong* a = stackalloc ulong[8];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)pRaygenShaderBindingTable;
-            a[2] = (ulong)pMissShaderBindingTable;
-            a[3] = (ulong)pHitShaderBindingTable;
-            a[4] = (ulong)pCallableShaderBindingTable;
-            a[5] = (ulong)width;
-            a[6] = (ulong)height;
-            a[7] = (ulong)depth;
-            CommandBuffers.Record(Tables.vkCmdTraceRaysKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdTraceRaysKHR(_rec.Writer, _rec.Id, pRaygenShaderBindingTable, pMissShaderBindingTable, pHitShaderBindingTable, pCallableShaderBindingTable, width, height, depth)) CommandBuffers.Recorded(_rec);
+            else vkCmdTraceRaysKHR_Generic(commandBuffer, pRaygenShaderBindingTable, pMissShaderBindingTable, pHitShaderBindingTable, pCallableShaderBindingTable, width, height, depth);
         }
         catch (Exception e)
         {
@@ -3178,28 +4268,29 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdTraceRaysKHR_Generic(VkCommandBuffer commandBuffer, VkStridedDeviceAddressRegionKHR* pRaygenShaderBindingTable, VkStridedDeviceAddressRegionKHR* pMissShaderBindingTable, VkStridedDeviceAddressRegionKHR* pHitShaderBindingTable, VkStridedDeviceAddressRegionKHR* pCallableShaderBindingTable, uint width, uint height, uint depth)
+    {
+        ulong* a = stackalloc ulong[8];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)pRaygenShaderBindingTable;
+        a[2] = (ulong)pMissShaderBindingTable;
+        a[3] = (ulong)pHitShaderBindingTable;
+        a[4] = (ulong)pCallableShaderBindingTable;
+        a[5] = (ulong)width;
+        a[6] = (ulong)height;
+        a[7] = (ulong)depth;
+        CommandBuffers.Record(Tables.vkCmdTraceRaysKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdTraceRaysNV(VkCommandBuffer commandBuffer, VkBuffer raygenShaderBindingTableBuffer, ulong raygenShaderBindingOffset, VkBuffer missShaderBindingTableBuffer, ulong missShaderBindingOffset, ulong missShaderBindingStride, VkBuffer hitShaderBindingTableBuffer, ulong hitShaderBindingOffset, ulong hitShaderBindingStride, VkBuffer callableShaderBindingTableBuffer, ulong callableShaderBindingOffset, ulong callableShaderBindingStride, uint width, uint height, uint depth)
     {
         try
         {
-            ulong* a = stackalloc ulong[15];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)raygenShaderBindingTableBuffer.Handle;
-            a[2] = (ulong)raygenShaderBindingOffset;
-            a[3] = (ulong)missShaderBindingTableBuffer.Handle;
-            a[4] = (ulong)missShaderBindingOffset;
-            a[5] = (ulong)missShaderBindingStride;
-            a[6] = (ulong)hitShaderBindingTableBuffer.Handle;
-            a[7] = (ulong)hitShaderBindingOffset;
-            a[8] = (ulong)hitShaderBindingStride;
-            a[9] = (ulong)callableShaderBindingTableBuffer.Handle;
-            a[10] = (ulong)callableShaderBindingOffset;
-            a[11] = (ulong)callableShaderBindingStride;
-            a[12] = (ulong)width;
-            a[13] = (ulong)height;
-            a[14] = (ulong)depth;
-            CommandBuffers.Record(Tables.vkCmdTraceRaysNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdTraceRaysNV(_rec.Writer, _rec.Id, raygenShaderBindingTableBuffer, raygenShaderBindingOffset, missShaderBindingTableBuffer, missShaderBindingOffset, missShaderBindingStride, hitShaderBindingTableBuffer, hitShaderBindingOffset, hitShaderBindingStride, callableShaderBindingTableBuffer, callableShaderBindingOffset, callableShaderBindingStride, width, height, depth)) CommandBuffers.Recorded(_rec);
+            else vkCmdTraceRaysNV_Generic(commandBuffer, raygenShaderBindingTableBuffer, raygenShaderBindingOffset, missShaderBindingTableBuffer, missShaderBindingOffset, missShaderBindingStride, hitShaderBindingTableBuffer, hitShaderBindingOffset, hitShaderBindingStride, callableShaderBindingTableBuffer, callableShaderBindingOffset, callableShaderBindingStride, width, height, depth);
         }
         catch (Exception e)
         {
@@ -3207,18 +4298,36 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdTraceRaysNV_Generic(VkCommandBuffer commandBuffer, VkBuffer raygenShaderBindingTableBuffer, ulong raygenShaderBindingOffset, VkBuffer missShaderBindingTableBuffer, ulong missShaderBindingOffset, ulong missShaderBindingStride, VkBuffer hitShaderBindingTableBuffer, ulong hitShaderBindingOffset, ulong hitShaderBindingStride, VkBuffer callableShaderBindingTableBuffer, ulong callableShaderBindingOffset, ulong callableShaderBindingStride, uint width, uint height, uint depth)
+    {
+        ulong* a = stackalloc ulong[15];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)raygenShaderBindingTableBuffer.Handle;
+        a[2] = (ulong)raygenShaderBindingOffset;
+        a[3] = (ulong)missShaderBindingTableBuffer.Handle;
+        a[4] = (ulong)missShaderBindingOffset;
+        a[5] = (ulong)missShaderBindingStride;
+        a[6] = (ulong)hitShaderBindingTableBuffer.Handle;
+        a[7] = (ulong)hitShaderBindingOffset;
+        a[8] = (ulong)hitShaderBindingStride;
+        a[9] = (ulong)callableShaderBindingTableBuffer.Handle;
+        a[10] = (ulong)callableShaderBindingOffset;
+        a[11] = (ulong)callableShaderBindingStride;
+        a[12] = (ulong)width;
+        a[13] = (ulong)height;
+        a[14] = (ulong)depth;
+        CommandBuffers.Record(Tables.vkCmdTraceRaysNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdUpdateBuffer(VkCommandBuffer commandBuffer, VkBuffer dstBuffer, ulong dstOffset, ulong dataSize, void* pData)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)dstBuffer.Handle;
-            a[2] = (ulong)dstOffset;
-            a[3] = (ulong)dataSize;
-            a[4] = (ulong)pData;
-            CommandBuffers.Record(Tables.vkCmdUpdateBuffer, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdUpdateBuffer(_rec.Writer, _rec.Id, dstBuffer, dstOffset, dataSize, pData)) CommandBuffers.Recorded(_rec);
+            else vkCmdUpdateBuffer_Generic(commandBuffer, dstBuffer, dstOffset, dataSize, pData);
         }
         catch (Exception e)
         {
@@ -3226,29 +4335,49 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdUpdateBuffer_Generic(VkCommandBuffer commandBuffer, VkBuffer dstBuffer, ulong dstOffset, ulong dataSize, void* pData)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)dstBuffer.Handle;
+        a[2] = (ulong)dstOffset;
+        a[3] = (ulong)dataSize;
+        a[4] = (ulong)pData;
+        CommandBuffers.Record(Tables.vkCmdUpdateBuffer, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWaitEvents(VkCommandBuffer commandBuffer, uint eventCount, VkEvent* pEvents, VkPipelineStageFlags srcStageMask, VkPipelineStageFlags dstStageMask, uint memoryBarrierCount, VkMemoryBarrier* pMemoryBarriers, uint bufferMemoryBarrierCount, VkBufferMemoryBarrier* pBufferMemoryBarriers, uint imageMemoryBarrierCount, VkImageMemoryBarrier* pImageMemoryBarriers)
     {
         try
         {
-            ulong* a = stackalloc ulong[11];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)eventCount;
-            a[2] = (ulong)pEvents;
-            a[3] = (ulong)(uint)srcStageMask;
-            a[4] = (ulong)(uint)dstStageMask;
-            a[5] = (ulong)memoryBarrierCount;
-            a[6] = (ulong)pMemoryBarriers;
-            a[7] = (ulong)bufferMemoryBarrierCount;
-            a[8] = (ulong)pBufferMemoryBarriers;
-            a[9] = (ulong)imageMemoryBarrierCount;
-            a[10] = (ulong)pImageMemoryBarriers;
-            CommandBuffers.Record(Tables.vkCmdWaitEvents, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWaitEvents(_rec.Writer, _rec.Id, eventCount, pEvents, srcStageMask, dstStageMask, memoryBarrierCount, pMemoryBarriers, bufferMemoryBarrierCount, pBufferMemoryBarriers, imageMemoryBarrierCount, pImageMemoryBarriers)) CommandBuffers.Recorded(_rec);
+            else vkCmdWaitEvents_Generic(commandBuffer, eventCount, pEvents, srcStageMask, dstStageMask, memoryBarrierCount, pMemoryBarriers, bufferMemoryBarrierCount, pBufferMemoryBarriers, imageMemoryBarrierCount, pImageMemoryBarriers);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdWaitEvents, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWaitEvents_Generic(VkCommandBuffer commandBuffer, uint eventCount, VkEvent* pEvents, VkPipelineStageFlags srcStageMask, VkPipelineStageFlags dstStageMask, uint memoryBarrierCount, VkMemoryBarrier* pMemoryBarriers, uint bufferMemoryBarrierCount, VkBufferMemoryBarrier* pBufferMemoryBarriers, uint imageMemoryBarrierCount, VkImageMemoryBarrier* pImageMemoryBarriers)
+    {
+        ulong* a = stackalloc ulong[11];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)eventCount;
+        a[2] = (ulong)pEvents;
+        a[3] = (ulong)(uint)srcStageMask;
+        a[4] = (ulong)(uint)dstStageMask;
+        a[5] = (ulong)memoryBarrierCount;
+        a[6] = (ulong)pMemoryBarriers;
+        a[7] = (ulong)bufferMemoryBarrierCount;
+        a[8] = (ulong)pBufferMemoryBarriers;
+        a[9] = (ulong)imageMemoryBarrierCount;
+        a[10] = (ulong)pImageMemoryBarriers;
+        CommandBuffers.Record(Tables.vkCmdWaitEvents, a);
     }
 
     [UnmanagedCallersOnly]
@@ -3274,14 +4403,9 @@ internal static unsafe partial class Entrypoints
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)accelerationStructureCount;
-            a[2] = (ulong)pAccelerationStructures;
-            a[3] = (ulong)(uint)(int)queryType;
-            a[4] = (ulong)queryPool.Handle;
-            a[5] = (ulong)firstQuery;
-            CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesKHR, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteAccelerationStructuresPropertiesKHR(_rec.Writer, _rec.Id, accelerationStructureCount, pAccelerationStructures, queryType, queryPool, firstQuery)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteAccelerationStructuresPropertiesKHR_Generic(commandBuffer, accelerationStructureCount, pAccelerationStructures, queryType, queryPool, firstQuery);
         }
         catch (Exception e)
         {
@@ -3289,19 +4413,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteAccelerationStructuresPropertiesKHR_Generic(VkCommandBuffer commandBuffer, uint accelerationStructureCount, VkAccelerationStructureKHR* pAccelerationStructures, VkQueryType queryType, VkQueryPool queryPool, uint firstQuery)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)accelerationStructureCount;
+        a[2] = (ulong)pAccelerationStructures;
+        a[3] = (ulong)(uint)(int)queryType;
+        a[4] = (ulong)queryPool.Handle;
+        a[5] = (ulong)firstQuery;
+        CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesKHR, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteAccelerationStructuresPropertiesNV(VkCommandBuffer commandBuffer, uint accelerationStructureCount, VkAccelerationStructureNV* pAccelerationStructures, VkQueryType queryType, VkQueryPool queryPool, uint firstQuery)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)accelerationStructureCount;
-            a[2] = (ulong)pAccelerationStructures;
-            a[3] = (ulong)(uint)(int)queryType;
-            a[4] = (ulong)queryPool.Handle;
-            a[5] = (ulong)firstQuery;
-            CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesNV, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteAccelerationStructuresPropertiesNV(_rec.Writer, _rec.Id, accelerationStructureCount, pAccelerationStructures, queryType, queryPool, firstQuery)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteAccelerationStructuresPropertiesNV_Generic(commandBuffer, accelerationStructureCount, pAccelerationStructures, queryType, queryPool, firstQuery);
         }
         catch (Exception e)
         {
@@ -3309,18 +4441,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteAccelerationStructuresPropertiesNV_Generic(VkCommandBuffer commandBuffer, uint accelerationStructureCount, VkAccelerationStructureNV* pAccelerationStructures, VkQueryType queryType, VkQueryPool queryPool, uint firstQuery)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)accelerationStructureCount;
+        a[2] = (ulong)pAccelerationStructures;
+        a[3] = (ulong)(uint)(int)queryType;
+        a[4] = (ulong)queryPool.Handle;
+        a[5] = (ulong)firstQuery;
+        CommandBuffers.Record(Tables.vkCmdWriteAccelerationStructuresPropertiesNV, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteBufferMarker2AMD(VkCommandBuffer commandBuffer, VkPipelineStageFlags2 stage, VkBuffer dstBuffer, ulong dstOffset, uint marker)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(ulong)stage;
-            a[2] = (ulong)dstBuffer.Handle;
-            a[3] = (ulong)dstOffset;
-            a[4] = (ulong)marker;
-            CommandBuffers.Record(Tables.vkCmdWriteBufferMarker2AMD, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteBufferMarker2AMD(_rec.Writer, _rec.Id, stage, dstBuffer, dstOffset, marker)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteBufferMarker2AMD_Generic(commandBuffer, stage, dstBuffer, dstOffset, marker);
         }
         catch (Exception e)
         {
@@ -3328,18 +4469,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteBufferMarker2AMD_Generic(VkCommandBuffer commandBuffer, VkPipelineStageFlags2 stage, VkBuffer dstBuffer, ulong dstOffset, uint marker)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(ulong)stage;
+        a[2] = (ulong)dstBuffer.Handle;
+        a[3] = (ulong)dstOffset;
+        a[4] = (ulong)marker;
+        CommandBuffers.Record(Tables.vkCmdWriteBufferMarker2AMD, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteBufferMarkerAMD(VkCommandBuffer commandBuffer, VkPipelineStageFlagBits pipelineStage, VkBuffer dstBuffer, ulong dstOffset, uint marker)
     {
         try
         {
-            ulong* a = stackalloc ulong[5];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)pipelineStage;
-            a[2] = (ulong)dstBuffer.Handle;
-            a[3] = (ulong)dstOffset;
-            a[4] = (ulong)marker;
-            CommandBuffers.Record(Tables.vkCmdWriteBufferMarkerAMD, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteBufferMarkerAMD(_rec.Writer, _rec.Id, pipelineStage, dstBuffer, dstOffset, marker)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteBufferMarkerAMD_Generic(commandBuffer, pipelineStage, dstBuffer, dstOffset, marker);
         }
         catch (Exception e)
         {
@@ -3347,19 +4496,26 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteBufferMarkerAMD_Generic(VkCommandBuffer commandBuffer, VkPipelineStageFlagBits pipelineStage, VkBuffer dstBuffer, ulong dstOffset, uint marker)
+    {
+        ulong* a = stackalloc ulong[5];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)pipelineStage;
+        a[2] = (ulong)dstBuffer.Handle;
+        a[3] = (ulong)dstOffset;
+        a[4] = (ulong)marker;
+        CommandBuffers.Record(Tables.vkCmdWriteBufferMarkerAMD, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteMicromapsPropertiesEXT(VkCommandBuffer commandBuffer, uint micromapCount, VkMicromapEXT* pMicromaps, VkQueryType queryType, VkQueryPool queryPool, uint firstQuery)
     {
         try
         {
-            ulong* a = stackalloc ulong[6];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)micromapCount;
-            a[2] = (ulong)pMicromaps;
-            a[3] = (ulong)(uint)(int)queryType;
-            a[4] = (ulong)queryPool.Handle;
-            a[5] = (ulong)firstQuery;
-            CommandBuffers.Record(Tables.vkCmdWriteMicromapsPropertiesEXT, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteMicromapsPropertiesEXT(_rec.Writer, _rec.Id, micromapCount, pMicromaps, queryType, queryPool, firstQuery)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteMicromapsPropertiesEXT_Generic(commandBuffer, micromapCount, pMicromaps, queryType, queryPool, firstQuery);
         }
         catch (Exception e)
         {
@@ -3367,17 +4523,27 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteMicromapsPropertiesEXT_Generic(VkCommandBuffer commandBuffer, uint micromapCount, VkMicromapEXT* pMicromaps, VkQueryType queryType, VkQueryPool queryPool, uint firstQuery)
+    {
+        ulong* a = stackalloc ulong[6];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)micromapCount;
+        a[2] = (ulong)pMicromaps;
+        a[3] = (ulong)(uint)(int)queryType;
+        a[4] = (ulong)queryPool.Handle;
+        a[5] = (ulong)firstQuery;
+        CommandBuffers.Record(Tables.vkCmdWriteMicromapsPropertiesEXT, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteTimestamp(VkCommandBuffer commandBuffer, VkPipelineStageFlagBits pipelineStage, VkQueryPool queryPool, uint query)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(uint)pipelineStage;
-            a[2] = (ulong)queryPool.Handle;
-            a[3] = (ulong)query;
-            CommandBuffers.Record(Tables.vkCmdWriteTimestamp, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteTimestamp(_rec.Writer, _rec.Id, pipelineStage, queryPool, query)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteTimestamp_Generic(commandBuffer, pipelineStage, queryPool, query);
         }
         catch (Exception e)
         {
@@ -3385,22 +4551,41 @@ internal static unsafe partial class Entrypoints
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteTimestamp_Generic(VkCommandBuffer commandBuffer, VkPipelineStageFlagBits pipelineStage, VkQueryPool queryPool, uint query)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(uint)pipelineStage;
+        a[2] = (ulong)queryPool.Handle;
+        a[3] = (ulong)query;
+        CommandBuffers.Record(Tables.vkCmdWriteTimestamp, a);
+    }
+
     [UnmanagedCallersOnly]
     static void vkCmdWriteTimestamp2(VkCommandBuffer commandBuffer, VkPipelineStageFlags2 stage, VkQueryPool queryPool, uint query)
     {
         try
         {
-            ulong* a = stackalloc ulong[4];
-            a[0] = (ulong)commandBuffer.Handle;
-            a[1] = (ulong)(ulong)stage;
-            a[2] = (ulong)queryPool.Handle;
-            a[3] = (ulong)query;
-            CommandBuffers.Record(Tables.vkCmdWriteTimestamp2, a);
+            var _rec = CommandBuffers.Recording(commandBuffer.Handle);
+            if (_rec is not null && FastCommands.vkCmdWriteTimestamp2(_rec.Writer, _rec.Id, stage, queryPool, query)) CommandBuffers.Recorded(_rec);
+            else vkCmdWriteTimestamp2_Generic(commandBuffer, stage, queryPool, query);
         }
         catch (Exception e)
         {
             Entry.Fail(Tables.vkCmdWriteTimestamp2, e);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void vkCmdWriteTimestamp2_Generic(VkCommandBuffer commandBuffer, VkPipelineStageFlags2 stage, VkQueryPool queryPool, uint query)
+    {
+        ulong* a = stackalloc ulong[4];
+        a[0] = (ulong)commandBuffer.Handle;
+        a[1] = (ulong)(ulong)stage;
+        a[2] = (ulong)queryPool.Handle;
+        a[3] = (ulong)query;
+        CommandBuffers.Record(Tables.vkCmdWriteTimestamp2, a);
     }
 
     [UnmanagedCallersOnly]
