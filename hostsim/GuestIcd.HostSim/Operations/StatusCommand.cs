@@ -116,8 +116,12 @@ internal static class StatusCommand
         Count(s.Errors), Count(s.LiveObjects), Bytes(s.MemoryBytes) + (s.HeapBytes > 0 ? $" (+{Bytes(s.HeapBytes)} heap)" : ""),
     ];
 
-    static string Summary(StatusReport r, string path) =>
-        $"hostsim pid {r.Pid}, protocol {r.Protocol}, serving {r.Device}, up {Duration(r.UptimeSeconds)} ({path}): " +
+    static string Summary(StatusReport r, string path) => Heading(r, path) + ": " + Totals(r);
+
+    static string Heading(StatusReport r, string path) =>
+        $"hostsim pid {r.Pid}, protocol {r.Protocol}, serving {r.Device}, up {Duration(r.UptimeSeconds)} ({path})";
+
+    static string Totals(StatusReport r) =>
         $"{r.SessionsActive} sessions now, {r.SessionsTotal} since start; refused {r.Refused.Values.Sum()}{Breakdown(r.Refused)}; " +
         $"protocol errors {r.ProtocolErrors.Values.Sum()}{Breakdown(r.ProtocolErrors)}; worker crashes {r.WorkerCrashes}, hangs {r.WorkerHangs}";
 
@@ -126,7 +130,7 @@ internal static class StatusCommand
 
     static Table Table(StatusReport r, string path)
     {
-        var t = new Table { Border = TableBorder.Rounded, Caption = new TableTitle(Markup.Escape(Summary(r, path))) };
+        var t = new Table { Border = TableBorder.Rounded, Title = new TableTitle(Markup.Escape(Heading(r, path))), Caption = new TableTitle(Markup.Escape(Totals(r))) };
         for (int i = 0; i < Headers.Length; i++)
         {
             var c = new TableColumn(Headers[i]);
