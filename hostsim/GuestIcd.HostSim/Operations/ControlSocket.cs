@@ -23,11 +23,15 @@ internal sealed class ControlSocket : IDisposable
     volatile bool _disposed;
     public string Path { get; }
 
-    /// <summary>root: /run/guesticd/hostsim.ctl; others: $XDG_RUNTIME_DIR/guesticd/hostsim.ctl (or /tmp/guesticd-UID/).</summary>
+    const string SystemDir = "/run/guesticd";
+
+    /// <summary>root, and a service user that may write /run/guesticd (systemd's RuntimeDirectory=guesticd):
+    /// /run/guesticd/hostsim.ctl, where root's <c>status</c> looks; others: $XDG_RUNTIME_DIR/guesticd/hostsim.ctl,
+    /// or /tmp/guesticd-UID/hostsim.ctl without it.</summary>
     public static string DefaultPath()
     {
-        if (Geteuid() == 0) return "/run/guesticd/hostsim.ctl";
         var dir = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
+        if (Geteuid() == 0 || (string.IsNullOrEmpty(dir) && Directory.Exists(SystemDir) && OpsNative.Writable(SystemDir))) return SystemDir + "/hostsim.ctl";
         return string.IsNullOrEmpty(dir) ? $"/tmp/guesticd-{Geteuid()}/hostsim.ctl" : System.IO.Path.Combine(dir, "guesticd", "hostsim.ctl");
     }
 
@@ -47,6 +51,9 @@ internal sealed class ControlSocket : IDisposable
         var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
         if (OperatingSystem.IsWindows()) throw new IOException("control socket: not on Windows yet");
         if (!Directory.Exists(dir)) Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // A directory somebody else made (in /tmp, say) is theirs to swap our socket in: not used.
+        if (OpsNative.Owner(dir) is uint owner && owner != 0 && owner != Geteuid())
+            throw new IOException($"control socket {path}: its directory belongs to uid {owner}, not to this user");
         if (File.Exists(path) || Directory.Exists(path))
         {
             if (Directory.Exists(path)) throw new IOException($"control socket {path}: is a directory");
