@@ -183,4 +183,30 @@ public sealed class OperationsTests
         Assert.Equal(1, gone.ExitCode);
         Assert.Contains("no hostsim answers", gone.Stderr);
     }
+
+    [Fact]
+    public void AWorkerThatCrashesIsCountedAndItsSessionLeavesTheStatus()
+    {
+        var control = ControlPath();
+        int metricsPort = FreePort();
+        using var host = new HostSim("--debug-crash-on-sigusr2", "--warm-workers", "1", "--control", control, "--metrics", $"127.0.0.1:{metricsPort}");
+        host.WaitForLog("metrics at", 10_000);
+        using var guest = StartHolder(host.ClientEnv());
+        var session = Status(control).GetProperty("sessions").EnumerateArray().Single(s => s.GetProperty("peer_pid").GetInt32() == guest.Id);
+        int id = session.GetProperty("id").GetInt32(), worker = session.GetProperty("worker_pid").GetInt32();
+        // The worker faults inside native code, as a driver bug would.
+        Assert.Equal(0, Repo.Run("kill", $"-USR2 {worker}").ExitCode);
+        host.WaitForLog($"worker pid {worker} died of SIGSEGV", 30_000);
+        Eventually(() =>
+        {
+            var r = Status(control);
+            return r.GetProperty("worker_crashes").GetInt64() == 1 && r.GetProperty("session_ends").GetProperty("worker_crash").GetInt64() == 1
+                && !r.GetProperty("sessions").EnumerateArray().Any(s => s.GetProperty("id").GetInt32() == id);
+        }, "status did not count the crash and drop its session", () => host.Log);
+        var scrape = Scrape(metricsPort);
+        Assert.Equal(1, Series(scrape, "guesticd_worker_crashes_total"));
+        Assert.Equal(1, Series(scrape, "guesticd_sessions_ended_total{reason=\"worker_crash\"}"));
+        Assert.DoesNotContain($"session=\"{id}\"", scrape);
+        guest.Kill();
+    }
 }
