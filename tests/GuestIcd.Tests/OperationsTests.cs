@@ -118,6 +118,18 @@ public sealed class OperationsTests
         Assert.True(Series(scrape, "guesticd_sessions_total") >= 1, scrape);
         Assert.Equal(0, Series(scrape, "guesticd_refused_handshakes_total{reason=\"wrong_secret\"}"));
 
+        // A TCP guest (authenticated, relayed to its worker) is listed by its address.
+        using (var tcpGuest = StartHolder(host.Env()))
+        {
+            var tcp = Status(control).GetProperty("sessions").EnumerateArray().Where(s => s.GetProperty("transport").GetString() == "tcp").ToList();
+            Assert.True(tcp.Count == 1, $"status lists no single tcp session:\n{Status(control)}");
+            Assert.StartsWith("127.0.0.1:", tcp[0].GetProperty("peer").GetString());
+            Assert.Equal(JsonValueKind.Null, tcp[0].GetProperty("peer_pid").ValueKind);
+            Assert.True(tcp[0].GetProperty("commands").GetInt64() > 0 && tcp[0].GetProperty("round_trips").GetInt64() > 0, tcp[0].ToString());
+            tcpGuest.StandardInput.Close();
+            Assert.True(tcpGuest.WaitForExit(30_000), "the tcp guest did not exit");
+        }
+
         // A TCP guest with the wrong secret is refused and counted, in both.
         var wrong = Path.Combine(Path.GetDirectoryName(control)!, "..", "wrong-secret");
         File.WriteAllText(wrong, "definitely-not-the-shared-secret-0123456789");
