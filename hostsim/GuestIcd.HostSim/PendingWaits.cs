@@ -245,7 +245,9 @@ internal sealed unsafe partial class Session
         CommandCodec.EncodeReply(w.Command, result, w.Args, caps, w.Sequence, _writer, _objects);
         transport.Write(_writer.Written);
         transport.Flush();
+        BytesOut += _writer.Written.Length;
         Replies++;
+        Publish(); // answered while the guest sends nothing: status shows it now, not at its next message
         NativeMemory.Free(w.Block);
         w.Block = null;
     }

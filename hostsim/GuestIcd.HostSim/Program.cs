@@ -33,7 +33,7 @@ var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a 
 var hangOnFault = new Option<bool>("--debug-hang-on-fault") { Description = "with --debug-crash-on-sigusr2, the fault's handling never returns, as a crash handler deadlocked on a corrupted heap would (tests the watchdog)", Hidden = true };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture };
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture, Operations.Control, Operations.Metrics };
 ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => (ServeConfig.ToJournal
         ? b.AddSystemdConsole(o => o.IncludeScopes = false)
         : b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; }))
@@ -110,6 +110,8 @@ serve.SetAction(parse =>
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
     // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
     if (runInProcess) WorkerWarmUp.PinDriver();
+    using var operations = Operations.Start(parse, chosen, log);
+    if (operations is null) { foreach (var li in listeners) li.Dispose(); return 2; }
     using var supervisor = runInProcess ? null : new Supervisor(options, log, Math.Max(0, ServeConfig.Pick(parse, warmWorkers, file.WarmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
     log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
@@ -156,5 +158,5 @@ replay.SetAction(parse =>
     }
 });
 
-var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, replay, info, worker };
+var root = new RootCommand("GuestIcd host: executes guests' Vulkan command streams on the host driver") { serve, replay, info, worker, Operations.StatusCommand() };
 return root.Parse(args).Invoke();

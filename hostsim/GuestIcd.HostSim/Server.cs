@@ -41,6 +41,7 @@ internal sealed class Server(IReadOnlyList<ITransportListener> listeners, Server
             catch (OperationCanceledException) { break; }
             catch (Exception e)
             {
+                LiveStatus.Refused(LiveStatus.RefusalOf(e.Message));
                 _log.LogWarning("rejected a connection on {Listener}: {Error}", listener.Description, e.Message);
                 continue;
             }
@@ -54,28 +55,37 @@ internal sealed class Server(IReadOnlyList<ITransportListener> listeners, Server
     void Start(int id, ITransport t)
     {
         bool ok;
+        HelloOutcome hello;
         try
         {
-            ok = SupervisorHandshake.Run(id, t, options, _log);
+            ok = SupervisorHandshake.Run(id, t, options, _log, out hello);
         }
         catch (Exception e) when (e is ProtocolException or TransportClosedException or InvalidDataException)
         {
+            LiveStatus.BadHello();
             _log.LogWarning("session {Session} ended (bad hello: {Reason})", id, e.Message);
             t.Dispose();
             return;
         }
         if (!ok)
         {
+            LiveStatus.Refused(hello.Refused ?? "bad_hello");
             _log.LogInformation("session {Session} ended (refused at hello)", id);
             t.Dispose();
             return;
         }
+        var live = LiveStatus.Begin(id, t, hello.Major, hello.Minor);
         if (supervisor is null || t is UnixRingTransport { IsHandoffCapable: false, IsVmSession: false })
         {
-            using var session = new Session(id, t, options, _log);
-            session.Run();
+            try
+            {
+                using var session = new Session(id, t, options, _log);
+                session.ReportTo(live);
+                session.Run();
+            }
+            finally { LiveStatus.End(live); }
             return;
         }
-        supervisor.Serve(id, t);
+        supervisor.Serve(id, t, live);
     }
 }

@@ -43,7 +43,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
         string end;
         try
         {
-            while (ServeOne()) { }
+            while (ServeOne()) Publish();
             end = "guest disconnected";
         }
         catch (TransportClosedException e) { end = "transport closed: " + e.Message; }
@@ -60,6 +60,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             log.LogError(e, "session {Session} failed", Id);
         }
         End = end;
+        PublishEnd(end);
         DropWaits();
         int leaked = _objects.GuestCount;
         ReleaseAll();
@@ -150,6 +151,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             if (options.Strict) ThrowIfValidationBlocked(cmd);
             _gate.Record(cmd, args, result);
         }
+        CountResult(cmd, result);
         // Before the reply: a guest told its signal succeeded may read the slot at once.
         FeedbackAfter(cmd, args, result);
         AfterMessage(cmd, args, result, nestedIn, h.Flags);
@@ -159,6 +161,7 @@ internal sealed unsafe partial class Session(int id, ITransport transport, Serve
             CommandCodec.EncodeReply(cmd, result, args, caps, _sequence, _writer, _objects);
             transport.Write(_writer.Written);
             transport.Flush();
+            BytesOut += _writer.Written.Length;
             Replies++;
         }
         return cmd;

@@ -85,6 +85,7 @@ internal sealed unsafe partial class Session
         _writer.EndReply(at);
         transport.Write(_writer.Written);
         transport.Flush();
+        BytesOut += _writer.Written.Length;
         Replies++;
     }
 

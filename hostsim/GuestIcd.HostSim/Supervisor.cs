@@ -99,7 +99,8 @@ internal sealed unsafe class Supervisor : IDisposable
     }
 
     /// <summary>Hands a guest whose hello is done to a worker and watches it; returns at once.</summary>
-    public void Serve(int id, ITransport transport)
+    /// <param name="live">Where <c>status</c> finds the session (its figures are in the worker's status page).</param>
+    public void Serve(int id, ITransport transport, LiveSession? live = null)
     {
         Worker worker;
         WorkerStatus status;
@@ -109,12 +110,14 @@ internal sealed unsafe class Supervisor : IDisposable
             worker = Take(out bool warm);
             bool ready = IsReady(worker);
             status = WorkerStatus.Create();
+            live?.Attach(status.Counters, worker.Process.Id);
             _log.LogInformation("session {Session}: worker pid {Pid} ({How}, started in {Start:F0} ms, handed over after {Wait:F1} ms)",
                 id, worker.Process.Id, ready ? "warm" : warm ? "still warming up" : "cold", worker.StartMs, sw.Elapsed.TotalMilliseconds);
         }
         catch (Exception e)
         {
             _log.LogError("session {Session} ended (no worker: {Error})", id, e.Message);
+            if (live is not null) LiveStatus.End(live, "no_worker");
             transport.Dispose();
             return;
         }
@@ -189,6 +192,7 @@ internal sealed unsafe class Supervisor : IDisposable
             if (guestFd >= 0) WorkerNative.close(guestFd);
             transport.Dispose();
             Kill(worker.Process);
+            if (live is not null) LiveStatus.End(live, "no_worker");
             status.Dispose();
             worker.Control.Dispose();
             return;
@@ -196,7 +200,7 @@ internal sealed unsafe class Supervisor : IDisposable
         status.CloseFd();
         // The control socket's only job was the hand-off; the worker's exit is what we watch.
         worker.Control.Dispose();
-        new Thread(() => Watch(id, worker.Process, status, relay, guestFd)) { IsBackground = true, Name = "watch session " + id }.Start();
+        new Thread(() => Watch(id, worker.Process, status, relay, guestFd, live)) { IsBackground = true, Name = "watch session " + id }.Start();
     }
 
     /// <summary>Runs the vm session's doorbell relay; when it ends, makes sure the worker is gone (it
@@ -235,7 +239,7 @@ internal sealed unsafe class Supervisor : IDisposable
 
     /// <summary>Waits for the worker to exit, killing it if it hangs (<see cref="WorkerWatchdog"/>), and
     /// says how it ended.</summary>
-    void Watch(int id, Process process, WorkerStatus status, Task relay, int guestFd)
+    void Watch(int id, Process process, WorkerStatus status, Task relay, int guestFd, LiveSession? live)
     {
         var watchdog = new WorkerWatchdog(process.Id);
         var clock = Stopwatch.StartNew();
@@ -255,6 +259,10 @@ internal sealed unsafe class Supervisor : IDisposable
         int code = process.ExitCode;
         lock (_lock) _live.Remove(process);
         // .NET reports a worker killed by signal N as exit code 128 + N.
+        string? seen = hung is not null ? "worker_hang" : code > 128 && code < 128 + 65 ? "worker_crash" : null;
+        if (hung is not null) LiveStatus.WorkerHung();
+        else if (seen is not null) LiveStatus.WorkerCrashed();
+        if (live is not null) LiveStatus.End(live, seen);
         if (hung is not null)
         {
             _log.LogInformation("session {Session} ended (worker pid {Pid} hung; killed)", id, process.Id);

@@ -16,12 +16,17 @@ internal static class SupervisorHandshake
     /// <summary>True when the guest may go on to the command loop; false when it was refused or silent
     /// (logged here). Throws <see cref="ProtocolException"/> or <see cref="TransportClosedException"/>
     /// for a broken hello.</summary>
-    public static bool Run(int id, ITransport transport, ServerOptions options, ILogger log)
+    public static bool Run(int id, ITransport transport, ServerOptions options, ILogger log) => Run(id, transport, options, log, out _);
+
+    /// <param name="outcome">The agreed version, or why the guest was refused (<see cref="LiveStatus.RefusalReasons"/>).</param>
+    public static bool Run(int id, ITransport transport, ServerOptions options, ILogger log, out HelloOutcome outcome)
     {
+        outcome = new(0, 0, "bad_hello");
         Span<byte> hdr = stackalloc byte[MessageHeader.Size];
         if (!transport.ReadExactly(hdr, options.HandshakeTimeoutMs))
         {
             log.LogWarning("session {Session}: no hello within {Ms} ms; closing", id, options.HandshakeTimeoutMs);
+            outcome = new(0, 0, "no_hello");
             return false;
         }
         var h = MessageHeader.Read(hdr);
@@ -36,6 +41,7 @@ internal static class SupervisorHandshake
         {
             var reason = $"guest speaks protocol {hello.Major}.{hello.Minor}, host speaks {options.ProtocolMajor}.{options.ProtocolMinor}: no common major version";
             log.LogWarning("session {Session} refused: {Reason}", id, reason);
+            outcome = new(0, 0, "protocol_version");
             reply = new HelloReply(false, options.ProtocolMajor, options.ProtocolMinor, reason, options.DeviceName, 0, []);
         }
         else
@@ -43,6 +49,7 @@ internal static class SupervisorHandshake
             var wanted = hello.Extensions.ToHashSet();
             var exts = HostVulkan.InstanceExtensions().Where(e => wanted.Contains(e.Name)).Select(e => new ExtensionVersion(e.Name, e.Spec)).ToArray();
             reply = new HelloReply(true, major, minor, "", options.DeviceName, HostVulkan.InstanceVersion(), exts);
+            outcome = new(major, minor, null);
             log.LogInformation("session {Session}: guest build {Build}, registry 1.3.{Reg}, protocol {Major}.{Minor} agreed, serving {Device}",
                 id, hello.BuildId, hello.RegistryVersion, major, minor, options.DeviceName);
         }
@@ -53,3 +60,6 @@ internal static class SupervisorHandshake
         return ok;
     }
 }
+
+/// <summary>How a hello went: the version agreed, or the reason it was refused.</summary>
+internal readonly record struct HelloOutcome(ushort Major, ushort Minor, string? Refused);

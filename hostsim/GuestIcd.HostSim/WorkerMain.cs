@@ -75,7 +75,7 @@ internal static unsafe class WorkerMain
             "vm" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("vm assignment without ring state"), fds[0], fds[1], sealedMemfd: false),
             _ => PipeTransport.OverSocket(fds[0], assignment.Description),
         };
-        var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page };
+        var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page, Counters = status.Counters };
         using (session) session.Run();
         // A warm-up cut short by a short session may still be tearing its replay down, in the driver. The
         // process's exit handlers (the driver's among them) must not run under it: they can wait for its

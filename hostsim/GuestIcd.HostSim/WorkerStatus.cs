@@ -15,6 +15,9 @@ internal sealed unsafe class WorkerStatus : IDisposable
     public int Fd { get; private set; }
     public ulong* Page { get; private set; }
 
+    /// <summary>The session's live figures (Operations/SessionCounters.cs), a cache line after the progress word.</summary>
+    public SessionCounters* Counters => (SessionCounters*)((byte*)Page + 64);
+
     WorkerStatus(int fd, ulong* page) { Fd = fd; Page = page; }
 
     /// <summary>Supervisor: a fresh zeroed page (its fd goes to the worker).</summary>
