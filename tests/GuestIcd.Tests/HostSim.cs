@@ -40,6 +40,9 @@ public sealed class HostSim : IDisposable
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
         foreach (var a in new[] { "serve", "--listen", "unix:" + SocketPath }.Concat(extraArgs)) psi.ArgumentList.Add(a);
+        // Test hostsims run at once as root would race for the default /run/guesticd/hostsim.ctl; the
+        // operations tests name their own control socket.
+        if (!extraArgs.Contains("--control")) { psi.ArgumentList.Add("--control"); psi.ArgumentList.Add("none"); }
         if (env is not null) foreach (var (k, v) in env) psi.Environment[k] = v;
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
