@@ -70,14 +70,6 @@ serve.SetAction(parse =>
     catch (Exception e) when (e is ArgumentException or IOException) { log.LogError("bad quotas: {Error}", e.Message); return 2; }
     log.LogInformation("per-session quotas: {Quotas}", quotas);
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
-    // A virtio-gpu session lives in QEMU's guest memory, mapped here; handing that mapping to a worker process is
-    // not built yet, so those sessions would run in this process, where one guest's driver crash ends every
-    // session. Isolation is never dropped silently: the operator says so.
-    if (specs.Any(VirtioGpuServe.Matches) && !parse.GetValue(inProcess))
-    {
-        log.LogError("cannot serve: vhost-user-gpu sessions cannot run in worker processes yet (QEMU's guest memory is not handed to workers), so a guest that crashed the driver would end every session; pass --in-process to serve them that way");
-        return 2;
-    }
     var listeners = new List<ITransportListener>();
     try
     {
