@@ -421,18 +421,11 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     private static void WaitConnected(string path, int fd, int timeoutMs, long deadline)
     {
-        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLOUT };
-        while (true)
-        {
-            int r = Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
-            if (r < 0 && Libc.Errno == Libc.EINTR)
-                continue;
-            if (r < 0)
-                throw Fail(path, "poll() failed while connecting", Libc.Errno);
-            if (r == 0)
-                throw TimedOut(path, timeoutMs);
-            break;
-        }
+        int r = Libc.WaitWritable(fd, deadline);
+        if (r < 0)
+            throw Fail(path, "poll() failed while connecting", Libc.Errno);
+        if (r == 0)
+            throw TimedOut(path, timeoutMs);
         int error = 0;
         uint len = sizeof(int);
         if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &len) != 0)
