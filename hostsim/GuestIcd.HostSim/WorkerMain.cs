@@ -13,7 +13,9 @@ namespace GuestIcd.HostSim;
 /// </summary>
 internal static unsafe class WorkerMain
 {
-    const int MaxAssignmentBytes = 1 << 20;
+    /// <summary>A virtio-gpu assignment lists its context's guest page runs: a 128 MiB heap on scattered pages is
+    /// tens of thousands of them.</summary>
+    const int MaxAssignmentBytes = 16 << 20;
 
     public static int Run(ILoggerFactory logs)
     {

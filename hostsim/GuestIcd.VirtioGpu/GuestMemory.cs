@@ -155,7 +155,7 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         error = null;
         ulong total = 0;
-        var files = new FileRun[runs.Length];
+        var files = new List<FileRun>(runs.Length);
         for (int i = 0; i < runs.Length; i++)
         {
             var (gpa, len) = runs[i];
@@ -175,14 +175,19 @@ public sealed unsafe class GuestMemory : IDisposable
                 error = "the runs add up to more than 1 TiB";
                 return null;
             }
-            files[i] = new FileRun(r.Fd, r.FileOffset + (long)(gpa - r.GuestPhysical), (long)len);
+            long offset = r.FileOffset + (long)(gpa - r.GuestPhysical);
+            // Pages the guest kernel gave one after another are one mapping (and one entry in a hand-off).
+            if (files.Count > 0 && files[^1] is var last && last.Fd == r.Fd && last.Offset + last.Length == offset)
+                files[^1] = last with { Length = last.Length + (long)len };
+            else
+                files.Add(new FileRun(r.Fd, offset, (long)len));
         }
         if (total == 0)
         {
             error = "no pages";
             return null;
         }
-        return files;
+        return files.ToArray();
     }
 
     /// <summary>Maps file pieces one after another into a fresh range of this process (see
