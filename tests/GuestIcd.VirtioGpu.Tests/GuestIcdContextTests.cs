@@ -115,29 +115,30 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
         }
 
         // The implicit context's session starts on its resource like any other.
-        var pages = SharedResource(50, 5);
-        using var view = _g.Memory.MapContiguous(pages, out string? error);
+        using var view = StartSession(5, 50);
+        Assert.Contains("context 5 (implicit", Assert.Single(_sessions).Description);
+    }
+
+    /// <summary>A shared resource for <paramref name="ctx"/>, its rings initialised as the guest does, and INIT:
+    /// returns the guest's view of the pages once the session runs.</summary>
+    private ContiguousMapping StartSession(uint ctx, uint resource)
+    {
+        var pages = SharedResource(resource, ctx);
+        // The guest's view: the same pages, contiguous (what its kernel's mmap of the buffer gives it).
+        var view = _g.Memory.MapContiguous(pages, out string? error);
         Assert.True(view is not null, error);
         SharedRing.Initialize(view.Pointer + 4096);
         SharedRing.Initialize(view.Pointer + 4096 + SharedRing.RegionSize(Ring));
-        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(5, GuestIcdContext.OpInit, 50, Ring, Heap)).Type);
+        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(ctx, GuestIcdContext.OpInit, resource, Ring, Heap)).Type);
         Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
-        Assert.Contains("context 5 (implicit", Assert.Single(_sessions).Description);
+        return view;
     }
 
     [Fact]
     public void SessionRunsOnTheGuestPagesWithWakeUpsBothWays()
     {
         Assert.Equal(Gpu.RespOkNodata, Send(Req.CtxCreate(1, GuestIcdCapset.Id, "app")).Type);
-        var pages = SharedResource(10, 1);
-        // The guest's view: the same pages, contiguous (what its kernel's mmap of the buffer gives it).
-        using var view = _g.Memory.MapContiguous(pages, out string? error);
-        Assert.True(view is not null, error);
-        SharedRing.Initialize(view.Pointer + 4096);
-        SharedRing.Initialize(view.Pointer + 4096 + SharedRing.RegionSize(Ring));
-
-        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(1, GuestIcdContext.OpInit, 10, Ring, Heap)).Type);
-        Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
+        using var view = StartSession(1, 10);
         var host = Assert.Single(_sessions);
         Assert.Equal(Heap, ((ISharedHeap)host).HeapBytes);
 
