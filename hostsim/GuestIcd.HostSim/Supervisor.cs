@@ -52,7 +52,8 @@ internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, u
 /// <para>A unix ring guest's socket and shared memory go to the worker and the parent closes its copies,
 /// so when the worker dies the kernel closes the guest's socket and the guest wakes to
 /// VK_ERROR_DEVICE_LOST. TCP and vsock guests stay on the parent's (maybe TLS) connection and are relayed
-/// as plaintext through a socketpair.</para>
+/// as plaintext through a socketpair. A virtio-gpu context's session goes to a worker with the guest RAM
+/// memfds its pages lie in and its doorbell socket; the device stays here (<see cref="GuestIcd.VirtioGpu.VirtioGpuSession"/>).</para>
 /// <para>Workers are spawned from one long-lived thread: PR_SET_PDEATHSIG fires when the spawning
 /// <em>thread</em> exits, not the process.</para>
 /// </remarks>
