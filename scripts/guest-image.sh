@@ -247,7 +247,7 @@ step "pairing it with hostsim"
 cat <<EOF
   Start hostsim as the guest's virtio-gpu backend, then QEMU (10 or newer: vhost-user-gpu without KVM):
 
-    guesticd-hostsim serve --listen vhost-user-gpu:/run/guesticd/vgpu.sock --in-process
+    guesticd-hostsim serve --listen vhost-user-gpu:/run/guesticd/vgpu.sock
 
     qemu-system-x86_64 -machine pc,memory-backend=mem -accel kvm -cpu host -m 1024 -smp 2 -nographic \\
       -object memory-backend-memfd,id=mem,size=1024M,share=on \\

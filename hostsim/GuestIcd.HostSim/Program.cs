@@ -76,14 +76,6 @@ serve.SetAction(parse =>
     log.LogInformation("per-session quotas: {Quotas}", quotas);
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : file.Listen is { Length: > 0 } fl ? fl : ["unix:" + Handshake.DefaultSocketPath()];
     bool runInProcess = parse.GetValue(inProcess) || file.InProcess == true;
-    // A virtio-gpu session lives in QEMU's guest memory, mapped here; handing that mapping to a worker process is
-    // not built yet, so those sessions would run in this process, where one guest's driver crash ends every
-    // session. Isolation is never dropped silently: the operator says so.
-    if (specs.Any(VirtioGpuServe.Matches) && !runInProcess)
-    {
-        log.LogError("cannot serve: vhost-user-gpu sessions cannot run in worker processes yet (QEMU's guest memory is not handed to workers), so a guest that crashed the driver would end every session; pass --in-process to serve them that way");
-        return 2;
-    }
     var listeners = new List<ITransportListener>();
     try
     {

@@ -12,8 +12,10 @@ namespace GuestIcd.HostSim;
 /// <summary>What a worker is told about its session: sent as JSON with the fds over the control socket.</summary>
 /// <param name="Kind">"ring": fds are the guest's socket, its shared memory, the status page. "vm": the
 /// worker's end of the doorbell relay socketpair, the vm's shared file, the status page.
-/// "stream": fds are the worker's end of the relay socketpair and the status page.</param>
-internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options);
+/// "stream": fds are the worker's end of the relay socketpair and the status page. "virtio-gpu": the context's
+/// doorbell socket, its let-go socket, the guest RAM memfds its pages lie in (<see cref="VirtioGpuHandoff"/>), the status page.</param>
+internal sealed record WorkerAssignment(int Session, string Kind, UnixRingTransport.Handoff? Ring, string Description, ServerOptions Options,
+    GuestIcd.VirtioGpu.VirtioGpuHandoff? VirtioGpu = null);
 
 /// <summary>The assignment's JSON code, generated at build time: reflection-based serialisation cost a
 /// worker about 150 ms on its first (only) assignment, the guest waiting.</summary>
@@ -50,7 +52,8 @@ internal readonly record struct WorkerLimits(ulong DataBytes, ulong OpenFiles, u
 /// <para>A unix ring guest's socket and shared memory go to the worker and the parent closes its copies,
 /// so when the worker dies the kernel closes the guest's socket and the guest wakes to
 /// VK_ERROR_DEVICE_LOST. TCP and vsock guests stay on the parent's (maybe TLS) connection and are relayed
-/// as plaintext through a socketpair.</para>
+/// as plaintext through a socketpair. A virtio-gpu context's session goes to a worker with the guest RAM
+/// memfds its pages lie in and its doorbell socket; the device stays here (<see cref="GuestIcd.VirtioGpu.VirtioGpuSession"/>).</para>
 /// <para>Workers are spawned from one long-lived thread: PR_SET_PDEATHSIG fires when the spawning
 /// <em>thread</em> exits, not the process.</para>
 /// </remarks>
@@ -157,6 +160,24 @@ internal sealed unsafe class Supervisor : IDisposable
                         // The worker holds the only other copies: when it dies, the guest sees its socket close.
                         WorkerNative.close(socketFd);
                         WorkerNative.close(memfd);
+                    }
+                    break;
+                }
+                case GuestIcd.VirtioGpu.VirtioGpuSession gpu:
+                {
+                    // The backend keeps the device, its virtqueues and guest RAM; the worker maps only this
+                    // context's pages (zero copy) and gets its doorbells. When it dies, the device sees the
+                    // doorbell socket close and the guest gets VK_ERROR_DEVICE_LOST.
+                    var process = worker.Process;
+                    var handoff = gpu.HandOff(() => Kill(process), out int[] fds);
+                    guestFd = WorkerNative.fcntl(fds[0], WorkerNative.F_DUPFD_CLOEXEC, 0);
+                    try
+                    {
+                        Send(controlFd, new WorkerAssignment(id, "virtio-gpu", handoff.Ring, transport.Description, _options, handoff), [.. fds, status.Fd]);
+                    }
+                    finally
+                    {
+                        foreach (int fd in fds) WorkerNative.close(fd);
                     }
                     break;
                 }

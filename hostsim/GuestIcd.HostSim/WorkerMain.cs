@@ -13,7 +13,9 @@ namespace GuestIcd.HostSim;
 /// </summary>
 internal static unsafe class WorkerMain
 {
-    const int MaxAssignmentBytes = 1 << 20;
+    /// <summary>A virtio-gpu assignment lists its context's guest page runs: a 128 MiB heap on scattered pages is
+    /// tens of thousands of them.</summary>
+    const int MaxAssignmentBytes = 16 << 20;
 
     public static int Run(ILoggerFactory logs)
     {
@@ -63,7 +65,12 @@ internal static unsafe class WorkerMain
         socket.Dispose();
         if (body is null) return 0; // the supervisor stopped while we were warm
         var assignment = JsonSerializer.Deserialize(body, WorkerJson.Default.WorkerAssignment) ?? throw new InvalidDataException("empty assignment");
-        int expected = assignment.Kind is "ring" or "vm" ? 3 : 2;
+        int expected = assignment.Kind switch
+        {
+            "ring" or "vm" => 3,
+            "virtio-gpu" => 3 + (assignment.VirtioGpu?.MemoryFds ?? throw new InvalidDataException("virtio-gpu assignment without its pages")),
+            _ => 2,
+        };
         if (fds.Count != expected) throw new InvalidDataException($"assignment {assignment.Kind} came with {fds.Count} fds, not {expected}");
 
         ApplyLimits(WorkerLimits.For(assignment.Options), log, assignment.Session);
@@ -73,6 +80,8 @@ internal static unsafe class WorkerMain
             "ring" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("ring assignment without ring state"), fds[0], fds[1]),
             // The doorbells come relayed over a socketpair; the rings and heap are the vm's shared file.
             "vm" => UnixRingTransport.Resume(assignment.Ring ?? throw new InvalidDataException("vm assignment without ring state"), fds[0], fds[1], sealedMemfd: false),
+            // The context's guest pages, mapped here from guest RAM's memfds; the doorbells come from the device.
+            "virtio-gpu" => GuestIcd.VirtioGpu.VirtioGpuWorkerSession.Resume(assignment.VirtioGpu!, fds[0], fds[1], fds.GetRange(2, fds.Count - 3).ToArray()),
             _ => PipeTransport.OverSocket(fds[0], assignment.Description),
         };
         var session = new Session(assignment.Session, transport, assignment.Options, log) { Progress = status.Page, Counters = status.Counters };

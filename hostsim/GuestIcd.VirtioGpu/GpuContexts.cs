@@ -66,4 +66,9 @@ public sealed class GpuContextResources
     /// backing (page-aligned), as <see cref="MapBacking(uint, out string?)"/>.</summary>
     public ContiguousMapping? MapBacking(uint resourceId, ulong offset, ulong length, out string? error) =>
         _device.MapBacking(ContextId, resourceId, offset, length, out error);
+
+    /// <summary>Where bytes [<paramref name="offset"/>, +<paramref name="length"/>) of an attached resource's
+    /// backing lie in guest RAM's files (fds owned by the device), for another process to map them the same way.</summary>
+    public FileRun[]? BackingFileRuns(uint resourceId, ulong offset, ulong length, out string? error) =>
+        _device.BackingFileRuns(ContextId, resourceId, offset, length, out error);
 }

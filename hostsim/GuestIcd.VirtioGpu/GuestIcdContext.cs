@@ -37,8 +37,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
     private readonly ILogger _log;
     private readonly long _maxHeapBytes;
     private ContiguousMapping? _control;
-    private byte* _rings;
-    private ulong _ringsLength;
+    private SessionPages? _pages;
     private uint _resource;
     private int _bell = -1;
     private bool _pending;
@@ -115,43 +114,68 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             failure = $"a {heapBytes}-byte heap (whole pages, at most {_maxHeapBytes >> 20} MiB)";
         if (failure is not null)
             return SubmitOutcome.Failed;
-        ulong rings = (ulong)UnixRingTransport.SharedSize((int)ringBytes) + heapBytes;
-        var control = _resources.MapBacking(resource, 0, ControlBytes, out failure);
-        if (control is null)
+        ulong ringPart = (ulong)UnixRingTransport.SharedSize((int)ringBytes), rings = ringPart + heapBytes;
+        // Where the pages lie in guest RAM's memfds, with copies of those fds: what a worker needs to map them too.
+        var runs = _resources.BackingFileRuns(resource, ControlBytes, rings, out failure);
+        if (runs is null)
             return SubmitOutcome.Failed;
-        var rest = _resources.MapBacking(resource, ControlBytes, rings, out failure);
-        if (rest is null)
+        var fds = new List<int>();
+        var sources = new List<int>();
+        for (int i = 0; i < runs.Length; i++)
         {
-            control.Dispose();
-            return SubmitOutcome.Failed;
+            int at = sources.IndexOf(runs[i].Fd);
+            if (at < 0)
+            {
+                int dup = Libc.fcntl(runs[i].Fd, 1030 /* F_DUPFD_CLOEXEC */, 0);
+                if (dup < 0 || fds.Count == VirtioGpuSession.MaxMemoryFds)
+                {
+                    failure = dup < 0 ? $"dup of a guest RAM memfd failed ({Libc.Describe(Libc.Errno)})" : $"the pages lie in more than {VirtioGpuSession.MaxMemoryFds} guest RAM regions";
+                    if (dup >= 0) Libc.close(dup);
+                    foreach (int fd in fds) Libc.close(fd);
+                    return SubmitOutcome.Failed;
+                }
+                sources.Add(runs[i].Fd);
+                fds.Add(dup);
+                at = fds.Count - 1;
+            }
+            runs[i] = runs[i] with { Fd = at };
         }
+        var control = _resources.MapBacking(resource, 0, ControlBytes, out failure);
+        var rest = control is null ? null : _resources.MapBacking(resource, ControlBytes, rings, out failure);
         int* sv = stackalloc int[2];
-        if (socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK, 0, sv) != 0)
+        if (rest is not null && socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK, 0, sv) != 0)
         {
             failure = $"socketpair failed ({Libc.Describe(Libc.Errno)})";
-            control.Dispose();
             rest.Dispose();
+            rest = null;
+        }
+        if (rest is null)
+        {
+            control?.Dispose();
+            foreach (int fd in fds) Libc.close(fd);
             return SubmitOutcome.Failed;
         }
         _control = control;
         _resource = resource;
-        _ringsLength = rest.Length;
-        _ringBytesShared = (ulong)UnixRingTransport.SharedSize((int)ringBytes);
-        _rings = rest.Release();
+        _runs = runs;
+        _runFds = fds.ToArray();
+        _pages = new SessionPages(rest.Release(), rest.Length, ringPart);
         _bell = sv[1];
-        _mapping = _rings;
-        var transport = new UnixRingTransport(sv[0], _rings, (nuint)_ringsLength, (int)ringBytes, isHost: true,
+        var transport = new UnixRingTransport(sv[0], _pages.Base, (nuint)_pages.Length, (int)ringBytes, isHost: true,
             $"virtio-gpu context {_info.ContextId} ({_info.DebugName}; ring {ringBytes} B, heap {heapBytes >> 20} MiB)", (long)heapBytes)
         {
             // The mapping is this context's: it is unmapped when both the session and the context are done,
             // and never swapped after the session let go of it.
             ReleaseRegion = () => Release(session: true),
         };
-        Volatile.Write(ref *(uint*)_control.Pointer, ControlRunning);
+        Volatile.Write(ref *(uint*)_control!.Pointer, ControlRunning);
         _log.LogInformation("virtio-gpu: context {Context} ({Name}) starts a session on resource {Resource}", _info.ContextId, _info.DebugName, resource);
-        _offer(transport);
+        _offer(new VirtioGpuSession(transport, this));
         return SubmitOutcome.Done;
     }
+
+    private FileRun[] _runs = [];
+    private int[] _runFds = [];
 
     public bool OnWake(bool holding)
     {
@@ -186,19 +210,25 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         }
     }
 
-    /// <summary>Swaps the session's view of the guest pages for private memory, so a host still finishing
-    /// its work can no longer touch pages the guest frees once this returns (its kernel frees a resource's
-    /// pages when the unref is answered). The rings are copied first and moved in whole (mremap), so the
-    /// session still reads what the guest wrote before it went (its last destroys); the heap becomes zeros.</summary>
+    /// <summary>Takes the guest's pages away from the session (<see cref="SessionPages.Privatise"/>) before the
+    /// guest may reuse them: here, or in the worker serving it, which is killed if it does not answer in time.</summary>
     private void Detach()
     {
         lock (_mapLock)
-            DetachLocked();
+        {
+            if (_letGoFd >= 0)
+                AskWorkerToLetGo();
+            else if (!_sessionDone)
+                _pages?.Privatise();
+        }
     }
 
     private readonly object _mapLock = new();
-    private byte* _mapping;
     private bool _sessionDone, _contextDone;
+    /// <summary>Once handed to a worker: the socket that asks it to let go of the pages, and how to kill it.</summary>
+    private int _letGoFd = -1;
+    private Action? _killWorker;
+    private const int LetGoTimeoutMs = 2000;
 
     /// <summary>One of the two users of the mapping (the session, this context) is done with it; the last unmaps.</summary>
     private void Release(bool session)
@@ -207,46 +237,75 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         {
             if (session) _sessionDone = true;
             else _contextDone = true;
-            if (_sessionDone && _contextDone && _mapping != null)
-            {
-                Libc.munmap(_mapping, (nuint)_ringsLength);
-                _mapping = null;
-                _rings = null;
-            }
+            if (_sessionDone && _contextDone)
+                _pages?.Unmap();
         }
     }
 
-    private void DetachLocked()
+    /// <summary><see cref="VirtioGpuSession.HandOff"/>: the pages, the doorbell and the memfds go to a worker.</summary>
+    internal VirtioGpuHandoff HandOff(UnixRingTransport ring, Action killWorker, out int[] fds)
     {
-        if (_rings == null || _sessionDone)
-            return;
-        nuint ringPart = (nuint)_ringBytesShared, heapPart = (nuint)(_ringsLength - _ringBytesShared);
-        void* copy = Libc.mmap(null, ringPart, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
-        if (copy != Libc.MAP_FAILED)
+        lock (_mapLock)
         {
-            Buffer.MemoryCopy(_rings, copy, ringPart, ringPart);
-            if (mremap(copy, ringPart, ringPart, 3 /* MREMAP_MAYMOVE | MREMAP_FIXED */, _rings) == Libc.MAP_FAILED)
-            {
-                Libc.munmap(copy, ringPart);
-                heapPart += ringPart;
-                ringPart = 0;
-            }
+            if (_ended || _pages is null || _runFds.Length == 0)
+                throw new TransportClosedException($"{ring.Description}: the context ended before its session could be handed to a worker");
+            int* lp = stackalloc int[2];
+            if (socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, lp) != 0)
+                throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
+            var state = ring.DetachShared(out int doorbell);
+            // This process never reads the rings again; the worker maps the pages itself.
+            _pages.Unmap();
+            _letGoFd = lp[1];
+            _killWorker = killWorker;
+            fds = [doorbell, lp[0], .. _runFds];
+            _runFds = [];
+            return new VirtioGpuHandoff(state, _runs, fds.Length - 2);
         }
-        else
-        {
-            heapPart += ringPart;
-            ringPart = 0;
-        }
-        if (heapPart > 0)
-            Libc.mmap(_rings + ringPart, heapPart, Libc.PROT_READ | Libc.PROT_WRITE,
-                Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_FIXED | Libc.MAP_NORESERVE, -1, 0);
-        _rings = null; // unmapped by Release once the session is done too
     }
 
-    private ulong _ringBytesShared;
+    private void AskWorkerToLetGo()
+    {
+        int fd = _letGoFd;
+        _letGoFd = -1;
+        byte b = VirtioGpuSession.LetGo;
+        if (Libc.send(fd, &b, 1, Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT) == 1)
+        {
+            // EOF means every copy of the worker's end is closed: it has exited, and its memory went first.
+            if (WaitByte(fd, LetGoTimeoutMs, out bool eof))
+            {
+                Libc.close(fd);
+                return;
+            }
+            _log.LogWarning("virtio-gpu: context {Context} ({Name}): its worker did not let go of the guest's pages within {Ms} ms; killed",
+                _info.ContextId, _info.DebugName, LetGoTimeoutMs);
+            _killWorker?.Invoke();
+            long deadline = Environment.TickCount64 + 10_000;
+            while (Environment.TickCount64 < deadline && !(WaitByte(fd, 1000, out eof) && eof)) { }
+        }
+        Libc.close(fd);
+    }
 
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "mremap", SetLastError = true)]
-    private static partial void* mremap(void* oldAddress, nuint oldSize, nuint newSize, int flags, void* newAddress);
+    /// <summary>Waits for one byte or EOF on <paramref name="fd"/>; false on timeout.</summary>
+    private static bool WaitByte(int fd, int timeoutMs, out bool eof)
+    {
+        eof = false;
+        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLIN };
+        long deadline = Environment.TickCount64 + timeoutMs;
+        while (true)
+        {
+            int r = Libc.poll(&pfd, 1, (int)Math.Max(0, deadline - Environment.TickCount64));
+            if (r < 0 && Libc.Errno == Libc.EINTR)
+                continue;
+            if (r <= 0)
+                return false;
+            byte got;
+            nint n = Libc.recv(fd, &got, 1, Libc.MSG_DONTWAIT);
+            if (n < 0 && Libc.Errno is Libc.EINTR or Libc.EAGAIN)
+                continue;
+            eof = n <= 0;
+            return true;
+        }
+    }
 
     private void End(string why)
     {
@@ -275,6 +334,9 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
     {
         Detach();
         Release(session: false);
+        foreach (int fd in _runFds)
+            Libc.close(fd);
+        _runFds = [];
         if (_bell >= 0)
             End("the context was destroyed");
         _ended = true;

@@ -145,10 +145,20 @@ public sealed unsafe class GuestMemory : IDisposable
     /// </summary>
     public ContiguousMapping? MapContiguous(ReadOnlySpan<(ulong Gpa, ulong Length)> runs, out string? error)
     {
+        var files = FileRuns(runs, out error);
+        return files is null ? null : MapFileRuns(files, out error);
+    }
+
+    /// <summary>Where the guest pages of <paramref name="runs"/> lie in the regions' files (what another
+    /// process needs to map them too); null with the reason as <see cref="MapContiguous"/>.</summary>
+    public FileRun[]? FileRuns(ReadOnlySpan<(ulong Gpa, ulong Length)> runs, out string? error)
+    {
         error = null;
         ulong total = 0;
-        foreach (var (gpa, len) in runs)
+        var files = new List<FileRun>(runs.Length);
+        for (int i = 0; i < runs.Length; i++)
         {
+            var (gpa, len) = runs[i];
             if (len == 0 || (gpa | len) % PageSize != 0)
             {
                 error = $"run 0x{gpa:x}+0x{len:x} is not whole pages";
@@ -165,12 +175,29 @@ public sealed unsafe class GuestMemory : IDisposable
                 error = "the runs add up to more than 1 TiB";
                 return null;
             }
+            long offset = r.FileOffset + (long)(gpa - r.GuestPhysical);
+            // Pages the guest kernel gave one after another are one mapping (and one entry in a hand-off).
+            if (files.Count > 0 && files[^1] is var last && last.Fd == r.Fd && last.Offset + last.Length == offset)
+                files[^1] = last with { Length = last.Length + (long)len };
+            else
+                files.Add(new FileRun(r.Fd, offset, (long)len));
         }
         if (total == 0)
         {
             error = "no pages";
             return null;
         }
+        return files.ToArray();
+    }
+
+    /// <summary>Maps file pieces one after another into a fresh range of this process (see
+    /// <see cref="MapContiguous"/>); null (nothing mapped) with the reason when a mapping fails.</summary>
+    public static ContiguousMapping? MapFileRuns(ReadOnlySpan<FileRun> runs, out string? error)
+    {
+        error = null;
+        ulong total = 0;
+        foreach (var run in runs)
+            total += (ulong)run.Length;
         // Reserve the whole range first, then replace it piece by piece: no other mapping can land in between.
         byte* reserve = (byte*)Libc.mmap(null, (nuint)total, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
         if (reserve == Libc.MAP_FAILED)
@@ -179,18 +206,16 @@ public sealed unsafe class GuestMemory : IDisposable
             return null;
         }
         ulong at = 0;
-        foreach (var (gpa, len) in runs)
+        foreach (var run in runs)
         {
-            Find(gpa, out var r);
-            long offset = r.FileOffset + (long)(gpa - r.GuestPhysical);
-            void* p = Libc.mmap(reserve + at, (nuint)len, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, r.Fd, offset);
+            void* p = Libc.mmap(reserve + at, (nuint)run.Length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED | Libc.MAP_FIXED, run.Fd, run.Offset);
             if (p == Libc.MAP_FAILED)
             {
-                error = $"mapping guest run 0x{gpa:x}+0x{len:x} failed ({Libc.Describe(Libc.Errno)})";
+                error = $"mapping file run {run.Offset}+{run.Length} failed ({Libc.Describe(Libc.Errno)})";
                 Libc.munmap(reserve, (nuint)total);
                 return null;
             }
-            at += len;
+            at += (ulong)run.Length;
         }
         return new ContiguousMapping(reserve, total);
     }
@@ -213,6 +238,10 @@ public sealed unsafe class GuestMemory : IDisposable
         }
     }
 }
+
+/// <summary>Bytes [<see cref="Offset"/>, +<see cref="Length"/>) of the file <see cref="Fd"/> (a guest RAM memfd;
+/// in a hand-off, an index into the fds that travel with it).</summary>
+public readonly record struct FileRun(int Fd, long Offset, long Length);
 
 /// <summary>Guest pages mapped contiguously in this process (see <see cref="GuestMemory.MapContiguous"/>).</summary>
 public sealed unsafe class ContiguousMapping(byte* pointer, ulong length) : IDisposable

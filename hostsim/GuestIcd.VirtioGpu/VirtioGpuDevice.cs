@@ -814,6 +814,20 @@ public sealed class VirtioGpuDevice : IDisposable
 
     internal ContiguousMapping? MapBacking(uint ctxId, uint resourceId, ulong offset, ulong length, out string? error)
     {
+        var runs = BackingRuns(ctxId, resourceId, offset, length, out error);
+        return runs is null ? null : Memory.MapContiguous(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(runs), out error);
+    }
+
+    internal FileRun[]? BackingFileRuns(uint ctxId, uint resourceId, ulong offset, ulong length, out string? error)
+    {
+        var runs = BackingRuns(ctxId, resourceId, offset, length, out error);
+        return runs is null ? null : Memory.FileRuns(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(runs), out error);
+    }
+
+    /// <summary>The guest-physical runs of bytes [offset, +length) of a resource attached to the context.</summary>
+    private List<(ulong, ulong)>? BackingRuns(uint ctxId, uint resourceId, ulong offset, ulong length, out string? error)
+    {
+        error = null;
         if (!IsAttached(ctxId, resourceId))
         {
             error = $"resource {resourceId} is not attached to context {ctxId}";
@@ -842,7 +856,7 @@ public sealed class VirtioGpuDevice : IDisposable
             length -= n;
             offset = 0;
         }
-        return Memory.MapContiguous(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(runs), out error);
+        return runs;
     }
 
     /// <summary>Forgets every resource and context (device reset, or the frontend went away).</summary>

@@ -2,10 +2,19 @@ namespace GuestIcd.Transport;
 
 /// <summary>
 /// One guest↔host connection: an ordered, reliable byte stream in each direction.
-/// Every backend (shared-memory ring, TCP, vsock, virtio-gpu, virtio-serial) implements this and
-/// nothing above it knows which one it talks to. Modelled on Venus's vn_renderer ops: the command
-/// stream is submit/wait; shared memory and sync objects come as separate small interfaces later.
+/// Every backend implements this and nothing above it knows which one it talks to; one file each:
+/// UnixRingTransport (shared-memory rings, also under the vm and virtio-gpu transports), StreamTransport
+/// (guest, TCP and vsock) and PipeTransport (host end of a stream), VmTransport (ivshmem + virtio-serial),
+/// VirtioGpuTransport (the guest kernel's virtio-gpu DRM driver).
 /// </summary>
+/// <remarks>
+/// The shape follows Venus's vn_renderer ops, cut to what the protocol uses. Submit is
+/// <see cref="Write"/> + <see cref="Flush"/>, wait is <see cref="ReadExactly"/> with a timeout (replies come
+/// in the same stream). Shared memory is <see cref="ISharedHeap"/>, on the backends that have it: buffer
+/// objects are ranges of that heap (PrivateCommands.AllocateSharedMemory) rather than objects of the
+/// transport, and sync is the protocol's feedback slots in the heap plus each backend's own doorbell
+/// (futex, socket byte, virtio-gpu fence), which the interface never shows. Liveness is <see cref="PeerClosed"/>.
+/// </remarks>
 public interface ITransport : IDisposable
 {
     /// <summary>Appends bytes to the outgoing stream; blocks while the peer has not drained enough

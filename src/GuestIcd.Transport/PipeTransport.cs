@@ -41,9 +41,7 @@ public sealed class PipeTransport : ITransport
     private readonly Action _readSignal;
     private readonly Action _flushSignal;
     private CancellationTokenSource _flushTimeout = new();
-    private volatile bool _broken;
-    private volatile bool _shutDown;
-    private int _disposed;
+    private ConnectionState _state;
 
     /// <param name="socket">The connected socket under <paramref name="stream"/>.</param>
     /// <param name="stream">The socket's stream, or TLS over it; disposing it disposes the socket.</param>
@@ -70,13 +68,13 @@ public sealed class PipeTransport : ITransport
     /// this so that a guest which stops reading cannot park a host thread forever.</summary>
     public int WriteTimeoutMs { get; set; } = -1;
 
-    public bool PeerClosed => _broken || Volatile.Read(ref _disposed) != 0 || PeerLiveness.HungUp(_socket);
+    public bool PeerClosed => _state.PeerClosed(_socket);
 
     // ================================================================== reading
 
     public bool ReadExactly(Span<byte> buffer, int timeoutMs)
     {
-        ThrowIfDisposed();
+        _state.ThrowIfDisposed(Description);
         if (buffer.IsEmpty)
             return true;
         long deadline = Libc.Deadline(timeoutMs);
@@ -96,7 +94,7 @@ public sealed class PipeTransport : ITransport
             {
                 long have = done + data.Length;
                 _reader.AdvanceTo(data.End);
-                throw Closed(have > 0 ? $"after {have} of {buffer.Length} bytes of one read" : null);
+                throw _state.Closed(Description, have > 0 ? $"after {have} of {buffer.Length} bytes of one read" : null);
             }
             if (buffer.Length > AllOrNothingLimit && !data.IsEmpty)
             {
@@ -113,7 +111,7 @@ public sealed class PipeTransport : ITransport
             {
                 if (done == 0)
                     return false;
-                _broken = true;
+                _state.MarkBroken();
                 throw new TransportClosedException(
                     $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
             }
@@ -131,7 +129,7 @@ public sealed class PipeTransport : ITransport
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
         {
-            throw Closed(e.Message);
+            throw _state.Closed(Description, e.Message);
         }
         finally
         {
@@ -143,7 +141,7 @@ public sealed class PipeTransport : ITransport
     private void OnReadTimeout()
     {
         // A callback already queued when Dispose stopped the timer may still run; it must not throw on a pool thread.
-        if (Volatile.Read(ref _disposed) != 0)
+        if (_state.IsDisposed)
             return;
         try
         {
@@ -158,7 +156,7 @@ public sealed class PipeTransport : ITransport
 
     public void Write(ReadOnlySpan<byte> data)
     {
-        ThrowIfUnusable();
+        _state.ThrowIfUnusable(Description);
         _writer.Write(data);
         if (_writer.CanGetUnflushedBytes && _writer.UnflushedBytes >= FlushThreshold)
             Flush();
@@ -166,7 +164,7 @@ public sealed class PipeTransport : ITransport
 
     public void Flush()
     {
-        ThrowIfUnusable();
+        _state.ThrowIfUnusable(Description);
         int timeoutMs = WriteTimeoutMs;
         if (timeoutMs >= 0)
             _flushTimeout.CancelAfter(timeoutMs);
@@ -182,7 +180,7 @@ public sealed class PipeTransport : ITransport
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
         {
-            throw Closed(e.Message);
+            throw _state.Closed(Description, e.Message);
         }
         finally
         {
@@ -197,7 +195,7 @@ public sealed class PipeTransport : ITransport
     private TransportClosedException NoRoom(int timeoutMs)
     {
         // Part of the data may be on the wire: the stream cannot be resynchronised.
-        _broken = true;
+        _state.MarkBroken();
         return new TransportClosedException($"{Description}: peer made no room for {timeoutMs} ms; the stream is out of sync");
     }
 
@@ -229,7 +227,7 @@ public sealed class PipeTransport : ITransport
     /// nothing else may use this transport meanwhile. Disposes this transport and <paramref name="local"/>.</summary>
     public async Task RelayAsync(Socket local)
     {
-        ThrowIfUnusable();
+        _state.ThrowIfUnusable(Description);
         Task toLocal = Task.Run(async () =>
         {
             try
@@ -272,13 +270,7 @@ public sealed class PipeTransport : ITransport
         });
         await Task.WhenAny(toLocal, toGuest).ConfigureAwait(false);
         // Whichever side ended, the session is over: wake the other copy loop and release both ends.
-        try
-        {
-            local.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-        }
+        ConnectionState.ShutdownQuietly(local);
         Shutdown();
         _reader.CancelPendingRead();
         await Task.WhenAll(toLocal, toGuest).ConfigureAwait(false);
@@ -290,33 +282,14 @@ public sealed class PipeTransport : ITransport
 
     /// <summary>Ends the connection: the peer sees EOF, and this side's blocked or later calls throw
     /// <see cref="TransportClosedException"/>. Safe from any thread.</summary>
-    public void Shutdown()
-    {
-        if (Volatile.Read(ref _disposed) != 0)
-            return;
-        _shutDown = true;
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-        }
-    }
+    public void Shutdown() => _state.Shutdown(_socket);
 
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        if (!_state.BeginDispose())
             return;
-        _shutDown = true;
         _readTimer.Dispose();
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-        }
+        ConnectionState.ShutdownQuietly(_socket);
         _stream.Dispose();
         _socket.Dispose();
         // With an exception the writer drops what was not flushed instead of writing it to a closed stream.
@@ -325,34 +298,5 @@ public sealed class PipeTransport : ITransport
         _flushTimeout.Dispose();
         _readDone.Dispose();
         _flushDone.Dispose();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfDisposed()
-    {
-        if (_disposed != 0)
-            ThrowDisposed();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfUnusable()
-    {
-        if (_disposed != 0)
-            ThrowDisposed();
-        if (_broken || _shutDown)
-            throw Closed(null);
-    }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowDisposed() => throw new ObjectDisposedException(Description);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private TransportClosedException Closed(string? detail)
-    {
-        _broken = true;
-        if (_shutDown)
-            return new($"{Description}: transport was shut down");
-        return new(detail == null ? $"{Description}: peer closed the connection" : $"{Description}: connection lost ({detail})");
     }
 }

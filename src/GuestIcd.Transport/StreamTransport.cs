@@ -34,9 +34,7 @@ public sealed class StreamTransport : ITransport
     private int _txCount;
     private int _rxStart;
     private int _rxEnd;
-    private volatile bool _broken;
-    private volatile bool _shutDown;
-    private int _disposed;
+    private ConnectionState _state;
 
     private StreamTransport(Socket socket, SocketStream raw, SslStream? tls, string description)
     {
@@ -129,11 +127,11 @@ public sealed class StreamTransport : ITransport
 
     // ================================================================== ITransport
 
-    public bool PeerClosed => _broken || Volatile.Read(ref _disposed) != 0 || PeerLiveness.HungUp(_socket);
+    public bool PeerClosed => _state.PeerClosed(_socket);
 
     public void Write(ReadOnlySpan<byte> data)
     {
-        ThrowIfUnusable();
+        _state.ThrowIfUnusable(Description);
         if (data.Length <= _tx.Length - _txCount)
         {
             data.CopyTo(_tx.AsSpan(_txCount));
@@ -153,13 +151,13 @@ public sealed class StreamTransport : ITransport
 
     public void Flush()
     {
-        ThrowIfUnusable();
+        _state.ThrowIfUnusable(Description);
         SendBuffered();
     }
 
     public bool ReadExactly(Span<byte> buffer, int timeoutMs)
     {
-        ThrowIfDisposed();
+        _state.ThrowIfDisposed(Description);
         if (buffer.IsEmpty)
             return true;
         if (buffer.Length > _rx.Length)
@@ -200,7 +198,7 @@ public sealed class StreamTransport : ITransport
             {
                 if (done == 0)
                     return false;
-                _broken = true;
+                _state.MarkBroken();
                 throw new TransportClosedException(
                     $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
             }
@@ -225,10 +223,10 @@ public sealed class StreamTransport : ITransport
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
         {
-            throw Closed(e.Message);
+            throw _state.Closed(Description, e.Message);
         }
         if (n == 0)
-            throw Closed(null);
+            throw _state.Closed(Description, null);
         return n;
     }
 
@@ -248,10 +246,10 @@ public sealed class StreamTransport : ITransport
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or AuthenticationException)
         {
-            throw Closed(e.Message);
+            throw _state.Closed(Description, e.Message);
         }
         if (n == 0)
-            throw Closed(null);
+            throw _state.Closed(Description, null);
         return n;
     }
 
@@ -277,10 +275,10 @@ public sealed class StreamTransport : ITransport
         {
             if (e is IOException io && SocketStream.IsTimeout(io))
             {
-                _broken = true;
+                _state.MarkBroken();
                 throw new TransportClosedException($"{Description}: peer made no room for {WriteTimeoutMs} ms; the stream is out of sync");
             }
-            throw Closed(e.Message);
+            throw _state.Closed(Description, e.Message);
         }
     }
 
@@ -289,55 +287,13 @@ public sealed class StreamTransport : ITransport
     /// <summary>Ends the connection without releasing anything: the peer sees EOF, and this side's blocked
     /// or later calls throw <see cref="TransportClosedException"/>. Safe from any thread; call
     /// <see cref="Dispose"/> after the other threads have left.</summary>
-    public void Shutdown()
-    {
-        if (Volatile.Read(ref _disposed) != 0)
-            return;
-        _shutDown = true;
-        try
-        {
-            _socket.Shutdown(SocketShutdown.Both);
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-        }
-    }
+    public void Shutdown() => _state.Shutdown(_socket);
 
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        if (!_state.BeginDispose())
             return;
-        _shutDown = true;
         _tls?.Dispose();
         _raw.Dispose();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfDisposed()
-    {
-        if (_disposed != 0)
-            ThrowDisposed();
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfUnusable()
-    {
-        if (_disposed != 0)
-            ThrowDisposed();
-        if (_broken || _shutDown)
-            throw Closed(null);
-    }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowDisposed() => throw new ObjectDisposedException(Description);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private TransportClosedException Closed(string? detail)
-    {
-        _broken = true;
-        if (_shutDown)
-            return new($"{Description}: transport was shut down");
-        return new(detail == null ? $"{Description}: peer closed the connection" : $"{Description}: connection lost ({detail})");
     }
 }

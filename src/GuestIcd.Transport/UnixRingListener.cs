@@ -28,14 +28,10 @@ public sealed unsafe class UnixRingListener : ITransportListener
     public const int MaxPendingPerPeer = 16;
 
     private readonly int _listenFd;
-    private readonly int _wakeFd;
-    private readonly object _state = new();
+    private readonly AcceptGate _gate;
     private readonly List<Pending> _pending = [];
     /// <summary>Guests dropped to make room for newcomers, reported by the next Accept calls.</summary>
     private readonly Queue<string> _evicted = new();
-    private bool _accepting;
-    private bool _disposed;
-    private bool _closed;
 
     private sealed class Pending(int fd, long deadline, int peer)
     {
@@ -78,14 +74,15 @@ public sealed unsafe class UnixRingListener : ITransportListener
             Unlink(socketPath);
             throw Error("listen() failed", errno);
         }
-        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
-        if (_wakeFd < 0)
+        int wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+        if (wakeFd < 0)
         {
             int errno = Libc.Errno;
             Libc.close(_listenFd);
             Unlink(socketPath);
             throw Error("eventfd() failed", errno);
         }
+        _gate = new AcceptGate(wakeFd, CloseAll);
     }
 
     public string SocketPath { get; }
@@ -108,28 +105,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
     /// message says why. The listener stays usable.</exception>
     public UnixRingTransport? Accept(CancellationToken cancellationToken)
     {
-        lock (_state)
-        {
-            if (_disposed)
-                return null;
-            if (_accepting)
-                throw new InvalidOperationException("Accept is already running on another thread");
-            _accepting = true;
-        }
-        try
-        {
-            using var registration = cancellationToken.Register(static s => ((UnixRingListener)s!).Wake(), this);
-            return AcceptLoop(cancellationToken);
-        }
-        finally
-        {
-            lock (_state)
-            {
-                _accepting = false;
-                if (_disposed)
-                    CloseAll();
-            }
-        }
+        return _gate.Accept(cancellationToken, AcceptLoop);
     }
 
     private UnixRingTransport? AcceptLoop(CancellationToken cancellationToken)
@@ -137,7 +113,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
         var fds = new Libc.PollFd[2 + MaxPendingHandshakes];
         while (true)
         {
-            if (cancellationToken.IsCancellationRequested || Volatile.Read(ref _disposed))
+            if (cancellationToken.IsCancellationRequested || _gate.IsDisposed)
                 return null;
             if (_evicted.TryDequeue(out string? evicted))
                 throw new TransportClosedException(evicted);
@@ -151,7 +127,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
                 nextDeadline = Math.Min(nextDeadline, _pending[i].Deadline);
             }
 
-            fds[0] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+            fds[0] = new Libc.PollFd { fd = _gate.WakeFd, events = Libc.POLLIN };
             // Always listening: a newcomer evicts the oldest half-open guest rather than wait behind it.
             fds[1] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
             for (int i = 0; i < _pending.Count; i++)
@@ -173,8 +149,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
 
             if (fds[0].revents != 0)
             {
-                ulong value;
-                Libc.read(_wakeFd, &value, sizeof(ulong));
+                _gate.Drain();
                 continue; // cancellation or dispose; a stale wake from an earlier Accept just loops
             }
 
@@ -367,47 +342,14 @@ public sealed unsafe class UnixRingListener : ITransportListener
         Libc.close(p.Fd);
     }
 
-    private void Wake()
-    {
-        lock (_state)
-        {
-            if (_closed)
-                return;
-            ulong one = 1;
-            Libc.write(_wakeFd, &one, sizeof(ulong));
-        }
-    }
-
-    public void Dispose()
-    {
-        lock (_state)
-        {
-            if (_disposed)
-                return;
-            Volatile.Write(ref _disposed, true);
-            // A running Accept owns the fds until it returns; wake it and let it close them.
-            if (_accepting)
-            {
-                ulong one = 1;
-                Libc.write(_wakeFd, &one, sizeof(ulong));
-            }
-            else
-            {
-                CloseAll();
-            }
-        }
-    }
+    public void Dispose() => _gate.Dispose();
 
     private void CloseAll()
     {
-        if (_closed)
-            return;
-        _closed = true;
         foreach (Pending p in _pending)
             ClosePending(p);
         _pending.Clear();
         Libc.close(_listenFd);
-        Libc.close(_wakeFd);
         Unlink(SocketPath);
     }
 

@@ -251,6 +251,39 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         return handoff;
     }
 
+    /// <summary>Host side, a mapping someone else owns (<see cref="ReleaseRegion"/> set: the virtio-gpu backend,
+    /// whose guest pages the other process maps itself): stops using this connection without ending it and
+    /// returns the ring counters and the socket (the caller sends and closes it). No other thread may be using it.</summary>
+    internal Handoff DetachShared(out int socketFd)
+    {
+        if (!IsHost || _channel != Channel.OwnedSocket || ReleaseRegion is null)
+            throw new InvalidOperationException($"{Description}: not a host connection over memory owned by someone else");
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            throw new ObjectDisposedException(Description);
+        socketFd = _socket;
+        ReleaseRegion();
+        return new Handoff(RingBytes, HeapBytes, _tx.Save(), _rx.Save(), Description);
+    }
+
+    /// <summary>Continues, over <paramref name="region"/> (mapped by the caller, released through
+    /// <paramref name="releaseRegion"/>), a connection handed off with <see cref="DetachShared"/>. Takes the socket.</summary>
+    internal static UnixRingTransport ResumeShared(Handoff handoff, int socketFd, byte* region, nuint size, Action releaseRegion)
+    {
+        if (handoff.RingBytes < MinRingBytes || handoff.RingBytes > MaxRingBytes || !SharedRing.IsValidCapacity(handoff.RingBytes)
+            || handoff.HeapBytes < 0 || (ulong)(SharedSize(handoff.RingBytes) + handoff.HeapBytes) > size)
+        {
+            Libc.close(socketFd);
+            throw new TransportClosedException($"{handoff.Description}: hand-off with a {handoff.RingBytes}-byte ring and a {handoff.HeapBytes}-byte heap over {size} bytes");
+        }
+        var transport = new UnixRingTransport(socketFd, region, size, handoff.RingBytes, isHost: true, handoff.Description, handoff.HeapBytes)
+        {
+            ReleaseRegion = releaseRegion,
+        };
+        transport._tx.Resume(handoff.Tx);
+        transport._rx.Resume(handoff.Rx);
+        return transport;
+    }
+
     /// <summary>Continues a connection another process <see cref="Detach"/>ed: maps
     /// <paramref name="memfd"/> (checked again: sealed, the right size) and takes ownership of both fds,
     /// including on failure.</summary>
@@ -414,18 +447,11 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
 
     private static void WaitConnected(string path, int fd, int timeoutMs, long deadline)
     {
-        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLOUT };
-        while (true)
-        {
-            int r = Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
-            if (r < 0 && Libc.Errno == Libc.EINTR)
-                continue;
-            if (r < 0)
-                throw Fail(path, "poll() failed while connecting", Libc.Errno);
-            if (r == 0)
-                throw TimedOut(path, timeoutMs);
-            break;
-        }
+        int r = Libc.WaitWritable(fd, deadline);
+        if (r < 0)
+            throw Fail(path, "poll() failed while connecting", Libc.Errno);
+        if (r == 0)
+            throw TimedOut(path, timeoutMs);
         int error = 0;
         uint len = sizeof(int);
         if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &len) != 0)

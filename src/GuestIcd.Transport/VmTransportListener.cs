@@ -20,15 +20,11 @@ namespace GuestIcd.Transport;
 public sealed unsafe class VmTransportListener : ITransportListener
 {
     private readonly int _listenFd;
-    private readonly int _wakeFd;
-    private readonly object _state = new();
+    private readonly AcceptGate _gate;
     private readonly ManualResetEventSlim _sessionDone = new(true);
     private int _connFd = -1;
     private byte[] _buffer = new byte[VmTransport.PreambleSize];
     private int _buffered;
-    private bool _accepting;
-    private bool _disposed;
-    private bool _closed;
     private int _sessions;
 
     /// <param name="socketPath">Where qemu's chardev connects; a stale socket there is replaced.</param>
@@ -65,13 +61,14 @@ public sealed unsafe class VmTransportListener : ITransportListener
             Libc.close(_listenFd);
             throw Error("bind()/listen() failed", errno);
         }
-        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
-        if (_wakeFd < 0)
+        int wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+        if (wakeFd < 0)
         {
             int errno = Libc.Errno;
             Libc.close(_listenFd);
             throw Error("eventfd() failed", errno);
         }
+        _gate = new AcceptGate(wakeFd, CloseAll);
     }
 
     public string SocketPath { get; }
@@ -87,37 +84,21 @@ public sealed unsafe class VmTransportListener : ITransportListener
     /// <exception cref="TransportClosedException">A bad preamble; the listener stays usable.</exception>
     public UnixRingTransport? Accept(CancellationToken cancellationToken)
     {
-        lock (_state)
-        {
-            if (_disposed)
-                return null;
-            if (_accepting)
-                throw new InvalidOperationException("Accept is already running on another thread");
-            _accepting = true;
-        }
+        return _gate.Accept(cancellationToken, AfterLastSession);
+    }
+
+    private UnixRingTransport? AfterLastSession(CancellationToken cancellationToken)
+    {
+        // The previous session's transport must be gone before its channel is read again.
         try
         {
-            using var registration = cancellationToken.Register(static s => ((VmTransportListener)s!).Wake(), this);
-            // The previous session's transport must be gone before its channel is read again.
-            try
-            {
-                _sessionDone.Wait(cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return null;
-            }
-            return ReadPreamble(cancellationToken);
+            _sessionDone.Wait(cancellationToken);
         }
-        finally
+        catch (OperationCanceledException)
         {
-            lock (_state)
-            {
-                _accepting = false;
-                if (_disposed)
-                    CloseAll();
-            }
+            return null;
         }
+        return ReadPreamble(cancellationToken);
     }
 
     private UnixRingTransport? ReadPreamble(CancellationToken cancellationToken)
@@ -125,12 +106,12 @@ public sealed unsafe class VmTransportListener : ITransportListener
         Libc.PollFd* fds = stackalloc Libc.PollFd[3];
         while (true)
         {
-            if (cancellationToken.IsCancellationRequested || Volatile.Read(ref _disposed))
+            if (cancellationToken.IsCancellationRequested || _gate.IsDisposed)
                 return null;
             if (_buffered == _buffer.Length)
                 return Complete();
 
-            fds[0] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
+            fds[0] = new Libc.PollFd { fd = _gate.WakeFd, events = Libc.POLLIN };
             fds[1] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
             fds[2] = new Libc.PollFd { fd = _connFd, events = Libc.POLLIN };
             int r = Libc.poll(fds, 3, -1);
@@ -143,8 +124,7 @@ public sealed unsafe class VmTransportListener : ITransportListener
             }
             if (fds[0].revents != 0)
             {
-                ulong value;
-                Libc.read(_wakeFd, &value, sizeof(ulong));
+                _gate.Drain();
                 continue;
             }
             if (fds[1].revents != 0)
@@ -250,7 +230,7 @@ public sealed unsafe class VmTransportListener : ITransportListener
     /// <summary>Called by the session's Dispose with the channel bytes it drained past its end.</summary>
     private void SessionEnded(byte[] leftover)
     {
-        lock (_state)
+        lock (_gate.Lock)
         {
             _buffered = 0;
             Append(leftover, inPlace: false);
@@ -258,47 +238,14 @@ public sealed unsafe class VmTransportListener : ITransportListener
         _sessionDone.Set();
     }
 
-    private void Wake()
-    {
-        lock (_state)
-        {
-            if (_closed)
-                return;
-            ulong one = 1;
-            Libc.write(_wakeFd, &one, sizeof(ulong));
-        }
-    }
-
-    public void Dispose()
-    {
-        lock (_state)
-        {
-            if (_disposed)
-                return;
-            Volatile.Write(ref _disposed, true);
-            if (_accepting)
-            {
-                ulong one = 1;
-                Libc.write(_wakeFd, &one, sizeof(ulong));
-                _sessionDone.Set();
-            }
-            else
-            {
-                CloseAll();
-            }
-        }
-    }
+    public void Dispose() => _gate.Dispose(whileAccepting: _sessionDone.Set);
 
     private void CloseAll()
     {
-        if (_closed)
-            return;
-        _closed = true;
         // A live session's transport may still poll _connFd; it ends at EOF once qemu goes, or when disposed.
         if (_connFd >= 0 && _sessionDone.IsSet)
             Libc.close(_connFd);
         Libc.close(_listenFd);
-        Libc.close(_wakeFd);
         try
         {
             File.Delete(SocketPath);

@@ -72,18 +72,11 @@ public static unsafe class VsockTransport
         int errno = Libc.Errno;
         if (errno != Libc.EINPROGRESS && errno != Libc.EAGAIN && errno != Libc.EINTR)
             throw Fail(where, errno);
-        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLOUT };
-        while (true)
-        {
-            int r = Libc.poll(&pfd, 1, Libc.RemainingMs(deadline));
-            if (r < 0 && Libc.Errno == Libc.EINTR)
-                continue;
-            if (r < 0)
-                throw Fail(where, Libc.Errno);
-            if (r == 0)
-                throw new TransportClosedException($"cannot connect to {where}: timed out after {timeoutMs} ms");
-            break;
-        }
+        int r = Libc.WaitWritable(fd, deadline);
+        if (r < 0)
+            throw Fail(where, Libc.Errno);
+        if (r == 0)
+            throw new TransportClosedException($"cannot connect to {where}: timed out after {timeoutMs} ms");
         int error = 0;
         uint length = sizeof(int);
         if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &length) != 0)

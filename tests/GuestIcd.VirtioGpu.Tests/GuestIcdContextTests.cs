@@ -18,7 +18,7 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
 
     private readonly SyntheticGuest _g = new();
     private readonly List<ITransport> _sessions = [];
-    private readonly VirtioGpuDevice _device;
+    private VirtioGpuDevice _device;
     private readonly SplitVirtqueue _q;
 
     public GuestIcdContextTests()
@@ -76,19 +76,69 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
         return pages;
     }
 
+    /// <summary>Records what each CTX_CREATE asked for, then opens the context as hostsim does.</summary>
+    private sealed class Recording(IGpuContextHost inner, List<GpuContextInfo> infos) : IGpuContextHost
+    {
+        public IGpuContext? Open(GpuContextInfo info, GpuContextResources resources, out string? refusal)
+        {
+            infos.Add(info);
+            return inner.Open(info, resources, out refusal);
+        }
+    }
+
+    /// <summary>A guest kernel without CONTEXT_INIT (an older driver, or a frontend that does not pass the
+    /// feature on, as QEMU's vhost-user-gpu-pci) creates its context implicitly at the first EXECBUFFER, with
+    /// context_init 0: that is our capset, the only one the device has, and its session runs as any other.
+    /// With the feature offered, a context naming our capset is the same and one naming another is refused.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AContextWithoutContextInitIsAnImplicitContextOfOurCapset(bool offered)
+    {
+        var infos = new List<GpuContextInfo>();
+        _device.Dispose();
+        _device = new VirtioGpuDevice(new VirtioGpuOptions { ContextInit = offered }, NullLogger.Instance,
+            new Recording(new GuestIcdContextHost(t => { lock (_sessions) _sessions.Add(t); }, NullLogger.Instance), infos));
+        _device.Memory = _g.Memory;
+        Assert.Equal(offered, (_device.Features & (1UL << Gpu.FeatureContextInit)) != 0);
+        Assert.NotEqual(0UL, _device.Features & (1UL << Gpu.FeatureVirgl)); // EXECBUFFER needs it
+
+        Assert.Equal(Gpu.RespOkNodata, Send(Req.CtxCreate(5, 0, "implicit")).Type);
+        var info = Assert.Single(infos);
+        Assert.Equal((5u, GuestIcdCapset.Id, "implicit"), (info.ContextId, info.CapsetId, info.DebugName));
+        if (offered)
+        {
+            Assert.Equal(Gpu.RespOkNodata, Send(Req.CtxCreate(6, GuestIcdCapset.Id, "explicit")).Type);
+            Assert.Equal(GuestIcdCapset.Id, infos[^1].CapsetId);
+            Assert.Equal(Gpu.RespErrInvalidParameter, Send(Req.CtxCreate(7, 4 /* venus */, "venus")).Type);
+            Assert.Equal(2, infos.Count);
+        }
+
+        // The implicit context's session starts on its resource like any other.
+        using var view = StartSession(5, 50);
+        Assert.Contains("context 5 (implicit", Assert.Single(_sessions).Description);
+    }
+
+    /// <summary>A shared resource for <paramref name="ctx"/>, its rings initialised as the guest does, and INIT:
+    /// returns the guest's view of the pages once the session runs.</summary>
+    private ContiguousMapping StartSession(uint ctx, uint resource)
+    {
+        var pages = SharedResource(resource, ctx);
+        // The guest's view: the same pages, contiguous (what its kernel's mmap of the buffer gives it).
+        var view = _g.Memory.MapContiguous(pages, out string? error);
+        Assert.True(view is not null, error);
+        SharedRing.Initialize(view.Pointer + 4096);
+        SharedRing.Initialize(view.Pointer + 4096 + SharedRing.RegionSize(Ring));
+        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(ctx, GuestIcdContext.OpInit, resource, Ring, Heap)).Type);
+        Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
+        return view;
+    }
+
     [Fact]
     public void SessionRunsOnTheGuestPagesWithWakeUpsBothWays()
     {
         Assert.Equal(Gpu.RespOkNodata, Send(Req.CtxCreate(1, GuestIcdCapset.Id, "app")).Type);
-        var pages = SharedResource(10, 1);
-        // The guest's view: the same pages, contiguous (what its kernel's mmap of the buffer gives it).
-        using var view = _g.Memory.MapContiguous(pages, out string? error);
-        Assert.True(view is not null, error);
-        SharedRing.Initialize(view.Pointer + 4096);
-        SharedRing.Initialize(view.Pointer + 4096 + SharedRing.RegionSize(Ring));
-
-        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(1, GuestIcdContext.OpInit, 10, Ring, Heap)).Type);
-        Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
+        using var view = StartSession(1, 10);
         var host = Assert.Single(_sessions);
         Assert.Equal(Heap, ((ISharedHeap)host).HeapBytes);
 

@@ -18,7 +18,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
     }
 
     /// <summary>A frontend: the client end of the socket.</summary>
-    private sealed class Frontend : IDisposable
+    internal sealed class Frontend : IDisposable
     {
         private readonly int _fd;
 
@@ -147,7 +147,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
     private const ulong FrontendUva = 0x7f12_0000_0000; // where "QEMU" has guest RAM in its own address space
 
     /// <summary>Negotiation, the memory table, queue 0's rings and eventfds: what QEMU does at vhost_dev_start.</summary>
-    private static (int Kick, int Call) Start(Frontend f, SyntheticGuest g)
+    internal static (int Kick, int Call) Start(Frontend f, SyntheticGuest g)
     {
         ulong features = f.Ask64(VhostUser.GetFeatures);
         Assert.NotEqual(0UL, features & (1UL << VhostUser.FeatureVersion1));

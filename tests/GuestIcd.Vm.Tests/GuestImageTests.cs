@@ -44,7 +44,7 @@ public sealed class GuestImageTests(ITestOutputHelper output)
             Assert.Equal(0, Vm.RunProcess("cp", ["--sparse=always", Image, disk]).ExitCode);
             var psi = new ProcessStartInfo(Path.Combine(Vm.Root, Out, "hostsim", "guesticd-hostsim"))
             { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { "serve", "--listen", "vhost-user-gpu:" + socket, "--in-process" }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "serve", "--listen", "vhost-user-gpu:" + socket }) psi.ArgumentList.Add(a);
             host = Process.Start(psi)!;
             host.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (hostLog) hostLog.AppendLine(e.Data); };
             host.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (hostLog) hostLog.AppendLine(e.Data); };

@@ -38,7 +38,7 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
             var exe = Path.Combine(Vm.Root, Out, "hostsim", "guesticd-hostsim");
             if (!File.Exists(exe)) throw new FileNotFoundException("build hostsim first (scripts/build.sh)", exe);
             var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { "serve", "--listen", "vhost-user-gpu:" + Socket, "--in-process" }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "serve", "--listen", "vhost-user-gpu:" + Socket }) psi.ArgumentList.Add(a);
             _process = Process.Start(psi)!;
             _process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };
             _process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_log) _log.AppendLine(e.Data); };

@@ -268,4 +268,18 @@ internal static unsafe partial class Libc
             return long.MaxValue;
         return System.Diagnostics.Stopwatch.GetTimestamp() + timeoutMs * System.Diagnostics.Stopwatch.Frequency / 1000;
     }
+
+    /// <summary>Waits until <paramref name="fd"/> is writable (a non-blocking connect finished) or the deadline
+    /// passes, through EINTR: 1 ready, 0 timed out, -1 failed (<see cref="Errno"/> says why).</summary>
+    public static int WaitWritable(int fd, long deadline)
+    {
+        var pfd = new PollFd { fd = fd, events = POLLOUT };
+        while (true)
+        {
+            int r = poll(&pfd, 1, RemainingMs(deadline));
+            if (r < 0 && Errno == EINTR)
+                continue;
+            return r < 0 ? -1 : r == 0 ? 0 : 1;
+        }
+    }
 }
