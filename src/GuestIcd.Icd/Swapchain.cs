@@ -428,3 +428,26 @@ internal static unsafe partial class Entry
 
 /// <summary>The guest's window system refused something (no libxcb, a window that is gone).</summary>
 internal sealed class WindowSystemException(string message) : Exception(message);
+
+/// <summary>A window system's client library, loaded at run time on the first surface of its kind (so headless
+/// applications never load it) and tried once: a missing library gives the same reason on every later try.</summary>
+internal sealed class WindowSystemLibrary(Func<string?> tryLoad)
+{
+    readonly object _lock = new();
+    bool _tried;
+    string? _error;
+
+    /// <summary>Throws <see cref="WindowSystemException"/> with the reason when the library could not be loaded.</summary>
+    public void Load()
+    {
+        lock (_lock)
+        {
+            if (!_tried)
+            {
+                _tried = true;
+                _error = tryLoad();
+            }
+            if (_error is not null) throw new WindowSystemException(_error);
+        }
+    }
+}

@@ -11,9 +11,7 @@ namespace GuestIcd.Icd;
 /// are fixed by wayland.xml.</summary>
 internal static unsafe class WlLib
 {
-    static readonly object s_lock = new();
-    static bool s_tried;
-    static string? s_error;
+    static readonly WindowSystemLibrary s_library = new(TryLoad);
 
     public const uint MarshalFlagDestroy = 1; // WL_MARSHAL_FLAG_DESTROY
 
@@ -38,18 +36,7 @@ internal static unsafe class WlLib
     public static nint registry_interface, shm_interface, shm_pool_interface, buffer_interface, callback_interface;
 
     /// <summary>Loads libwayland-client once; throws with the reason when it is missing.</summary>
-    public static void Load()
-    {
-        lock (s_lock)
-        {
-            if (!s_tried)
-            {
-                s_tried = true;
-                s_error = TryLoad();
-            }
-            if (s_error is not null) throw new WindowSystemException(s_error);
-        }
-    }
+    public static void Load() => s_library.Load();
 
     static string? TryLoad()
     {

@@ -9,9 +9,7 @@ namespace GuestIcd.Icd;
 /// in a register on x86-64 like a uint.</summary>
 internal static unsafe class XcbLib
 {
-    static readonly object s_lock = new();
-    static bool s_tried;
-    static string? s_error;
+    static readonly WindowSystemLibrary s_library = new(TryLoad);
 
     public static delegate* unmanaged<nint, uint> generate_id;
     public static delegate* unmanaged<nint, uint, uint, uint, uint*, uint> create_gc;
@@ -52,18 +50,7 @@ internal static unsafe class XcbLib
     }
 
     /// <summary>Loads libxcb (and libxcb-shm if present) once; throws with the reason when libxcb is missing.</summary>
-    public static void Load()
-    {
-        lock (s_lock)
-        {
-            if (!s_tried)
-            {
-                s_tried = true;
-                s_error = TryLoad();
-            }
-            if (s_error is not null) throw new WindowSystemException(s_error);
-        }
-    }
+    public static void Load() => s_library.Load();
 
     static string? TryLoad()
     {

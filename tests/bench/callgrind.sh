@@ -8,24 +8,10 @@
 # Uses the build in out/ (BENCH_ICD_MANIFEST, BENCH_HOSTSIM, BENCH_NATIVE_ICD as in run.sh); hostsim runs
 # outside valgrind, on a private socket, and nothing is submitted to it.
 set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 count="${1:-10000}"
-native_manifest="${BENCH_NATIVE_ICD:-/usr/share/vulkan/icd.d/lvp_icd.x86_64.json}"
-icd_manifest="${BENCH_ICD_MANIFEST:-$root/out/icd/guesticd_icd.x86_64.json}"
-hostsim="${BENCH_HOSTSIM:-$root/out/hostsim/guesticd-hostsim}"
-for tool in gcc valgrind timeout awk; do
-  command -v "$tool" >/dev/null || { echo "callgrind: $tool is missing (apt-get install gcc valgrind)"; exit 2; }
-done
+bench_setup callgrind gcc valgrind timeout awk
 [ -f /usr/include/valgrind/callgrind.h ] || { echo "callgrind: valgrind/callgrind.h missing (apt-get install valgrind)"; exit 2; }
-for f in "$native_manifest" "$icd_manifest" "$hostsim"; do
-  [ -e "$f" ] || { echo "callgrind: $f not found (build the project first with scripts/build.sh)"; exit 2; }
-done
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/guesticd-callgrind.XXXXXX")"
-hostsim_pid=""
-cleanup() { if [ -n "$hostsim_pid" ]; then kill "$hostsim_pid" 2>/dev/null; wait "$hostsim_pid" 2>/dev/null; fi; }
-trap cleanup EXIT
 gcc -O2 -std=c11 -Wall -o "$work/loop" "$here/callgrind_loop.c" -lvulkan || { echo "callgrind: build failed"; exit 2; }
 
 sock="$work/hostsim.sock"
@@ -48,7 +34,7 @@ icd_lib="$(sed -n 's/.*"library_path": *"\([^"]*\)".*/\1/p' "$icd_manifest")"
 mkdir -p "$work/icd" && cp "$icd_lib" "$work/icd/libguesticd.so"
 sed "s|$icd_lib|$work/icd/libguesticd.so|" "$icd_manifest" > "$work/icd/guesticd_icd.x86_64.json"
 run icd VK_DRIVER_FILES="$work/icd/guesticd_icd.x86_64.json" GUESTICD_TRANSPORT="unix:$sock"
-cleanup; hostsim_pid=""; trap - EXIT
+bench_stop_hostsim; trap - EXIT
 
 # Each dump file: "desc: Trigger: Client Request: NAME" and "totals: IR" (or "summary:").
 irs() {

@@ -7,27 +7,9 @@
 # through the ICD (each group in its own process, so a crash costs only that group's metrics), stops
 # hostsim and prints: metric | native | through ICD | ratio ICD/native | target | met?
 set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-native_manifest="${BENCH_NATIVE_ICD:-/usr/share/vulkan/icd.d/lvp_icd.x86_64.json}"
-icd_manifest="${BENCH_ICD_MANIFEST:-$root/out/icd/guesticd_icd.x86_64.json}"
-hostsim="${BENCH_HOSTSIM:-$root/out/hostsim/guesticd-hostsim}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 group_timeout="${BENCH_GROUP_TIMEOUT_S:-120}"
-
-for tool in gcc glslc timeout awk; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install gcc glslc coreutils gawk)"; exit 2; }
-done
-[ -f /usr/include/vulkan/vulkan.h ] || { echo "bench: vulkan headers missing (apt-get install libvulkan-dev)"; exit 2; }
-for f in "$native_manifest" "$icd_manifest" "$hostsim"; do
-  [ -e "$f" ] || { echo "bench: $f not found (build the project first with scripts/build.sh)"; exit 2; }
-done
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/guesticd-bench.XXXXXX")"
-hostsim_pid=""
-cleanup() {
-  if [ -n "$hostsim_pid" ]; then kill "$hostsim_pid" 2>/dev/null; wait "$hostsim_pid" 2>/dev/null; fi
-}
-trap cleanup EXIT
+bench_setup bench gcc glslc timeout awk
 
 # ---- build
 gcc -O2 -std=c11 -Wall -pthread -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "bench: build failed"; exit 2; }
@@ -88,7 +70,7 @@ for round in $(seq "$rounds"); do
   done
 done
 elapsed=$(( $(date +%s) - start ))
-cleanup; hostsim_pid=""; trap - EXIT
+bench_stop_hostsim; trap - EXIT
 
 # ---- the table
 echo

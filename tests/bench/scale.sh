@@ -10,23 +10,13 @@
 # per second of wall time) and memory per session (the mean over session workers of their peak PSS and RSS,
 # sampled every 0.2 s). Uses the build in out/ like run.sh.
 set -uo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 counts="${1:-1 4 16}"
-native_manifest="${BENCH_NATIVE_ICD:-/usr/share/vulkan/icd.d/lvp_icd.x86_64.json}"
-icd_manifest="${BENCH_ICD_MANIFEST:-$root/out/icd/guesticd_icd.x86_64.json}"
-hostsim="${BENCH_HOSTSIM:-$root/out/hostsim/guesticd-hostsim}"
 group_timeout="${BENCH_GROUP_TIMEOUT_S:-300}"
 export BENCH_SUBMITS="${BENCH_SUBMITS:-20}" BENCH_SUBMITS_REPS="${BENCH_SUBMITS_REPS:-5}" BENCH_SUBMIT_DISPATCHES="${BENCH_SUBMIT_DISPATCHES:-100}"
-for tool in gcc glslc timeout awk; do command -v "$tool" >/dev/null || { echo "scale: $tool is missing"; exit 2; }; done
-for f in "$native_manifest" "$icd_manifest" "$hostsim"; do [ -e "$f" ] || { echo "scale: $f not found (scripts/build.sh)"; exit 2; }; done
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/guesticd-scale.XXXXXX")"
-hostsim_pid=""; sampler_pid=""
-cleanup() {
-  [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
-  if [ -n "$hostsim_pid" ]; then kill "$hostsim_pid" 2>/dev/null; wait "$hostsim_pid" 2>/dev/null; fi
-}
+bench_setup scale gcc glslc timeout awk
+sampler_pid=""
+cleanup() { [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null; bench_stop_hostsim; }
 trap cleanup EXIT
 gcc -O2 -std=c11 -Wall -pthread -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "scale: build failed"; exit 2; }
 glslc "$here/fma.comp" -o "$work/fma.comp.spv" && glslc "$here/noop.vert" -o "$work/noop.vert.spv" || exit 2
@@ -98,7 +88,7 @@ for n in $counts; do
   echo "scale: $n process(es), through the ICD ..." >&2; icd=$(phase icd "$n")
   printf '%s\t%s\t%s\n' "$n" "$native" "$icd" >> "$work/table"
 done
-cleanup; hostsim_pid=""; trap - EXIT
+cleanup; trap - EXIT
 
 echo
 echo "Scale — bench submits ($BENCH_SUBMITS submits of $BENCH_SUBMIT_DISPATCHES dispatches, median of $BENCH_SUBMITS_REPS) in N processes at once; one hostsim"
