@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 
 var listen = new Option<string[]>("--listen")
 {
-    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, vm:SOCKET,shm=FILE or vhost-user-gpu:SOCKET (repeatable; default unix:{Handshake.DefaultSocketPath()})",
+    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, hyperv:SERVICE-GUID[:VMID], vm:SOCKET,shm=FILE or vhost-user-gpu:SOCKET (repeatable; default unix:{Handshake.DefaultSocketPath()})",
     AllowMultipleArgumentsPerToken = true,
 };
 var device = new Option<string?>("--device") { Description = "serve the host device whose name contains this text (default: the first)" };
@@ -70,6 +70,12 @@ serve.SetAction(parse =>
     catch (Exception e) when (e is ArgumentException or IOException) { log.LogError("bad quotas: {Error}", e.Message); return 2; }
     log.LogInformation("per-session quotas: {Quotas}", quotas);
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : ["unix:" + Handshake.DefaultSocketPath()];
+    // Unix rings (memfd), vsock and vm (ivshmem) and vhost-user-gpu are Linux kernel interfaces.
+    if (!OperatingSystem.IsLinux() && specs.FirstOrDefault(s => !s.StartsWith("tcp:", StringComparison.Ordinal) && !s.StartsWith("hyperv:", StringComparison.Ordinal)) is { } linuxOnly)
+    {
+        log.LogError("cannot serve {Spec}: on this OS hostsim serves --listen hyperv:SERVICE-GUID[:VMID] and tcp:ADDRESS:PORT only (unix, vsock, vm and vhost-user-gpu need Linux)", linuxOnly);
+        return 2;
+    }
     // A virtio-gpu session lives in QEMU's guest memory, mapped here; handing that mapping to a worker process is
     // not built yet, so those sessions would run in this process, where one guest's driver crash ends every
     // session. Isolation is never dropped silently: the operator says so.
@@ -102,9 +108,14 @@ serve.SetAction(parse =>
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
     // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
-    if (parse.GetValue(inProcess)) WorkerWarmUp.PinDriver();
-    using var supervisor = parse.GetValue(inProcess) ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
-    log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
+    // Worker processes get their session's descriptors over SCM_RIGHTS and set Linux process limits; a
+    // Windows host has neither, so it runs every session in-process and says so.
+    bool sessionsInProcess = parse.GetValue(inProcess) || !OperatingSystem.IsLinux();
+    if (!parse.GetValue(inProcess) && !OperatingSystem.IsLinux())
+        log.LogWarning("sessions run in-process on this OS: worker processes need Linux (descriptor hand-off over SCM_RIGHTS), so a guest that crashes the driver ends every session");
+    if (sessionsInProcess) WorkerWarmUp.PinDriver();
+    using var supervisor = sessionsInProcess ? null : new Supervisor(options, log, Math.Max(0, parse.GetValue(warmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
+    log.LogInformation("sessions run {Where}", supervisor is null ? (parse.GetValue(inProcess) ? "in-process (--in-process)" : "in-process (this OS has no worker hand-off)") : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");
