@@ -29,19 +29,30 @@ var inProcess = new Option<bool>("--in-process") { Description = "run sessions o
 var warmWorkers = new Option<int>("--warm-workers") { Description = "worker processes kept started and waiting for a session (an application opens two: the loader's probe, then its instance)", DefaultValueFactory = _ => 2 };
 var handshakeTimeout = new Option<int>("--handshake-timeout-ms") { Description = "how long a new connection has for its transport handshake, authentication and hello", DefaultValueFactory = _ => 2000 };
 var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a worker sent SIGUSR2 faults inside native code like a driver bug would (tests the crash handling)", Hidden = true };
+var windowsService = new Option<bool>("--windows-service") { Description = "run as a Windows service (sc.exe create ... binPath= \"guesticd-hostsim.exe serve --windows-service ...\"); logs also go to the Application event log" };
 var hangOnFault = new Option<bool>("--debug-hang-on-fault") { Description = "with --debug-crash-on-sigusr2, the fault's handling never returns, as a crash handler deadlocked on a corrupted heap would (tests the watchdog)", Hidden = true };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture };
-ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => b
-    .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
-    .AddFilter(_ => true).SetMinimumLevel(level));
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture, windowsService };
+ILoggerFactory Logs(LogLevel level, bool eventLog = false) => LoggerFactory.Create(b =>
+{
+    b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; })
+        .AddFilter(_ => true).SetMinimumLevel(level);
+    if (eventLog && OperatingSystem.IsWindows()) WindowsService.AddEventLog(b);
+});
 
 
 serve.SetAction(parse =>
 {
-    using var logs = Logs(parse.GetValue(logLevel));
+    using var logs = Logs(parse.GetValue(logLevel), parse.GetValue(windowsService));
     var log = logs.CreateLogger("hostsim");
+    using var stop = new CancellationTokenSource();
+    if (parse.GetValue(windowsService))
+    {
+        // First, before the device is opened: the SCM waits 30 s for the service to connect.
+        if (!OperatingSystem.IsWindows()) { log.LogError("--windows-service is for Windows hosts"); return 2; }
+        WindowsService.Start(stop, log);
+    }
     var names = HostVulkan.DeviceNames();
     if (names.Count == 0) { log.LogError("the host's Vulkan loader reports no physical device"); return 1; }
     var want = parse.GetValue(device);
@@ -102,7 +113,6 @@ serve.SetAction(parse =>
         foreach (var li in listeners) li.Dispose();
         return 2;
     }
-    using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),

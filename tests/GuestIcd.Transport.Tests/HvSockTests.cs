@@ -9,9 +9,10 @@ namespace GuestIcd.Transport.Tests;
 /// <summary>
 /// Hyper-V sockets as far as a Linux machine without Hyper-V can take them: the address encoding against
 /// the values in Microsoft's "Make your own integration services" and Linux's hyperv_transport.c, the
-/// spec forms, the VMBus detection on a fake sysfs, the guest's failure messages from a real AF_VSOCK
-/// connect (to the local CID: this machine's CID 2 is its own host, not ours), and the Windows listener's
-/// accept and authentication code over TCP.
+/// spec forms, the VMBus detection on a fake sysfs, the guest's failure messages, and the Windows
+/// listener's accept and authentication code over TCP. Nothing connects over AF_VSOCK: without the
+/// vsock_loopback module even CID 1 goes to the guest-to-host transport, that is to this machine's own
+/// host, which is not ours.
 /// </summary>
 public sealed class HvSockTests
 {
@@ -200,31 +201,6 @@ public sealed class HvSockTests
         }
     }
 
-    /// <summary>A real AF_VSOCK connect, aimed at the local CID (1) where nothing of ours listens: whatever
-    /// this kernel answers (no loopback transport, refused, reset), the message is the hv_sock one.</summary>
-    [Fact]
-    public void ARealFailedConnectNamesTheServiceAndTheRemedy() => WithinTime(10_000, () =>
-    {
-        string guest = FakeSysfs(["dev0"], "vsock", "hv_sock");
-        try
-        {
-            uint port = 0x7A000000u + (uint)Random.Shared.Next(1 << 20);
-            Guid service = HvSockAddress.ServiceIdForPort(port);
-            var e = Assert.Throws<TransportClosedException>(() => HvSockTransport.Connect(port, Security(), 3000, Vsock.VMADDR_CID_LOCAL, guest));
-            Assert.StartsWith($"cannot connect to hvsock:{port}", e.Message);
-            Assert.True(e.Message.Contains($"the host refused service {service}", StringComparison.Ordinal)
-                || e.Message.Contains("this Hyper-V guest has no usable hv_sock", StringComparison.Ordinal)
-                || e.Message.Contains($"the host did not answer for service {service}", StringComparison.Ordinal)
-                || e.Message.Contains("no route to the host", StringComparison.Ordinal), e.Message);
-            Assert.Contains("errno", e.Message);
-            Assert.DoesNotContain(SecretText, e.Message);
-        }
-        finally
-        {
-            Directory.Delete(guest, true);
-        }
-    });
-
     [Fact]
     public void AutoTriesHvSockOnlyOnAHyperVGuestAndLogsWhyItMovesOn() => WithinTime(10_000, () =>
     {
@@ -236,10 +212,12 @@ public sealed class HvSockTests
             Assert.Null(HvSockTransport.TryAuto(2000, Security(), lines.Add, plain, Vsock.VMADDR_CID_LOCAL));
             Assert.Empty(lines);
 
-            Assert.Null(HvSockTransport.TryAuto(2000, Security(), lines.Add, guest, Vsock.VMADDR_CID_LOCAL));
+            // CID "any" fails before any socket exists; a real CID would reach this machine's own host.
+            Assert.Null(HvSockTransport.TryAuto(2000, Security(), lines.Add, guest, Vsock.VMADDR_CID_ANY));
             string line = Assert.Single(lines);
             uint port = HvSockTransport.PortFromEnvironment();
-            Assert.StartsWith($"transport auto: Hyper-V guest, hvsock:{port} unusable (cannot connect to hvsock:{port}", line);
+            Assert.StartsWith($"transport auto: Hyper-V guest, hvsock:{port} unusable (", line);
+            Assert.Contains("a vsock peer needs a concrete CID and port", line);
             Assert.EndsWith("; trying the others", line);
         }
         finally
