@@ -30,6 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
 fi
+# Wine for tests/GuestIcd.Tests/WineHostTests.cs: the win-x64 hostsim under wine64, its Vulkan through
+# winevulkan onto lavapipe. Without recommends (102 MB of packages; about 15 s to install on a CI machine).
+if ! dpkg-query -W -f='${Status}' wine64 2>/dev/null | grep -q "ok installed"; then
+  echo "setup: installing wine64"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends wine64
+fi
 # QEMU 10 from bookworm-backports: Debian 12's 7.2 refuses vhost-user-gpu without KVM, which this kind of
 # machine lacks (tests/vm: hostsim as the guest's virtio-gpu backend, serve --listen vhost-user-gpu:SOCK).
 if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null \

@@ -4,11 +4,13 @@ using GuestIcd.Vulkan;
 
 namespace GuestIcd.HostSim;
 
-/// <summary>The host's real Vulkan, reached through the system loader (libvulkan.so.1) and function
-/// pointers; the driver behind it is whatever the host has (lavapipe in CI, NVIDIA on a GPU host).</summary>
+/// <summary>The host's real Vulkan, reached through the system loader (libvulkan.so.1; vulkan-1.dll on a
+/// Windows host) and function pointers; the driver behind it is whatever the host has (lavapipe in CI,
+/// NVIDIA on a GPU host).</summary>
 internal static unsafe class HostVulkan
 {
-    static readonly nint s_lib = NativeLibrary.Load("libvulkan.so.1");
+    public static readonly string LoaderName = OperatingSystem.IsWindows() ? "vulkan-1.dll" : "libvulkan.so.1";
+    static readonly nint s_lib = NativeLibrary.Load(LoaderName);
     static readonly delegate* unmanaged<VkInstance, byte*, nint> s_gipa =
         (delegate* unmanaged<VkInstance, byte*, nint>)NativeLibrary.GetExport(s_lib, "vkGetInstanceProcAddr");
 

@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 
 var listen = new Option<string[]>("--listen")
 {
-    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, vm:SOCKET,shm=FILE or vhost-user-gpu:SOCKET (repeatable; default unix:{Handshake.DefaultSocketPath()})",
+    Description = $"where guests connect: unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, hyperv:SERVICE-GUID[:VMID], vm:SOCKET,shm=FILE or vhost-user-gpu:SOCKET (repeatable; default unix:{Handshake.DefaultSocketPath()})",
     AllowMultipleArgumentsPerToken = true,
 };
 var device = new Option<string?>("--device") { Description = "serve the host device whose name contains this text (default: the first)" };
@@ -30,14 +30,19 @@ var inProcess = new Option<bool>("--in-process") { Description = "run sessions o
 var warmWorkers = new Option<int>("--warm-workers") { Description = "worker processes kept started and waiting for a session (an application opens two: the loader's probe, then its instance)", DefaultValueFactory = _ => 2 };
 var handshakeTimeout = new Option<int>("--handshake-timeout-ms") { Description = "how long a new connection has for its transport handshake, authentication and hello", DefaultValueFactory = _ => 2000 };
 var crashable = new Option<bool>("--debug-crash-on-sigusr2") { Description = "a worker sent SIGUSR2 faults inside native code like a driver bug would (tests the crash handling)", Hidden = true };
+var windowsService = new Option<bool>("--windows-service") { Description = "run as a Windows service (sc.exe create ... binPath= \"guesticd-hostsim.exe serve --windows-service ...\"); logs also go to the Application event log" };
 var hangOnFault = new Option<bool>("--debug-hang-on-fault") { Description = "with --debug-crash-on-sigusr2, the fault's handling never returns, as a crash handler deadlocked on a corrupted heap would (tests the watchdog)", Hidden = true };
 
 var serve = new Command("serve", "serve guests on the host's Vulkan driver") { listen, device, protocol, secretFile, tlsCert, tlsKey, validation, strict, logLevel,
-    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture, Operations.Control, Operations.Metrics };
-ILoggerFactory Logs(LogLevel level) => LoggerFactory.Create(b => (ServeConfig.ToJournal
+    config, quotaMemory, quotaHeap, quotaObjects, quotaReply, quotaMessage, inProcess, warmWorkers, handshakeTimeout, crashable, hangOnFault, capture, Operations.Control, Operations.Metrics, windowsService };
+ILoggerFactory Logs(LogLevel level, bool eventLog = false) => LoggerFactory.Create(b =>
+{
+    (ServeConfig.ToJournal
         ? b.AddSystemdConsole(o => o.IncludeScopes = false)
         : b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.IncludeScopes = false; }))
-    .AddFilter(_ => true).SetMinimumLevel(level));
+        .AddFilter(_ => true).SetMinimumLevel(level);
+    if (eventLog && OperatingSystem.IsWindows()) WindowsService.AddEventLog(b);
+});
 
 
 serve.SetAction(parse =>
@@ -45,8 +50,15 @@ serve.SetAction(parse =>
     ServeConfig file;
     try { file = ServeConfig.Load(parse.GetValue(config)); }
     catch (ArgumentException e) { Console.Error.WriteLine($"hostsim: cannot serve: {e.Message}"); return 2; }
-    using var logs = Logs(ServeConfig.Pick(parse, logLevel, file.LogLevel));
+    using var logs = Logs(ServeConfig.Pick(parse, logLevel, file.LogLevel), parse.GetValue(windowsService));
     var log = logs.CreateLogger("hostsim");
+    using var stop = new CancellationTokenSource();
+    if (parse.GetValue(windowsService))
+    {
+        // First, before the device is opened: the SCM waits 30 s for the service to connect.
+        if (!OperatingSystem.IsWindows()) { log.LogError("--windows-service is for Windows hosts"); return 2; }
+        WindowsService.Start(stop, log);
+    }
     var names = HostVulkan.DeviceNames();
     if (names.Count == 0) { log.LogError("the host's Vulkan loader reports no physical device"); return 1; }
     var want = ServeConfig.Pick(parse, device, file.Device);
@@ -75,7 +87,13 @@ serve.SetAction(parse =>
     catch (Exception e) when (e is ArgumentException or IOException) { log.LogError("bad quotas: {Error}", e.Message); return 2; }
     log.LogInformation("per-session quotas: {Quotas}", quotas);
     var specs = parse.GetValue(listen) is { Length: > 0 } l ? l : file.Listen is { Length: > 0 } fl ? fl : ["unix:" + Handshake.DefaultSocketPath()];
-    bool runInProcess = parse.GetValue(inProcess) || file.InProcess == true;
+    // Unix rings (memfd), vsock and vm (ivshmem) and vhost-user-gpu are Linux kernel interfaces.
+    if (!OperatingSystem.IsLinux() && specs.FirstOrDefault(s => !s.StartsWith("tcp:", StringComparison.Ordinal) && !s.StartsWith("hyperv:", StringComparison.Ordinal)) is { } linuxOnly)
+    {
+        log.LogError("cannot serve {Spec}: on this OS hostsim serves --listen hyperv:SERVICE-GUID[:VMID] and tcp:ADDRESS:PORT only (unix, vsock, vm and vhost-user-gpu need Linux)", linuxOnly);
+        return 2;
+    }
+    bool askedInProcess = parse.GetValue(inProcess) || file.InProcess == true;
     var listeners = new List<ITransportListener>();
     try
     {
@@ -95,17 +113,21 @@ serve.SetAction(parse =>
         foreach (var li in listeners) li.Dispose();
         return 2;
     }
-    using var stop = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
     using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
     var options = new ServerOptions(chosen, major, minor, HandshakeTimeoutMs: parse.GetValue(handshakeTimeout),
         Validation: parse.GetValue(validation) || parse.GetValue(strict), Strict: parse.GetValue(strict), Quotas: quotas, CaptureDir: parse.GetValue(capture));
     // In-process sessions share this process's loader: keep the driver loaded between them (workers do the same).
+    // Worker processes get their session's descriptors over SCM_RIGHTS and set Linux process limits; a
+    // Windows host has neither, so it runs every session in-process and says so.
+    bool runInProcess = askedInProcess || !OperatingSystem.IsLinux();
+    if (!askedInProcess && !OperatingSystem.IsLinux())
+        log.LogWarning("sessions run in-process on this OS: worker processes need Linux (descriptor hand-off over SCM_RIGHTS), so a guest that crashes the driver ends every session");
     if (runInProcess) WorkerWarmUp.PinDriver();
     using var operations = Operations.Start(parse, chosen, log);
     if (operations is null) { foreach (var li in listeners) li.Dispose(); return 2; }
     using var supervisor = runInProcess ? null : new Supervisor(options, log, Math.Max(0, ServeConfig.Pick(parse, warmWorkers, file.WarmWorkers)), parse.GetValue(crashable), parse.GetValue(hangOnFault));
-    log.LogInformation("sessions run {Where}", supervisor is null ? "in-process (--in-process)" : "in one worker process each");
+    log.LogInformation("sessions run {Where}", supervisor is null ? (askedInProcess ? "in-process (--in-process)" : "in-process (this OS has no worker hand-off)") : "in one worker process each");
     new Server(listeners, options, logs, supervisor).Run(stop.Token);
     foreach (var li in listeners) li.Dispose();
     log.LogInformation("hostsim stopped");

@@ -186,7 +186,8 @@ internal sealed unsafe partial class Session
         foreach (var m in _shadows.Keys.ToList()) DropShadow(m);
         // The driver's and decoder's frees go back to the session thread's malloc arena, which glibc keeps;
         // hand what is free back to the system so a host that served many guests shrinks to its idle size.
-        try { Posix.malloc_trim(0); }
+        if (OperatingSystem.IsLinux())
+            try { Posix.malloc_trim(0); }
         catch (EntryPointNotFoundException) { }
     }
 }

@@ -35,17 +35,23 @@ internal sealed unsafe partial class Session
     /// <summary>Zeroed memory that costs nothing until written (anonymous pages read as the zero page).</summary>
     static byte* ZeroedPages(ulong size)
     {
+        // Windows hosts (hyperv:, tcp: only): committed zeroed memory; the lazy zero page is a Linux economy.
+        if (!OperatingSystem.IsLinux()) return (byte*)NativeMemory.AllocZeroed((nuint)Math.Max(size, 1));
         var p = Posix.mmap(0, (nuint)Math.Max(size, 1), Posix.PROT_READ | Posix.PROT_WRITE, Posix.MAP_PRIVATE | Posix.MAP_ANONYMOUS, -1, 0);
         if (p == -1) throw new OutOfMemoryException($"mmap of {size} bytes failed ({Marshal.GetLastPInvokeError()})");
         return (byte*)p;
     }
 
-    static void FreePages(byte* p, ulong size) => Posix.munmap((nint)p, (nuint)Math.Max(size, 1));
+    static void FreePages(byte* p, ulong size)
+    {
+        if (!OperatingSystem.IsLinux()) NativeMemory.Free(p);
+        else Posix.munmap((nint)p, (nuint)Math.Max(size, 1));
+    }
 
     /// <summary>A shared-heap range about to be handed to the driver.</summary>
     static void ZeroShared(byte* p, ulong size)
     {
-        if (((nint)p & 4095) == 0 && size % 4096 == 0 && Posix.madvise((nint)p, (nuint)size, Posix.MADV_REMOVE) == 0) return;
+        if (OperatingSystem.IsLinux() && ((nint)p & 4095) == 0 && size % 4096 == 0 && Posix.madvise((nint)p, (nuint)size, Posix.MADV_REMOVE) == 0) return;
         NativeMemory.Clear(p, (nuint)size);
     }
 

@@ -26,9 +26,16 @@ internal static unsafe class PeerLiveness
     {
         try
         {
+            // A Windows host (hyperv:, tcp:) has no libc poll: readable with nothing to read is the peer's FIN.
+            if (!OperatingSystem.IsLinux())
+                return socket.Poll(0, SelectMode.SelectError) || (socket.Poll(0, SelectMode.SelectRead) && socket.Available == 0);
             return HungUp((int)socket.Handle, rdhup: true, out _);
         }
         catch (ObjectDisposedException)
+        {
+            return true;
+        }
+        catch (SocketException)
         {
             return true;
         }

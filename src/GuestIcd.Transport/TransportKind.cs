@@ -17,4 +17,10 @@ public enum TransportKind
 
     /// <summary>A guest's virtio-gpu device (kernel DRM UAPI) whose backend is hostsim.</summary>
     VirtioGpu,
+
+    /// <summary>A Linux guest under Hyper-V: AF_VSOCK to the host over hv_sock (HvSockTransport.cs).</summary>
+    HvSock,
+
+    /// <summary>A Windows host serving Hyper-V guests on an AF_HYPERV service GUID (HyperVListener.cs).</summary>
+    HyperV,
 }

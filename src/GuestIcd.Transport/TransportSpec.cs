@@ -6,7 +6,8 @@ namespace GuestIcd.Transport;
 /// <summary>
 /// A parsed transport spec, the form <c>GUESTICD_TRANSPORT</c> and hostsim's <c>--listen</c> take:
 /// <c>unix:PATH</c>, <c>tcp:HOST:PORT</c> (IPv6 in brackets: <c>tcp:[::1]:7000</c>), <c>vsock:CID:PORT</c>
-/// for a guest and <c>vsock:PORT</c> for a host; a guest also accepts <c>auto</c> (the default unix socket).
+/// for a guest and <c>vsock:PORT</c> for a host, <c>hvsock:PORT</c> for a Hyper-V guest and
+/// <c>hyperv:SERVICE-GUID[:VMID]</c> for a Windows host; a guest also accepts <c>auto</c> (the default unix socket).
 /// </summary>
 /// <param name="Kind">Which transport.</param>
 /// <param name="Address">Unix: the socket path; TCP: the host name or address (no brackets).</param>
@@ -14,8 +15,14 @@ namespace GuestIcd.Transport;
 /// <param name="Cid">Vsock: the peer's context id (guest side only).</param>
 public sealed record TransportSpec(TransportKind Kind, string Address, uint Port, uint Cid)
 {
-    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT, vm, virtio-gpu[:/dev/dri/renderDN] or auto";
-    private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT, vsock:PORT or vm:SOCKET,shm=FILE[,size=BYTES]";
+    private const string GuestForms = "unix:PATH, tcp:HOST:PORT, vsock:CID:PORT, hvsock:PORT, vm, virtio-gpu[:/dev/dri/renderDN] or auto";
+    private const string HostForms = "unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, hyperv:SERVICE-GUID[:VMID] or vm:SOCKET,shm=FILE[,size=BYTES]";
+
+    /// <summary>HyperV on a host: the service GUID listened on; HvSock on a guest: the one its port reaches.</summary>
+    public Guid ServiceId { get; init; }
+
+    /// <summary>HyperV on a host: the VM (or HV_GUID_WILDCARD / HV_GUID_CHILDREN) served.</summary>
+    public Guid VmId { get; init; }
 
     /// <summary>Vm on a host: the ivshmem backing file.</summary>
     public string? ShmPath { get; init; }
@@ -61,6 +68,8 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
                     throw Bad(spec, "vsock port 0 is not a port to connect to");
                 return new TransportSpec(TransportKind.Vsock, "", port, cid);
             }
+            case "hvsock":
+                return HvSockSpec(spec, rest);
             default:
                 throw Unknown(spec, scheme, GuestForms);
         }
@@ -89,6 +98,8 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
                 return new TransportSpec(TransportKind.Vsock, "", Number(spec, rest, "port", uint.MaxValue - 1), uint.MaxValue);
             case "vm":
                 return Vm(spec, rest);
+            case "hyperv":
+                return HyperVSpec(spec, rest);
             default:
                 throw Unknown(spec, scheme, HostForms);
         }
@@ -113,9 +124,51 @@ public sealed record TransportSpec(TransportKind Kind, string Address, uint Port
         TransportKind.Unix => $"unix:{Address}",
         TransportKind.Tcp => $"tcp:{TcpTransport.FormatHost(Address)}:{Port}",
         TransportKind.VirtioGpu => Address.Length == 0 ? "virtio-gpu" : $"virtio-gpu:{Address}",
+        TransportKind.HvSock => HvSockTransport.Name(Port),
+        TransportKind.HyperV => HyperVListener.Name(ServiceId, VmId),
         TransportKind.Vm => ShmPath is null ? "vm" : $"vm:{Address},shm={ShmPath}" + (ShmSize > 0 ? $",size={ShmSize}" : ""),
         _ => Cid == uint.MaxValue ? $"vsock:{Port}" : $"vsock:{Cid}:{Port}",
     };
+
+    /// <summary>hvsock:PORT (decimal or 0x-hex), or hvsock:SERVICE-GUID of the port form; the host is always CID 2.</summary>
+    private static TransportSpec HvSockSpec(string spec, string rest)
+    {
+        uint port;
+        if (Guid.TryParse(rest, out Guid service))
+        {
+            if (!HvSockAddress.TryPortForServiceId(service, out port))
+                throw Bad(spec, $"a Linux guest reaches only service GUIDs of the form PORT-facb-11e6-bd58-64006a7986d3; {service} is not one");
+        }
+        else if (!HvSockAddress.TryParsePort(rest, out port))
+            throw Bad(spec, $"port '{rest}' is not a number (decimal or 0x-hex) or a PORT-facb-11e6-bd58-64006a7986d3 service GUID");
+        if (port is 0 or uint.MaxValue)
+            throw Bad(spec, $"hvsock port {port} is not a port to connect to");
+        return new TransportSpec(TransportKind.HvSock, "", port, 2) { ServiceId = HvSockAddress.ServiceIdForPort(port) };
+    }
+
+    /// <summary>hyperv:SERVICE[:VMID]: SERVICE a GUID or a vsock port (its GUID); VMID a GUID, or wildcard
+    /// (the default), children, loopback.</summary>
+    private static TransportSpec HyperVSpec(string spec, string rest)
+    {
+        string[] parts = rest.Split(':');
+        if (parts.Length > 2 || parts[0].Length == 0)
+            throw Bad(spec, "expected hyperv:SERVICE-GUID[:VMID]");
+        if (!HvSockAddress.TryParseServiceId(parts[0], out Guid service))
+            throw Bad(spec, $"service '{parts[0]}' is not a GUID (or a vsock port)");
+        Guid vm = HvSockAddress.Wildcard;
+        if (parts.Length == 2)
+        {
+            vm = parts[1] switch
+            {
+                "wildcard" or "*" => HvSockAddress.Wildcard,
+                "children" => HvSockAddress.Children,
+                "loopback" => HvSockAddress.Loopback,
+                "parent" => HvSockAddress.Parent,
+                _ => Guid.TryParse(parts[1], out Guid id) ? id : throw Bad(spec, $"VM '{parts[1]}' is not a GUID (Get-VM NAME | Select Id), wildcard, children or loopback"),
+            };
+        }
+        return new TransportSpec(TransportKind.HyperV, "", 0, 0) { ServiceId = service, VmId = vm };
+    }
 
     private static (string Scheme, string Remainder) SplitScheme(string spec, string forms)
     {

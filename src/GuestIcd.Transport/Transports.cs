@@ -16,6 +16,9 @@ public static class Transports
     public static ITransport Connect(string spec, int timeoutMs, string? defaultUnixPath = null,
         TransportSecurity? security = null, long heapBytes = 0, Action<string>? info = null)
     {
+        // A Hyper-V guest has neither virtio device; hv_sock is its way out, so it goes first.
+        if ((string.IsNullOrEmpty(spec) || spec == "auto") && HvSockTransport.TryAuto(timeoutMs, security, info) is { } hv)
+            return hv;
         if ((string.IsNullOrEmpty(spec) || spec == "auto") && VirtioGpuTransport.Present())
         {
             // A virtio-gpu device whose backend is ours: the VM transport every hypervisor offers.
@@ -51,6 +54,8 @@ public static class Transports
                 return UnixRingTransport.Connect(parsed.Address, timeoutMs, heapBytes: heapBytes);
             case TransportKind.Tcp:
                 return TcpTransport.Connect(parsed.Address, (int)parsed.Port, GuestSecurity(parsed, security), timeoutMs);
+            case TransportKind.HvSock:
+                return HvSockTransport.Connect(parsed.Port, GuestSecurity(parsed, security), timeoutMs);
             default:
                 return VsockTransport.Connect(parsed.Cid, parsed.Port, GuestSecurity(parsed, security), timeoutMs);
         }
@@ -74,6 +79,8 @@ public static class Transports
                 return new VmTransportListener(parsed.Address, parsed.ShmPath!, parsed.ShmSize);
             case TransportKind.Tcp:
                 return new TcpTransportListener(parsed.TcpEndPoint(), HostSecurity(parsed, security));
+            case TransportKind.HyperV:
+                return new HyperVListener(parsed.ServiceId, parsed.VmId, HostSecurity(parsed, security));
             default:
                 return new VsockTransportListener(parsed.Port, HostSecurity(parsed, security));
         }

@@ -20,12 +20,17 @@ public static unsafe class VsockTransport
     /// <exception cref="TransportClosedException">No vsock here, nothing listening, timed out, or refused;
     /// the message says which.</exception>
     /// <exception cref="ArgumentException">No usable secret.</exception>
-    public static ITransport Connect(uint cid, uint port, TransportSecurity security, int timeoutMs)
+    public static ITransport Connect(uint cid, uint port, TransportSecurity security, int timeoutMs) =>
+        Connect(cid, port, security, timeoutMs, $"vsock:{cid}:{port}", null);
+
+    /// <summary><see cref="Connect(uint, uint, TransportSecurity, int)"/> under another name (hv_sock), whose
+    /// failures <paramref name="explain"/> may word for that transport: it gets the errno (0: the socket
+    /// could not be created) and returns the reason, or null for the vsock wording.</summary>
+    internal static ITransport Connect(uint cid, uint port, TransportSecurity security, int timeoutMs, string where, Func<int, string?>? explain)
     {
         ArgumentNullException.ThrowIfNull(security);
         if (cid == Vsock.VMADDR_CID_ANY || port == Vsock.VMADDR_PORT_ANY)
             throw new ArgumentOutOfRangeException(cid == Vsock.VMADDR_CID_ANY ? nameof(cid) : nameof(port), "a vsock peer needs a concrete CID and port");
-        string where = $"vsock:{cid}:{port}";
         security.Validate(where);
         long deadline = Libc.Deadline(timeoutMs);
 
@@ -36,11 +41,11 @@ public static unsafe class VsockTransport
         }
         catch (IOException e)
         {
-            throw new TransportClosedException(e.Message);
+            throw new TransportClosedException(explain?.Invoke(0) is { } why ? $"{e.Message}; {why}" : e.Message);
         }
         try
         {
-            ConnectFd(fd, cid, port, where, deadline, timeoutMs);
+            ConnectFd(fd, cid, port, where, deadline, timeoutMs, explain);
         }
         catch
         {
@@ -64,30 +69,30 @@ public static unsafe class VsockTransport
             deadline, timeoutMs, where, $"hostsim at {where}");
     }
 
-    private static void ConnectFd(int fd, uint cid, uint port, string where, long deadline, int timeoutMs)
+    private static void ConnectFd(int fd, uint cid, uint port, string where, long deadline, int timeoutMs, Func<int, string?>? explain)
     {
         Vsock.SockAddrVm address = Vsock.Address(cid, port);
         if (Vsock.connect(fd, &address, (uint)sizeof(Vsock.SockAddrVm)) == 0)
             return;
         int errno = Libc.Errno;
         if (errno != Libc.EINPROGRESS && errno != Libc.EAGAIN && errno != Libc.EINTR)
-            throw Fail(where, errno);
+            throw Fail(where, errno, explain);
         int r = Libc.WaitWritable(fd, deadline);
         if (r < 0)
-            throw Fail(where, Libc.Errno);
+            throw Fail(where, Libc.Errno, explain);
         if (r == 0)
-            throw new TransportClosedException($"cannot connect to {where}: timed out after {timeoutMs} ms");
+            throw new TransportClosedException($"cannot connect to {where}: timed out after {timeoutMs} ms" + (explain?.Invoke(Vsock.ETIMEDOUT) is { } why ? $" ({why})" : ""));
         int error = 0;
         uint length = sizeof(int);
         if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_ERROR, &error, &length) != 0)
-            throw Fail(where, Libc.Errno);
+            throw Fail(where, Libc.Errno, explain);
         if (error != 0)
-            throw Fail(where, error);
+            throw Fail(where, error, explain);
     }
 
-    private static TransportClosedException Fail(string where, int errno)
+    private static TransportClosedException Fail(string where, int errno, Func<int, string?>? explain)
     {
-        string why = errno switch
+        string why = explain?.Invoke(errno) ?? errno switch
         {
             Libc.ECONNREFUSED or Libc.ECONNRESET => "nothing is listening there",
             Vsock.ENODEV or Vsock.EAFNOSUPPORT => "this machine has no vsock device",

@@ -89,7 +89,7 @@ public sealed class TransportSpecTests
     [InlineData("tcp:gpu-host.example:7000", "listens on an IP address")]
     [InlineData("vsock:2:5000", "a host listens on vsock:PORT")]
     [InlineData("vsock:any", "port 'any' is not a number")]
-    [InlineData("http:x", "unknown scheme 'http'; expected unix:PATH, tcp:ADDRESS:PORT, vsock:PORT or vm:SOCKET,shm=FILE[,size=BYTES]")]
+    [InlineData("http:x", "unknown scheme 'http'; expected unix:PATH, tcp:ADDRESS:PORT, vsock:PORT, hyperv:SERVICE-GUID[:VMID] or vm:SOCKET,shm=FILE[,size=BYTES]")]
     public void BadHostSpecsSayWhatIsWrong(string spec, string reason)
     {
         var e = Assert.Throws<ArgumentException>(() => TransportSpec.ParseHost(spec));

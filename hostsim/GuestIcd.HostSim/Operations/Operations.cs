@@ -27,7 +27,17 @@ internal sealed class Operations : IDisposable
         LiveStatus.Device = device;
         var ops = new Operations();
         var control = parse.GetValue(Control);
-        if (control != "none")
+        // The control socket checks its callers with SO_PEERCRED and owner-only modes: Linux only.
+        if (control != "none" && !OperatingSystem.IsLinux())
+        {
+            if (control is not null)
+            {
+                log.LogError("cannot serve: --control needs Linux (a unix socket checked with SO_PEERCRED); --metrics serves the same figures here");
+                return null;
+            }
+            log.LogInformation("no control socket on this OS; --metrics serves the same figures");
+        }
+        else if (control != "none")
         {
             var path = control ?? ControlSocket.DefaultPath();
             try
