@@ -85,6 +85,36 @@ public class GateTests
         Assert.True(again.ExitCode == 0 && again.Stdout.Contains("vkQueueWaitIdle result=0"), again.Stdout + again.Stderr + host.Log);
     }
 
+    /// <summary>Where libguesticd_spirv.so cannot be built (a Windows host), the gate binds SPIRV-Tools' C API
+    /// from its shared library (the Vulkan SDK's SPIRV-Tools-shared.dll there). The same code runs here on a
+    /// shared build of Debian's SPIRV-Tools: valid shaders run, invalid ones are refused with the validator's
+    /// reason, and with neither library hostsim refuses every shader rather than pass one unchecked.</summary>
+    [Fact]
+    public void SpirvToolsSharedLibraryValidatesWhenTheShimIsMissing()
+    {
+        var (gate, compute, spv) = Built.Value;
+        var tools = Path.Combine(Path.GetDirectoryName(gate)!, "libSPIRV-Tools-shared.so");
+        var cc = Repo.Run("cc", $"-shared -o {tools} -Wl,--whole-archive /usr/lib/x86_64-linux-gnu/libSPIRV-Tools.a -Wl,--no-whole-archive -lstdc++ -Wl,-z,defs");
+        Assert.True(cc.ExitCode == 0, cc.Stderr);
+        var env = new Dictionary<string, string> { ["GUESTICD_SPIRV_LIBRARY"] = "/nonexistent/libguesticd_spirv.so", ["GUESTICD_SPIRV_TOOLS_LIBRARY"] = tools };
+        using (var host = new HostSim(env))
+        {
+            var good = Repo.Run(compute, $"{spv} 100000", host.ClientEnv(), timeoutMs: 180_000);
+            Assert.True(good.ExitCode == 0, good.Stdout + good.Stderr + host.Log);
+            Assert.Contains("round 1: verified 100000 elements", good.Stdout);
+            var bad = Repo.Run(gate, $"{spv} invalid-spirv", host.ClientEnv(), timeoutMs: 60_000);
+            Assert.Contains(Lost, bad.Stdout);
+            host.WaitForLog("vkCreateShaderModule: invalid SPIR-V for Vulkan 1.", 10_000);
+        }
+        env["GUESTICD_SPIRV_TOOLS_LIBRARY"] = "/nonexistent/libSPIRV-Tools-shared.so";
+        using (var host = new HostSim(env))
+        {
+            var refused = Repo.Run(compute, $"{spv} 1000", host.ClientEnv(), timeoutMs: 60_000);
+            Assert.NotEqual(0, refused.ExitCode);
+            host.WaitForLog("SPIR-V cannot be validated on this host (/nonexistent/libguesticd_spirv.so could not be loaded, and /nonexistent/libSPIRV-Tools-shared.so could not be loaded)", 10_000);
+        }
+    }
+
     /// <summary>The loader's ICD answers an unknown extension itself; the spec's result either way.</summary>
     [Fact]
     public void AnExtensionTheDeviceLacksGetsExtensionNotPresent()

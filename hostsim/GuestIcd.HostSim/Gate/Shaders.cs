@@ -272,7 +272,9 @@ internal sealed unsafe partial class ValidUsageGate
         }
     }
 
-    /// <summary>libguesticd_spirv.so, next to hostsim's assembly (or GUESTICD_SPIRV_LIBRARY).</summary>
+    /// <summary>The validator: libguesticd_spirv.so next to hostsim's assembly (or GUESTICD_SPIRV_LIBRARY), else
+    /// SPIRV-Tools' own shared library through its C API (GUESTICD_SPIRV_TOOLS_LIBRARY, else
+    /// <see cref="SpirvTools.DefaultLibrary"/>: the Vulkan SDK's on a Windows host).</summary>
     static class Spirv
     {
         public static readonly delegate* unmanaged<uint*, nuint, int, uint, byte*, nuint, int> Validate;
@@ -282,9 +284,17 @@ internal sealed unsafe partial class ValidUsageGate
         {
             var path = Environment.GetEnvironmentVariable("GUESTICD_SPIRV_LIBRARY") is { Length: > 0 } p ? p
                 : Path.Combine(AppContext.BaseDirectory, "libguesticd_spirv.so");
-            if (!NativeLibrary.TryLoad(path, out var lib)) { Missing = $"{path} could not be loaded"; return; }
-            if (!NativeLibrary.TryGetExport(lib, "guesticd_spirv_validate", out var fn)) { Missing = $"{path} has no guesticd_spirv_validate"; return; }
-            Validate = (delegate* unmanaged<uint*, nuint, int, uint, byte*, nuint, int>)fn;
+            string shim;
+            if (!NativeLibrary.TryLoad(path, out var lib)) shim = $"{path} could not be loaded";
+            else if (!NativeLibrary.TryGetExport(lib, "guesticd_spirv_validate", out var fn)) shim = $"{path} has no guesticd_spirv_validate";
+            else
+            {
+                Validate = (delegate* unmanaged<uint*, nuint, int, uint, byte*, nuint, int>)fn;
+                return;
+            }
+            var tools = Environment.GetEnvironmentVariable("GUESTICD_SPIRV_TOOLS_LIBRARY") is { Length: > 0 } t ? t : SpirvTools.DefaultLibrary;
+            if (SpirvTools.Load(tools) is { } why) { Missing = $"{shim}, and {why}"; return; }
+            Validate = &SpirvTools.Validate;
         }
     }
 }
