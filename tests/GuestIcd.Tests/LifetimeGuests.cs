@@ -174,7 +174,8 @@ public sealed unsafe class RawGuest : IDisposable, IHandleMap
     ReadOnlySpan<byte> Read(out ReplyHeader h)
     {
         Span<byte> hdr = stackalloc byte[ReplyHeader.Size];
-        if (!_t.ReadExactly(hdr, 10_000)) throw new TimeoutException("no reply within 10 s");
+        // Generous: the first call waits for a worker that may still be warming up on a loaded machine.
+        if (!_t.ReadExactly(hdr, 60_000)) throw new TimeoutException("no reply within 60 s");
         h = ReplyHeader.Read(hdr);
         int n = MessageHeader.Padded((int)h.ByteLength);
         if (_reply.Length < n) _reply = new byte[n];
