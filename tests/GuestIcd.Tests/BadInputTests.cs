@@ -79,19 +79,6 @@ public class BadInputTests
         host.WaitForLog("no common major version", 10_000);
     }
 
-    /// <summary>Worker isolation is never dropped silently: virtio-gpu sessions cannot run in workers yet, so
-    /// serving them needs --in-process said out loud.</summary>
-    [Fact]
-    public void VirtioGpuWithoutInProcessIsRefusedWithTheReason()
-    {
-        var sock = Path.Combine(Directory.CreateTempSubdirectory("guesticd-vgpu").FullName, "gpu.sock");
-        var r = Repo.Run(HostSim.Executable, $"serve --listen vhost-user-gpu:{sock}", timeoutMs: 60_000);
-        Assert.Equal(2, r.ExitCode);
-        Assert.Contains("vhost-user-gpu sessions cannot run in worker processes yet", r.Stdout + r.Stderr);
-        Assert.Contains("pass --in-process", r.Stdout + r.Stderr);
-        Assert.False(File.Exists(sock), "nothing listens");
-    }
-
     [Fact]
     public void TheSameMajorSpeaksTheLowerMinor()
     {
