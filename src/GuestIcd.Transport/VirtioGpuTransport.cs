@@ -62,7 +62,7 @@ public static unsafe partial class VirtioGpuTransport
             bool contextInit = GetParam(fd, ParamContextInit) == 1;
             // Blobs only in an explicit context: a blob made before the implicit context exists is attached to it
             // only by the kernel's lazy path, which drivers without CONTEXT_INIT have not always had.
-            bool blob = contextInit && GetParam(fd, ParamResourceBlob) == 1;
+            bool blobOffered = GetParam(fd, ParamResourceBlob) == 1, blob = contextInit && blobOffered;
             if (contextInit)
             {
                 var sp = stackalloc ulong[4] { 1 /* CAPSET_ID */, CapsetId, 2 /* NUM_RINGS */, 1 };
@@ -88,7 +88,7 @@ public static unsafe partial class VirtioGpuTransport
                 (boHandle, resHandle) = (rc.BoHandle, rc.ResHandle);
             }
             string path = blob ? "a guest-memory blob" : "a 3D buffer resource";
-            debug?.Invoke($"virtio-gpu {node}: ring and heap in {path} ({total} bytes, resource {resHandle}; context init {(contextInit ? "yes" : "no")}, blobs {(blob ? "yes" : "not offered")})");
+            debug?.Invoke($"virtio-gpu {node}: ring and heap in {path} ({total} bytes, resource {resHandle}; context init {(contextInit ? "yes" : "no")}, blobs {(blobOffered ? "offered" : "not offered")})");
             var map = new Map { Handle = boHandle };
             if (Ioctl(fd, IoctlMap, &map) != 0)
                 throw new TransportClosedException($"virtio-gpu {node}: DRM_IOCTL_VIRTGPU_MAP failed ({Libc.Describe(Marshal.GetLastPInvokeError())})");
