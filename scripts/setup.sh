@@ -20,6 +20,7 @@ packages=(
   dpkg-dev lintian                  # scripts/package.sh: dpkg-deb, dpkg-shlibdeps, and the packages' check
   debootstrap e2fsprogs fdisk grub-pc-bin  # scripts/guest-image.sh: the guest's root, its ext4, MBR, GRUB (not installed to any disk here)
   valgrind                          # tests/bench/callgrind.sh: instructions per recorded command
+  libdrm-dev                        # virtgpu_drm.h: the virtio-gpu transport's UAPI layout check (Transport.Tests)
 )
 names=$(printf '%s\n' "${packages[@]}" | sed 's/#.*//' | tr -s ' ' '\n' | grep -v '^$')
 missing=()

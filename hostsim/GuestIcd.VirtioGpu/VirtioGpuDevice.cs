@@ -18,6 +18,8 @@ public sealed record VirtioGpuOptions
     public int MaxSubmitBytes { get; init; } = 1 << 20;
     /// <summary>Offer VIRTIO_GPU_F_CONTEXT_INIT (a context names its capset at creation).</summary>
     public bool ContextInit { get; init; } = true;
+    /// <summary>Offer VIRTIO_GPU_F_RESOURCE_BLOB (guest-memory blobs only: there is no host-visible region).</summary>
+    public bool ResourceBlob { get; init; } = true;
 }
 
 /// <summary>
@@ -27,7 +29,7 @@ public sealed record VirtioGpuOptions
 /// guest-controlled and checked; a bad one gets an error response (or, when its chain is malformed, is
 /// consumed with nothing written) and never affects another context.
 /// </summary>
-public sealed class VirtioGpuDevice : IDisposable
+public sealed partial class VirtioGpuDevice : IDisposable
 {
     public const int ControlQueue = 0, CursorQueue = 1, QueueCount = 2;
 
@@ -39,6 +41,8 @@ public sealed class VirtioGpuDevice : IDisposable
         public byte[]? Pixels;          // 2D only: host copy the console transfers into
         public Segment[]? Backing;      // guest pages, checked against guest RAM when attached
         public ulong BackingBytes;
+        /// <summary>A blob's VIRTIO_GPU_BLOB_MEM_* (0: a classic resource); its pages are fixed at creation.</summary>
+        public uint BlobMem, BlobFlags;
         public readonly HashSet<uint> Contexts = [];
     }
 
@@ -73,7 +77,7 @@ public sealed class VirtioGpuDevice : IDisposable
         _options = options;
         _log = log;
         _host = host;
-        MaxRequestBytes = Math.Max(Gpu.HeaderSize + 8 + options.MaxSubmitBytes, Gpu.HeaderSize + 8 + 16 * options.MaxBackingEntries);
+        MaxRequestBytes = Math.Max(Gpu.HeaderSize + 8 + options.MaxSubmitBytes, Gpu.HeaderSize + BlobRequestBytes + 16 * options.MaxBackingEntries);
         _request = new byte[MaxRequestBytes];
         _response = new byte[Math.Max(Gpu.DisplayInfoSize, Gpu.HeaderSize + Math.Max(options.Capset.Length, 8 + 1024))];
         BinaryPrimitives.WriteUInt32LittleEndian(_config.AsSpan(8), 1); // num_scanouts
@@ -90,7 +94,8 @@ public sealed class VirtioGpuDevice : IDisposable
     public int MaxRequestBytes { get; }
 
     /// <summary>Device feature bits (virtio-gpu's; the transport adds its own).</summary>
-    public ulong Features => (1UL << Gpu.FeatureVirgl) | (_options.ContextInit ? 1UL << Gpu.FeatureContextInit : 0);
+    public ulong Features => (1UL << Gpu.FeatureVirgl) | (_options.ContextInit ? 1UL << Gpu.FeatureContextInit : 0)
+        | (_options.ResourceBlob ? 1UL << Gpu.FeatureResourceBlob : 0);
 
     public int ContextCount => _contexts.Count;
     public int ResourceCount => _resources.Count;
@@ -313,6 +318,13 @@ public sealed class VirtioGpuDevice : IDisposable
                 break;
             case Gpu.CmdSubmit3D:
                 type = Need(body, 8, ref why) ? Submit(h.ContextId, body, ref why) : Gpu.RespErrInvalidParameter;
+                break;
+            case Gpu.CmdResourceCreateBlob when _options.ResourceBlob:
+                type = Need(body, BlobRequestBytes, ref why) ? CreateBlob(body, ref why) : Gpu.RespErrInvalidParameter;
+                break;
+            case Gpu.CmdResourceMapBlob when _options.ResourceBlob:
+            case Gpu.CmdResourceUnmapBlob when _options.ResourceBlob:
+                type = Need(body, 8, ref why) ? MapBlob(h.Type, U32(body, 0), ref why) : Gpu.RespErrInvalidParameter;
                 break;
             case Gpu.CmdUpdateCursor:
                 type = Need(body, 32, ref why) ? UpdateCursor(body, ref why) : Gpu.RespErrInvalidParameter;
@@ -559,33 +571,48 @@ public sealed class VirtioGpuDevice : IDisposable
             why = $"no resource {id}";
             return Gpu.RespErrInvalidResourceId;
         }
+        if (r.BlobMem != 0)
+        {
+            why = $"resource {id} is a blob: its pages were given at creation";
+            return Gpu.RespErrUnspec;
+        }
         if (r.Backing is not null)
         {
             why = $"resource {id} has backing already";
             return Gpu.RespErrUnspec;
         }
-        if (count == 0 || count > _options.MaxBackingEntries || (ulong)b.Length < 8 + 16UL * count)
+        var entries = ReadEntries(b[8..], count, out ulong total, ref why);
+        if (entries is null)
+            return Gpu.RespErrInvalidParameter;
+        r.Backing = entries;
+        r.BackingBytes = total;
+        return Gpu.RespOkNodata;
+    }
+
+    /// <summary>The <paramref name="count"/> struct virtio_gpu_mem_entry {u64 addr, u32 length, u32 padding} at
+    /// the start of <paramref name="b"/>, each checked to lie in guest RAM; null with the reason otherwise.</summary>
+    private Segment[]? ReadEntries(ReadOnlySpan<byte> b, uint count, out ulong total, ref string? why)
+    {
+        total = 0;
+        if (count == 0 || count > _options.MaxBackingEntries || (ulong)b.Length < 16UL * count)
         {
             why = $"{count} backing entries (at most {_options.MaxBackingEntries}, all within the request)";
-            return Gpu.RespErrInvalidParameter;
+            return null;
         }
         var entries = new Segment[count];
-        ulong total = 0;
         for (int i = 0; i < count; i++)
         {
-            ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(b[(8 + 16 * i)..]);
-            uint len = U32(b, 8 + 16 * i + 8);
+            ulong addr = BinaryPrimitives.ReadUInt64LittleEndian(b[(16 * i)..]);
+            uint len = U32(b, 16 * i + 8);
             if (len == 0 || !Memory.Covers(addr, len))
             {
                 why = $"backing entry {i} (0x{addr:x}+{len}) is not guest memory";
-                return Gpu.RespErrInvalidParameter;
+                return null;
             }
             entries[i] = new Segment(addr, len);
             total += len;
         }
-        r.Backing = entries;
-        r.BackingBytes = total;
-        return Gpu.RespOkNodata;
+        return entries;
     }
 
     private uint DetachBacking(uint id, ref string? why)

@@ -28,6 +28,10 @@ public static class Gpu
 
     public const uint FlagFence = 1, FlagInfoRingIdx = 2;
 
+    // struct virtio_gpu_resource_create_blob
+    public const uint BlobMemGuest = 1, BlobMemHost3D = 2, BlobMemHost3DGuest = 3;
+    public const uint BlobFlagUseMappable = 1, BlobFlagUseShareable = 2, BlobFlagUseCrossDevice = 4;
+
     /// <summary>struct virtio_gpu_ctrl_hdr: type, flags, fence_id, ctx_id, ring_idx, padding[3].</summary>
     public const int HeaderSize = 24;
     public const int MaxScanouts = 16;

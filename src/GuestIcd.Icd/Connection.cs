@@ -76,7 +76,8 @@ internal sealed unsafe partial class Connection : IDisposable
             // Only the remote transports take a secret: a bad secret setting must not break a unix guest.
             var security = spec.StartsWith("tcp:", StringComparison.Ordinal) || spec.StartsWith("vsock:", StringComparison.Ordinal)
                 ? TransportSecurity.FromEnvironment(Config.Get) : null;
-            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), security, heapBytes: HeapBytes, info: Log.Warn);
+            transport = Transports.Connect(spec, ConnectTimeoutMs, Handshake.DefaultSocketPath(), security, heapBytes: HeapBytes, info: Log.Warn,
+                debug: Log.Enabled(Log.Level.Debug) ? Log.Debug : null);
         }
         catch (TransportClosedException e)
         {

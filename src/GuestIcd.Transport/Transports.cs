@@ -11,10 +11,11 @@ public static class Transports
     /// </summary>
     /// <param name="defaultUnixPath">What <c>auto</c> means; Transport does not know the protocol's default.</param>
     /// <param name="heapBytes">Shared heap for HOST_VISIBLE memory, on transports that have one (unix).</param>
+    /// <param name="debug">Debug-level lines (which path a transport took), or null.</param>
     /// <exception cref="ArgumentException">Malformed spec, unknown scheme, or missing/unusable secret.</exception>
     /// <exception cref="TransportClosedException">The host is unreachable, refused us, or timed out.</exception>
     public static ITransport Connect(string spec, int timeoutMs, string? defaultUnixPath = null,
-        TransportSecurity? security = null, long heapBytes = 0, Action<string>? info = null)
+        TransportSecurity? security = null, long heapBytes = 0, Action<string>? info = null, Action<string>? debug = null)
     {
         // A Hyper-V guest has neither virtio device; hv_sock is its way out, so it goes first.
         if ((string.IsNullOrEmpty(spec) || spec == "auto") && HvSockTransport.TryAuto(timeoutMs, security, info) is { } hv)
@@ -24,7 +25,7 @@ public static class Transports
             // A virtio-gpu device whose backend is ours: the VM transport every hypervisor offers.
             try
             {
-                return VirtioGpuTransport.Connect(null, timeoutMs, heapBytes);
+                return VirtioGpuTransport.Connect(null, timeoutMs, heapBytes, debug);
             }
             catch (TransportClosedException e)
             {
@@ -49,7 +50,7 @@ public static class Transports
             case TransportKind.Vm:
                 return VmTransport.Connect(timeoutMs, heapBytes);
             case TransportKind.VirtioGpu:
-                return VirtioGpuTransport.Connect(parsed.Address, timeoutMs, heapBytes);
+                return VirtioGpuTransport.Connect(parsed.Address, timeoutMs, heapBytes, debug);
             case TransportKind.Unix:
                 return UnixRingTransport.Connect(parsed.Address, timeoutMs, heapBytes: heapBytes);
             case TransportKind.Tcp:

@@ -19,7 +19,10 @@ namespace GuestIcd.Transport;
 /// <para>The rings are <see cref="UnixRingTransport"/>'s, with a socketpair for doorbells whose other end a
 /// relay thread turns into DOORBELL submissions, and WAIT fences into bytes.</para>
 /// <para>CONTEXT_INIT is used when the device offers it (one ring); otherwise the kernel makes the context
-/// on first use. Blobs are not needed: the host reads the resource's guest pages.</para>
+/// on first use. Where the device offers blobs as well (crosvm, a QEMU frontend that passes RESOURCE_BLOB on),
+/// the resource is a guest-memory blob (VIRTGPU_BLOB_MEM_GUEST, mappable): a plain memory object, no 3D
+/// format or bind. Otherwise it is a 3D buffer resource with the kernel's attached backing. Either way the
+/// host maps the resource's guest pages; what the device offers decides, at run time.</para>
 /// </remarks>
 public static unsafe partial class VirtioGpuTransport
 {
@@ -39,7 +42,8 @@ public static unsafe partial class VirtioGpuTransport
 
     /// <summary>Connects through <paramref name="renderNode"/> (null: the first render node offering our capset).</summary>
     /// <exception cref="TransportClosedException">No such node, another protocol major, or the device refused a step; one line says which.</exception>
-    public static UnixRingTransport Connect(string? renderNode, int timeoutMs, long heapBytes)
+    /// <param name="debug">Where to say which path was taken (null: nowhere).</param>
+    public static UnixRingTransport Connect(string? renderNode, int timeoutMs, long heapBytes, Action<string>? debug = null)
     {
         _ = timeoutMs; // every step is a local ioctl; the host answers INIT's fence synchronously
         string? reason = null;
@@ -55,7 +59,11 @@ public static unsafe partial class VirtioGpuTransport
                 throw new TransportClosedException($"virtio-gpu {node}: {reason}");
             if (major != Handshake.ProtocolMajor)
                 throw new TransportClosedException($"virtio-gpu {node}: the host ({identity}) speaks protocol {major}.{minor}; this guest speaks {Handshake.ProtocolMajor}.{Handshake.ProtocolMinor}");
-            if (GetParam(fd, ParamContextInit) == 1)
+            bool contextInit = GetParam(fd, ParamContextInit) == 1;
+            // Blobs only in an explicit context: a blob made before the implicit context exists is attached to it
+            // only by the kernel's lazy path, which drivers without CONTEXT_INIT have not always had.
+            bool blobOffered = GetParam(fd, ParamResourceBlob) == 1, blob = contextInit && blobOffered;
+            if (contextInit)
             {
                 var sp = stackalloc ulong[4] { 1 /* CAPSET_ID */, CapsetId, 2 /* NUM_RINGS */, 1 };
                 var ci = new ContextInit { NumParams = 2, Params = (ulong)sp };
@@ -64,10 +72,24 @@ public static unsafe partial class VirtioGpuTransport
             }
             heapBytes = Math.Min(heapBytes, MaxHeapBytes) & ~4095L;
             long total = ControlBytes + UnixRingTransport.SharedSize(RingBytes) + heapBytes;
-            var rc = new ResourceCreate { Target = 0, Format = 64, Bind = 0x10, Width = (uint)total, Height = 1, Depth = 1, ArraySize = 1, Size = (uint)total, Stride = (uint)total };
-            if (Ioctl(fd, IoctlResourceCreate, &rc) != 0)
-                throw new TransportClosedException($"virtio-gpu {node}: creating the {total >> 20} MiB shared resource failed ({Libc.Describe(Marshal.GetLastPInvokeError())}; GUESTICD_HEAP_MB sets the heap)");
-            var map = new Map { Handle = rc.BoHandle };
+            uint boHandle, resHandle;
+            if (blob)
+            {
+                var cb = new ResourceCreateBlob { BlobMem = BlobMemGuest, BlobFlags = BlobFlagUseMappable, Size = (ulong)total };
+                if (Ioctl(fd, IoctlResourceCreateBlob, &cb) != 0)
+                    throw new TransportClosedException($"virtio-gpu {node}: creating the {total >> 20} MiB shared blob failed ({Libc.Describe(Marshal.GetLastPInvokeError())}; GUESTICD_HEAP_MB sets the heap)");
+                (boHandle, resHandle) = (cb.BoHandle, cb.ResHandle);
+            }
+            else
+            {
+                var rc = new ResourceCreate { Target = 0, Format = 64, Bind = 0x10, Width = (uint)total, Height = 1, Depth = 1, ArraySize = 1, Size = (uint)total, Stride = (uint)total };
+                if (Ioctl(fd, IoctlResourceCreate, &rc) != 0)
+                    throw new TransportClosedException($"virtio-gpu {node}: creating the {total >> 20} MiB shared resource failed ({Libc.Describe(Marshal.GetLastPInvokeError())}; GUESTICD_HEAP_MB sets the heap)");
+                (boHandle, resHandle) = (rc.BoHandle, rc.ResHandle);
+            }
+            string path = blob ? "a guest-memory blob" : "a 3D buffer resource";
+            debug?.Invoke($"virtio-gpu {node}: ring and heap in {path} ({total} bytes, resource {resHandle}; context init {(contextInit ? "yes" : "no")}, blobs {(blobOffered ? "offered" : "not offered")})");
+            var map = new Map { Handle = boHandle };
             if (Ioctl(fd, IoctlMap, &map) != 0)
                 throw new TransportClosedException($"virtio-gpu {node}: DRM_IOCTL_VIRTGPU_MAP failed ({Libc.Describe(Marshal.GetLastPInvokeError())})");
             size = (nuint)total;
@@ -81,10 +103,10 @@ public static unsafe partial class VirtioGpuTransport
             SharedRing.Initialize(region + ControlBytes + SharedRing.RegionSize(RingBytes));
             Span<byte> init = stackalloc byte[24];
             BinaryPrimitives.WriteUInt32LittleEndian(init, OpInit);
-            BinaryPrimitives.WriteUInt32LittleEndian(init[4..], rc.ResHandle);
+            BinaryPrimitives.WriteUInt32LittleEndian(init[4..], resHandle);
             BinaryPrimitives.WriteUInt32LittleEndian(init[8..], RingBytes);
             BinaryPrimitives.WriteUInt64LittleEndian(init[16..], (ulong)heapBytes);
-            uint bo = rc.BoHandle;
+            uint bo = boHandle;
             int fence = Submit(fd, init, &bo, 1, wantFence: true);
             if (fence < 0 || !WaitFence(fence, 5000) || Volatile.Read(ref *(uint*)region) != ControlRunning)
                 throw new TransportClosedException($"virtio-gpu {node}: the host did not start a session");
@@ -94,7 +116,7 @@ public static unsafe partial class VirtioGpuTransport
             g0 = sv[0];
             g1 = sv[1];
             var transport = new UnixRingTransport(g0, region + ControlBytes, size - ControlBytes, RingBytes, isHost: false,
-                $"virtio-gpu:{node} ({identity}, ring {RingBytes} B, heap {heapBytes >> 20} MiB)", heapBytes);
+                $"virtio-gpu:{node} ({identity}, ring {RingBytes} B, heap {heapBytes >> 20} MiB, {(blob ? "blob" : "3D resource")})", heapBytes);
             var relay = new Relay(fd, g1, region);
             new Thread(relay.Run) { IsBackground = true, Name = "guesticd virtio-gpu relay" }.Start();
             fd = g0 = g1 = -1;
@@ -292,7 +314,8 @@ public static unsafe partial class VirtioGpuTransport
 
     // ---- virtgpu_drm.h (Linux 6.1) --------------------------------------------------------------------
 
-    private const ulong Param3DFeatures = 1, ParamContextInit = 6;
+    private const ulong Param3DFeatures = 1, ParamResourceBlob = 3, ParamContextInit = 6;
+    private const uint BlobMemGuest = 1, BlobFlagUseMappable = 1;
     private const uint ExecbufFenceFdOut = 2;
 
     private static uint Iowr(uint nr, int size) => (3u << 30) | ((uint)size << 16) | ((uint)'d' << 8) | (0x40 + nr);
@@ -303,6 +326,7 @@ public static unsafe partial class VirtioGpuTransport
     private static readonly uint IoctlGetParam = Iowr(0x03, sizeof(GetParamArgs));
     private static readonly uint IoctlResourceCreate = Iowr(0x04, sizeof(ResourceCreate));
     private static readonly uint IoctlGetCaps = Iowr(0x09, sizeof(GetCaps));
+    private static readonly uint IoctlResourceCreateBlob = Iowr(0x0a, sizeof(ResourceCreateBlob));
     private static readonly uint IoctlContextInit = Iowr(0x0b, sizeof(ContextInit));
 
     [StructLayout(LayoutKind.Sequential)] private struct Map { public ulong Offset; public uint Handle, Pad; }
@@ -315,6 +339,27 @@ public static unsafe partial class VirtioGpuTransport
     private struct ResourceCreate { public uint Target, Format, Bind, Width, Height, Depth, ArraySize, LastLevel, NrSamples, Flags, BoHandle, ResHandle, Size, Stride; }
     [StructLayout(LayoutKind.Sequential)] private struct GetCaps { public uint CapSetId, CapSetVer; public ulong Addr; public uint Size, Pad; }
     [StructLayout(LayoutKind.Sequential)] private struct ContextInit { public uint NumParams, Pad; public ulong Params; }
+    /// <summary>struct drm_virtgpu_resource_create_blob (Linux 5.11+; 48 bytes). cmd/cmd_size/blob_id are for host blobs.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ResourceCreateBlob { public uint BlobMem, BlobFlags, BoHandle, ResHandle; public ulong Size; public uint Pad, CmdSize; public ulong Cmd, BlobId; }
+
+    /// <summary>The UAPI layouts this file relies on, as (name, size, offsets of the members that the kernel
+    /// reads or writes); tests compare them with the kernel header's (offsetof in C).</summary>
+    internal static IEnumerable<(string Name, int Size, (string Member, int Offset)[] Members)> UapiLayouts()
+    {
+        yield return ("drm_virtgpu_map", System.Runtime.CompilerServices.Unsafe.SizeOf<Map>(), [("offset", (int)Marshal.OffsetOf<Map>(nameof(Map.Offset))), ("handle", (int)Marshal.OffsetOf<Map>(nameof(Map.Handle)))]);
+        yield return ("drm_virtgpu_getparam", System.Runtime.CompilerServices.Unsafe.SizeOf<GetParamArgs>(), [("param", (int)Marshal.OffsetOf<GetParamArgs>(nameof(GetParamArgs.Param))), ("value", (int)Marshal.OffsetOf<GetParamArgs>(nameof(GetParamArgs.Value)))]);
+        yield return ("drm_virtgpu_get_caps", System.Runtime.CompilerServices.Unsafe.SizeOf<GetCaps>(), [("addr", (int)Marshal.OffsetOf<GetCaps>(nameof(GetCaps.Addr))), ("size", (int)Marshal.OffsetOf<GetCaps>(nameof(GetCaps.Size)))]);
+        yield return ("drm_virtgpu_resource_create", System.Runtime.CompilerServices.Unsafe.SizeOf<ResourceCreate>(), [("bo_handle", (int)Marshal.OffsetOf<ResourceCreate>(nameof(ResourceCreate.BoHandle))),
+            ("res_handle", (int)Marshal.OffsetOf<ResourceCreate>(nameof(ResourceCreate.ResHandle))), ("stride", (int)Marshal.OffsetOf<ResourceCreate>(nameof(ResourceCreate.Stride)))]);
+        yield return ("drm_virtgpu_resource_create_blob", System.Runtime.CompilerServices.Unsafe.SizeOf<ResourceCreateBlob>(), [("blob_mem", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.BlobMem))),
+            ("bo_handle", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.BoHandle))),
+            ("res_handle", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.ResHandle))),
+            ("size", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.Size))),
+            ("cmd_size", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.CmdSize))),
+            ("blob_id", (int)Marshal.OffsetOf<ResourceCreateBlob>(nameof(ResourceCreateBlob.BlobId)))]);
+        yield return ("drm_virtgpu_context_init", System.Runtime.CompilerServices.Unsafe.SizeOf<ContextInit>(), [("ctx_set_params", (int)Marshal.OffsetOf<ContextInit>(nameof(ContextInit.Params)))]);
+    }
 
     // ioctl is variadic; on x86-64 SysV a pointer vararg travels like a fixed argument.
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]

@@ -198,6 +198,27 @@ internal static class Req
         return b;
     }
 
+    /// <summary>RESOURCE_CREATE_BLOB as the kernel sends it (context 0 for guest memory); <paramref name="claimedEntries"/>
+    /// overrides nr_entries (a hostile count).</summary>
+    public static byte[] CreateBlob(uint id, uint mem, uint flags, ulong size, (ulong Addr, uint Len)[] entries, ulong blobId = 0,
+        uint claimedEntries = uint.MaxValue, uint ctx = 0)
+    {
+        var b = Header(Gpu.CmdResourceCreateBlob, ctx, 0, 32 + 16 * entries.Length);
+        var body = b.AsSpan(Gpu.HeaderSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(body, id);
+        BinaryPrimitives.WriteUInt32LittleEndian(body[4..], mem);
+        BinaryPrimitives.WriteUInt32LittleEndian(body[8..], flags);
+        BinaryPrimitives.WriteUInt32LittleEndian(body[12..], claimedEntries == uint.MaxValue ? (uint)entries.Length : claimedEntries);
+        BinaryPrimitives.WriteUInt64LittleEndian(body[16..], blobId);
+        BinaryPrimitives.WriteUInt64LittleEndian(body[24..], size);
+        for (int i = 0; i < entries.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(body[(32 + 16 * i)..], entries[i].Addr);
+            BinaryPrimitives.WriteUInt32LittleEndian(body[(40 + 16 * i)..], entries[i].Len);
+        }
+        return b;
+    }
+
     public static byte[] Submit(uint ctx, ReadOnlySpan<byte> commands, uint claimedSize = uint.MaxValue)
     {
         var b = Header(Gpu.CmdSubmit3D, ctx, 0, 8 + commands.Length);

@@ -154,6 +154,7 @@ public sealed unsafe class VhostUserSocketTests : IDisposable
         Assert.NotEqual(0UL, features & (1UL << VhostUser.FeatureProtocolFeatures));
         Assert.NotEqual(0UL, features & (1UL << Gpu.FeatureVirgl));
         Assert.NotEqual(0UL, features & (1UL << Gpu.FeatureContextInit));
+        Assert.NotEqual(0UL, features & (1UL << Gpu.FeatureResourceBlob));
         ulong protocol = f.Ask64(VhostUser.GetProtocolFeatures);
         Assert.NotEqual(0UL, protocol & (1UL << VhostUser.ProtocolConfig));
         var p8 = new byte[8];

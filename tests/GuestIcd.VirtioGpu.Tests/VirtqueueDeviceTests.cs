@@ -233,7 +233,8 @@ public sealed unsafe class VirtqueueDeviceTests : IDisposable
     public void UnknownShortAndMisplacedCommandsGetErrors()
     {
         Assert.Equal(Gpu.RespErrUnspec, Run(Req.Header(0x0999)));
-        Assert.Equal(Gpu.RespErrUnspec, Run(Req.Header(Gpu.CmdResourceCreateBlob))); // not offered
+        Assert.Equal(Gpu.RespErrUnspec, Run(Req.Header(Gpu.CmdSetScanoutBlob))); // not served
+        Assert.Equal(Gpu.RespErrInvalidParameter, Run(Req.Header(Gpu.CmdResourceCreateBlob))); // offered, but no body
         Assert.Equal(Gpu.RespErrInvalidParameter, Run(Req.Header(Gpu.CmdResourceCreate2D, bodyBytes: 4)));
         // Shorter than a header: the answer says so.
         var (_, resp) = _g.Submit(new byte[10], 64);

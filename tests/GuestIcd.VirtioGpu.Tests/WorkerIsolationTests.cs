@@ -173,14 +173,23 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
         private readonly int _relay;
         private ulong _next;
 
-        public GuestProcess(Driver d, SyntheticGuest g, uint ctx, uint resource, bool contextInit = true)
+        /// <param name="blob">The ring is a guest-memory blob (RESOURCE_CREATE_BLOB, what a kernel with
+        /// VIRTIO_GPU_F_RESOURCE_BLOB makes for the ICD) rather than a 3D buffer with attached backing.</param>
+        public GuestProcess(Driver d, SyntheticGuest g, uint ctx, uint resource, bool contextInit = true, bool blob = false)
         {
             Ctx = ctx;
             Assert.Equal(Gpu.RespOkNodata, d.Call(Req.CtxCreate(ctx, contextInit ? GuestIcdCapset.Id : 0, $"app{ctx}")));
             ulong gpa = g.Alloc(Total, pageAligned: true);
             g.Alloc(4096, pageAligned: true);
-            Assert.Equal(Gpu.RespOkNodata, d.Call(Req.CreateBuffer(resource, (uint)Total)));
-            Assert.Equal(Gpu.RespOkNodata, d.Call(Req.AttachBacking(resource, (gpa, (uint)Total))));
+            if (blob)
+            {
+                Assert.Equal(Gpu.RespOkNodata, d.Call(Req.CreateBlob(resource, Gpu.BlobMemGuest, Gpu.BlobFlagUseMappable, (ulong)Total, [(gpa, (uint)Total)])));
+            }
+            else
+            {
+                Assert.Equal(Gpu.RespOkNodata, d.Call(Req.CreateBuffer(resource, (uint)Total)));
+                Assert.Equal(Gpu.RespOkNodata, d.Call(Req.AttachBacking(resource, (gpa, (uint)Total))));
+            }
             Assert.Equal(Gpu.RespOkNodata, d.Call(Req.With(Gpu.CmdCtxAttachResource, ctx, resource, 0)));
             byte* view = g.Host + (gpa - SyntheticGuest.Base);
             Control = (uint*)view;
@@ -362,6 +371,51 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
         host.WaitForLog($@"session {sessionB} ended", 20_000);
         Assert.DoesNotMatch("did not let go", host.Log);
         Assert.DoesNotMatch($@"worker pid {workers[sessionB]} (died|hung|exited with)", host.Log);
+    }
+
+    /// <summary>A guest process whose ring and heap are a guest-memory blob runs its session in a worker as a
+    /// classic one does; hostile blob commands through the real device are refused with their response type,
+    /// and neither process notices; the blob's pages are let go when its context goes.</summary>
+    [Fact]
+    public void ABlobBackedContextRunsInAWorkerAndHostileBlobsHarmNoOne()
+    {
+        string sock = Path.Combine(_dir, "gpu.sock");
+        using var host = new Host(sock);
+        using var g = new SyntheticGuest();
+        using var f = new VhostUserSocketTests.Frontend(sock);
+        var (kick, call) = VhostUserSocketTests.Start(f, g);
+        using var d = new Driver(g, kick, call);
+
+        using var a = new GuestProcess(d, g, 1, 10, blob: true);
+        using var b = new GuestProcess(d, g, 2, 20);
+        ulong ia = a.Instance(), ib = b.Instance();
+        Assert.True(a.PhysicalDevices(ia) >= 1);
+        host.WaitForLog(@"session \d+ connected via virtio-gpu context 1 ", 10_000);
+        host.WaitForLog(@"session \d+: worker pid \d+", 10_000);
+
+        ulong page = g.Alloc(4096, pageAligned: true);
+        ulong end = SyntheticGuest.Base + SyntheticGuest.Bytes;
+        Assert.Equal(Gpu.RespErrInvalidParameter, d.Call(Req.CreateBlob(30, Gpu.BlobMemGuest, 0, 4096, [(end, 4096)])));
+        Assert.Equal(Gpu.RespErrInvalidParameter, d.Call(Req.CreateBlob(30, Gpu.BlobMemGuest, 0, 4096, [(page, 4096)], claimedEntries: 3)));
+        Assert.Equal(Gpu.RespErrInvalidParameter, d.Call(Req.CreateBlob(30, Gpu.BlobMemGuest, 0, 1 << 20, [(page, 4096)])));
+        Assert.Equal(Gpu.RespErrInvalidParameter, d.Call(Req.CreateBlob(30, Gpu.BlobMemHost3D, Gpu.BlobFlagUseMappable, 4096, [], blobId: 10, ctx: 2)));
+        Assert.Equal(Gpu.RespErrInvalidResourceId, d.Call(Req.CreateBlob(10, Gpu.BlobMemGuest, 0, 4096, [(page, 4096)])));
+        Assert.Equal(Gpu.RespErrInvalidParameter, d.Call(Req.With(Gpu.CmdResourceMapBlob, 2, 10, 0, 0, 0)));
+        host.WaitForLog("refused RESOURCE_MAP_BLOB", 5000);
+
+        Assert.True(a.PhysicalDevices(a.Instance()) >= 1);
+        Assert.True(b.PhysicalDevices(ib) >= 1);
+        Assert.Equal(GuestIcdContext.ControlRunning, *a.Control);
+        Assert.Equal(GuestIcdContext.ControlRunning, *b.Control);
+
+        // A's process goes while its worker runs: the worker lets go of the blob's pages, the session ends.
+        Assert.Equal(Gpu.RespOkNodata, d.Call(Req.With(Gpu.CmdCtxDestroy, 1)));
+        int sessionA = int.Parse(Regex.Match(host.Log, @"session (\d+) connected via virtio-gpu context 1 ").Groups[1].Value);
+        host.WaitForLog($@"session {sessionA} ended", 20_000);
+        Assert.Equal(Gpu.RespOkNodata, d.Call(Req.With(Gpu.CmdResourceUnref, 0, 10, 0)));
+        Assert.DoesNotMatch("did not let go", host.Log);
+        Assert.True(b.PhysicalDevices(ib) >= 1);
+        Assert.False(host.HasExited);
     }
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]

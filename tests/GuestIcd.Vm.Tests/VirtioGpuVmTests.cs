@@ -99,6 +99,7 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Equal(0, r.ExitCode);
         Assert.Contains("render_node=/dev/dri/renderD128", r.Stdout);
         Assert.Contains("param_3d_features=1", r.Stdout);
+        Assert.Contains("param_resource_blob=0", r.Stdout); // offered by hostsim, not passed on by vhost-user-gpu-pci
         Assert.Contains("capset_magic=GICD", r.Stdout);
         Assert.Contains("capset_protocol=1.2", r.Stdout); // Handshake.ProtocolMajor.ProtocolMinor
         Assert.Contains("capset_identity=hostsim: llvmpipe", r.Stdout);
@@ -153,6 +154,9 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         Assert.Contains("deviceName         = GuestIcd: llvmpipe", r.Stdout);
         Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(r.Stdout, "round 1: verified 1048576 elements").Count);
         Assert.Contains("over virtio-gpu:/dev/dri/renderD128", r.Stdout + r.Stderr);
+        // hostsim offers RESOURCE_BLOB, but vhost-user-gpu-pci does not pass it on: the guest takes the classic path.
+        Assert.Contains("MiB, 3D resource)", r.Stdout + r.Stderr);
+        Assert.DoesNotContain("MiB, blob)", r.Stdout + r.Stderr);
         // The two compute sessions overlapped: both connected before either ended.
         var lines = log.Split('\n');
         int Line(string pattern, int after = -1) => Array.FindIndex(lines, after + 1, l => System.Text.RegularExpressions.Regex.IsMatch(l, pattern));
