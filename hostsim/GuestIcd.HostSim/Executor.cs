@@ -28,7 +28,7 @@ internal sealed unsafe partial class Session
     {
         var g = new ValidUsageGate(name => HostVulkan.GetInstanceProcAddr(_instance, name), _arena);
         g.DeviceAlive = h => _objects.IdOf(ObjDevice, h) != 0;
-        g.WaitIdle = device => IdleWait(device, QueuesOf(device), "a destroy that waits for the device");
+        g.WaitIdle = device => IdleWait(device, QueuesOf(device), "a destroy that waits for the device", finishAfterGuestLeft: true);
         g.Logger = m => log.LogWarning("session {Session}: {Reason}", Id, m);
         // Memory the guest freed while still bound is freed here once its last resource is gone.
         g.FreeMemory = (device, memory) =>

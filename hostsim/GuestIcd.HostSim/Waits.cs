@@ -58,15 +58,26 @@ internal sealed unsafe partial class Session
     }
 
     /// <summary>vkWaitForFences in slices until a fence answer, the deadline (VK_TIMEOUT) or, when
-    /// <paramref name="command"/> names the guest's call, the guest leaving.</summary>
+    /// <paramref name="command"/> names the guest's call, the guest leaving. With
+    /// <paramref name="finishAfterGuestLeft"/> (a wait the guest did not ask for, before its destroys) a guest that
+    /// left gives the device teardown's <see cref="DrainMs"/> to finish first: an application that sent its
+    /// destroys and exited has them run in order, and only a device still busy after that ends the session.</summary>
     VkResult WaitFencesSliced(delegate* unmanaged<VkDevice, uint, VkFence*, uint, ulong, VkResult> wait,
-        VkDevice device, uint count, VkFence* fences, uint all, long deadline, string? command)
+        VkDevice device, uint count, VkFence* fences, uint all, long deadline, string? command, bool finishAfterGuestLeft = false)
     {
+        long leftBound = long.MaxValue;
         while (true)
         {
-            var slice = Slice(deadline);
+            var slice = Slice(Math.Min(deadline, leftBound));
             var r = wait(device, count, fences, all, slice);
-            if (r != VK_TIMEOUT || slice == 0 || Stopwatch.GetTimestamp() >= deadline) return r;
+            if (r != VK_TIMEOUT) return r;
+            if (command is not null && finishAfterGuestLeft && transport.PeerClosed)
+            {
+                if (leftBound == long.MaxValue) leftBound = Stopwatch.GetTimestamp() + DrainMs * Stopwatch.Frequency / 1000;
+                else if (Stopwatch.GetTimestamp() >= leftBound) EnsureGuestPresent(command);
+                continue;
+            }
+            if (slice == 0 || Stopwatch.GetTimestamp() >= deadline) return r;
             if (command is not null) EnsureGuestPresent(command);
         }
     }
@@ -205,8 +216,9 @@ internal sealed unsafe partial class Session
         return VK_SUCCESS;
     }
 
-    /// <summary>An idle wait the guest asked for: no deadline, but the guest leaving ends it.</summary>
-    VkResult IdleWait(ulong device, ReadOnlySpan<ulong> queues, string command)
+    /// <summary>An idle wait: no deadline, but the guest leaving ends it (after <see cref="DrainMs"/> with
+    /// <paramref name="finishAfterGuestLeft"/>, see <see cref="WaitFencesSliced"/>).</summary>
+    VkResult IdleWait(ulong device, ReadOnlySpan<ulong> queues, string command, bool finishAfterGuestLeft = false)
     {
         if (queues.Length == 0) return VK_SUCCESS;
         var fns = SessionIdleFns();
@@ -214,7 +226,7 @@ internal sealed unsafe partial class Session
         var fences = stackalloc VkFence[queues.Length];
         var r = SubmitIdleFences(dev, queues, fences, fns);
         if (r != VK_SUCCESS) return r;
-        r = WaitFencesSliced(fns.Wait, dev, (uint)queues.Length, fences, 1, long.MaxValue, command);
+        r = WaitFencesSliced(fns.Wait, dev, (uint)queues.Length, fences, 1, long.MaxValue, command, finishAfterGuestLeft);
         if (r == VK_SUCCESS) ResetIdleFences(dev, queues.Length, fences, fns);
         return r;
     }

@@ -26,7 +26,7 @@ public class SessionReuseTests
     {
         using var host = new HostSim();
         var env = host.ClientEnv();
-        if (mode == "off") env["GUESTICD_SESSION_KEEP_MS"] = "0";
+        env["GUESTICD_SESSION_KEEP_MS"] = mode == "off" ? "0" : "2000";
         var r = Repo.Run(Built.Value, mode == "leak" ? "3 leak" : "3", env, timeoutMs: 120_000);
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
         for (int i = 0; i < 3; i++) Assert.Contains($"round {i}: ok", r.Stdout);
