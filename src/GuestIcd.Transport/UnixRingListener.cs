@@ -136,14 +136,9 @@ public sealed unsafe class UnixRingListener : ITransportListener
 
             int r;
             fixed (Libc.PollFd* p = fds)
-                r = Libc.poll(p, (nuint)count, Libc.RemainingMs(nextDeadline));
+                r = Libc.PollOrThrow(p, (nuint)count, Libc.RemainingMs(nextDeadline), Description);
             if (r < 0)
-            {
-                int errno = Libc.Errno;
-                if (errno == Libc.EINTR)
-                    continue;
-                throw new IOException($"{Description}: poll() failed ({Libc.Describe(errno)})");
-            }
+                continue;
             if (r == 0)
                 continue;
 

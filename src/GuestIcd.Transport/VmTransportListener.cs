@@ -114,14 +114,9 @@ public sealed unsafe class VmTransportListener : ITransportListener
             fds[0] = new Libc.PollFd { fd = _gate.WakeFd, events = Libc.POLLIN };
             fds[1] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
             fds[2] = new Libc.PollFd { fd = _connFd, events = Libc.POLLIN };
-            int r = Libc.poll(fds, 3, -1);
+            int r = Libc.PollOrThrow(fds, 3, -1, Description);
             if (r < 0)
-            {
-                int errno = Libc.Errno;
-                if (errno == Libc.EINTR)
-                    continue;
-                throw new IOException($"{Description}: poll() failed ({Libc.Describe(errno)})");
-            }
+                continue;
             if (fds[0].revents != 0)
             {
                 _gate.Drain();

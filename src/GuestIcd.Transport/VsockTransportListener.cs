@@ -74,14 +74,9 @@ public sealed unsafe class VsockTransportListener : SocketTransportListener
         {
             fds[0] = new Libc.PollFd { fd = _wakeFd, events = Libc.POLLIN };
             fds[1] = new Libc.PollFd { fd = _listenFd, events = Libc.POLLIN };
-            int r = Libc.poll(fds, 2, -1);
+            int r = Libc.PollOrThrow(fds, 2, -1, Description);
             if (r < 0)
-            {
-                int errno = Libc.Errno;
-                if (errno == Libc.EINTR)
-                    continue;
-                throw new IOException($"{Description}: poll() failed ({Libc.Describe(errno)})");
-            }
+                continue;
             if (fds[0].revents != 0)
                 return null;
             Vsock.SockAddrVm address;

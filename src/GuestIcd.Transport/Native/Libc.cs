@@ -203,6 +203,17 @@ internal static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)]
     public static partial int poll(PollFd* fds, nuint nfds, int timeoutMs);
 
+    /// <summary>A listener's poll(): the number of ready descriptors, or -1 when a signal interrupted it (poll
+    /// again); any other failure throws, naming the listener.</summary>
+    public static int PollOrThrow(PollFd* fds, nuint nfds, int timeoutMs, string description)
+    {
+        int r = poll(fds, nfds, timeoutMs);
+        if (r >= 0) return r;
+        int errno = Errno;
+        if (errno == EINTR) return -1;
+        throw new IOException($"{description}: poll() failed ({Describe(errno)})");
+    }
+
     [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
     public static partial int eventfd(uint initval, int flags);
 
