@@ -30,6 +30,8 @@ internal sealed class ControlSocket : IDisposable
     /// or /tmp/guesticd-UID/hostsim.ctl without it.</summary>
     public static string DefaultPath()
     {
+        // The options' help text asks for this on every OS; off Linux there is no control socket (and no libc).
+        if (!OperatingSystem.IsLinux()) return "none off Linux";
         var dir = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
         if (Geteuid() == 0 || (string.IsNullOrEmpty(dir) && Directory.Exists(SystemDir) && OpsNative.Writable(SystemDir))) return SystemDir + "/hostsim.ctl";
         return string.IsNullOrEmpty(dir) ? $"/tmp/guesticd-{Geteuid()}/hostsim.ctl" : System.IO.Path.Combine(dir, "guesticd", "hostsim.ctl");
