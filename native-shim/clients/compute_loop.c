@@ -1,16 +1,21 @@
 /* Checked compute work in a loop, for tests where a guest must keep working while something happens to
  * another guest (or to its own host worker): each round dispatches multiply.comp with a new multiplier and
  * checks every element through the mapping. Runs for SECONDS (or until a call fails), printing one line a
- * round; a failing call prints "FAILED <call> = <VkResult>" and exits 3.
+ * round; a failing call prints "FAILED <call> = <VkResult>" and exits 3. SIGTERM ends the loop after the
+ * round in flight, with the normal teardown and exit 0, for tests that must look at a live session first.
  * Usage: compute_loop SHADER.spv SECONDS [ELEMENTS] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 #include <vulkan/vulkan.h>
 
 #define CHECK(call) do { VkResult r_ = (call); if (r_ != VK_SUCCESS) { printf("FAILED %s = %d\n", #call, r_); fflush(stdout); return 3; } } while (0)
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) { (void)sig; stop = 1; }
 
 static double now(void)
 {
@@ -25,6 +30,8 @@ int main(int argc, char **argv)
     double seconds = atof(argv[2]);
     uint32_t count = argc > 3 ? (uint32_t)atoi(argv[3]) : 65536;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa = { .sa_handler = on_term };
+    sigaction(SIGTERM, &sa, NULL);
     FILE *f = fopen(argv[1], "rb");
     if (!f) { perror(argv[1]); return 2; }
     fseek(f, 0, SEEK_END);
@@ -125,7 +132,7 @@ int main(int argc, char **argv)
     printf("pid %d ready\n", (int)getpid());
     double start = now();
     uint32_t round = 0;
-    for (; now() - start < seconds; round++) {
+    for (; !stop && now() - start < seconds; round++) {
         uint32_t params[2] = { round % 1000 + 2u, count };
         for (uint32_t i = 0; i < count; i++) mapped[1][i] = 0xDEADBEEF;
         VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT };

@@ -201,10 +201,11 @@ public class IsolationTests
     {
         using var host = new HostSim();
         var (loop, spv) = Built.Value;
-        using var other = new Guest(loop, $"{spv} 8", host.ClientEnv());
-        using var guest = new Guest(loop, $"{spv} 8", host.ClientEnv());
-        other.WaitFor(() => other.Rounds >= 1, 30_000, "a round");
-        guest.WaitFor(() => guest.Rounds >= 1, 30_000, "a round");
+        // Both run until told to stop: under load one guest's first round can come after the other's whole run.
+        using var other = new Guest(loop, $"{spv} 300", host.ClientEnv());
+        using var guest = new Guest(loop, $"{spv} 300", host.ClientEnv());
+        other.WaitFor(() => other.Rounds >= 1, 60_000, "a round");
+        guest.WaitFor(() => guest.Rounds >= 1, 60_000, "a round");
         int worker = WorkerOf(host, guest.Pid);
         int otherWorker = WorkerOf(host, other.Pid);
         Assert.NotEqual(worker, otherWorker);
@@ -229,8 +230,11 @@ public class IsolationTests
         Assert.True(data.Success && data.Groups[1].Value != "unlimited" && ulong.Parse(data.Groups[1].Value) < 64UL << 30, limits);
         Assert.Matches(@"NoNewPrivs:\s+1", File.ReadAllText($"/proc/{worker}/status"));
 
+        Signal(guest.Pid, "TERM");
+        Signal(other.Pid, "TERM");
         Assert.Equal(0, guest.Exit(60_000));
         Assert.Equal(0, other.Exit(60_000));
+        Assert.Contains("done: ", guest.Output);
     }
 
     static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ");
