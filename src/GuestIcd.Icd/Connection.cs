@@ -228,10 +228,12 @@ internal sealed unsafe partial class Connection : IDisposable
     long _roundTrip;
 
     /// <summary>How long the host may take to answer a wait beyond its timeout (it measures the timeout from
-    /// the request's arrival) before the wait returns VK_TIMEOUT here without the host's answer: 2 ms plus
-    /// eight recent round trips (at most 10 ms in all), so a host that is merely busy still gets to answer a
-    /// poll of something already signaled, and a stopped one costs the application only milliseconds.</summary>
-    long GraceTicks => Stopwatch.Frequency / 500 + 8 * _roundTrip;
+    /// the request's arrival) before the wait returns VK_TIMEOUT here without the host's answer: a second
+    /// plus eight recent round trips. What the guest cannot answer itself (protocol 1.0 has no slots) only
+    /// the host knows, so a poll with timeout 0 must get the host's answer whenever the host is merely busy: on a loaded 2-core machine a worker
+    /// waits for the CPU for tens of milliseconds, and a 2 ms grace answered VK_TIMEOUT for a semaphore at
+    /// its value (sync.c's "wait 10, timeout 0", 1 run in 100 at load 6). A stopped host costs a wait a second.</summary>
+    long GraceTicks => Stopwatch.Frequency + 8 * _roundTrip;
 
     /// <summary>The local deadline (Stopwatch ticks, before the grace) of a wait with a timeout, long.MaxValue
     /// for every other call and for timeouts too long to matter (UINT64_MAX is "forever").</summary>
