@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
@@ -44,7 +45,8 @@ internal static unsafe class WorkerMain
         // Held while the warm-up writes to the control socket, so that it never writes to the number of a
         // descriptor closed (and maybe reused for the guest's) once the session has arrived.
         var controlLock = new object();
-        var warm = new Thread(() => WarmUp(log, socket, controlLock, () => Volatile.Read(ref assigned))) { IsBackground = true, Name = "warm-up" };
+        var warmUp = new WarmUpThread();
+        var warm = new Thread(() => WarmUp(log, socket, controlLock, () => Volatile.Read(ref assigned), warmUp)) { IsBackground = true, Name = "warm-up" };
         warm.Start();
         var fds = new List<int>();
         byte[]? body;
@@ -58,9 +60,10 @@ internal static unsafe class WorkerMain
         {
             lock (controlLock) Volatile.Write(ref assigned, true);
         }
+        warmUp.Restore(log);
         // Not joined: a warm-up cut short ends its replayed session at its next command and tears it down
-        // at nice 19, beside the guest's session but not in its way (waiting for it here, the guest would
-        // wait for a starved thread). It shares nothing with the guest's session but the process.
+        // beside the guest's session, back at the session's priority (WarmUpThread: at nice 19 the locks it
+        // held kept the session waiting). It shares nothing with the guest's session but the process.
         // The control socket's only job was the assignment.
         socket.Dispose();
         if (body is null) return 0; // the supervisor stopped while we were warm
@@ -124,12 +127,12 @@ internal static unsafe class WorkerMain
 
     /// <summary>What every session needs before its first command: the loader, the driver, the code that
     /// decodes and executes; done while the worker waits in the pool, not while a guest waits.</summary>
-    static void WarmUp(ILogger log, Socket control, object controlLock, Func<bool> stop)
+    static void WarmUp(ILogger log, Socket control, object controlLock, Func<bool> stop, WarmUpThread self)
     {
         var sw = Stopwatch.StartNew();
         // Lowest priority, this thread only: the warm-up must not take CPU from the supervisor's handshakes
         // and running sessions (measured: a hello past its 2 s deadline on a busy 2-core host otherwise).
-        WorkerNative.setpriority(0, (uint)WorkerNative.gettid(), 19);
+        self.Lower();
         try
         {
             // The assignment's own decoding, first.
@@ -154,6 +157,58 @@ internal static unsafe class WorkerMain
         finally
         {
             if (stop()) log.LogDebug("worker: warm-up cut short after {Ms:F0} ms by a session", sw.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    /// <summary>The warm-up thread's nice value: 19 while the worker waits in the pool, its own again once a
+    /// session has come. A warm-up cut short still finishes the command it is in and tears its replay down,
+    /// and while it does it holds what the session's thread needs next: the JIT's and type loader's locks,
+    /// the dynamic linker's, a garbage collection it started (every managed thread waits for it). At nice 19
+    /// on a busy 2-core host it got the CPU for milliseconds a second, and the session's thread waited
+    /// behind it for seconds (gdb: the session thread in a runtime lock wait or dlsym, the warm-up in the
+    /// JIT; the watchdog then killed workers as hung in vkDestroyInstance 5 s after their guests had left).</summary>
+    sealed class WarmUpThread
+    {
+        int _tid, _nice;
+        bool _lowered;
+        readonly object _lock = new();
+
+        /// <summary>Called on the warm-up thread itself.</summary>
+        public void Lower()
+        {
+            lock (_lock)
+            {
+                if (_tid != 0) return;
+                _tid = WorkerNative.gettid();
+                Marshal.SetLastPInvokeError(0);
+                int nice = WorkerNative.getpriority(0, (uint)_tid);
+                _nice = nice == -1 && WorkerNative.Errno != 0 ? 0 : nice;
+                // Linux lets a thread return to a nice value only down to 20 - RLIMIT_NICE without
+                // CAP_SYS_NICE: allow its own value again, where the hard limit permits.
+                var limit = default(WorkerNative.RLimit);
+                if (WorkerNative.getrlimit(WorkerNative.RLIMIT_NICE, &limit) == 0 && limit.Current < (ulong)(20 - _nice))
+                {
+                    var wanted = new WorkerNative.RLimit { Current = (ulong)(20 - _nice), Max = Math.Max(limit.Max, (ulong)(20 - _nice)) };
+                    if (WorkerNative.setrlimit(WorkerNative.RLIMIT_NICE, &wanted) != 0)
+                    {
+                        wanted = new WorkerNative.RLimit { Current = Math.Min(limit.Max, (ulong)(20 - _nice)), Max = limit.Max };
+                        WorkerNative.setrlimit(WorkerNative.RLIMIT_NICE, &wanted);
+                    }
+                }
+                _lowered = WorkerNative.setpriority(0, (uint)_tid, 19) == 0;
+            }
+        }
+
+        /// <summary>Called once the session has come (on the worker's main thread).</summary>
+        public void Restore(ILogger log)
+        {
+            lock (_lock)
+            {
+                if (!_lowered) { _tid = -1; return; } // not started yet: Lower will see _tid and stay as it is
+                if (WorkerNative.setpriority(0, (uint)_tid, _nice) != 0 && WorkerNative.Errno != 3 /* ESRCH: it has ended */)
+                    log.LogDebug("worker: the warm-up stays at nice 19 beside the session ({Error})", WorkerNative.Describe(WorkerNative.Errno));
+                _lowered = false;
+            }
         }
     }
 

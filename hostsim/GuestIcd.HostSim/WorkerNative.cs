@@ -17,7 +17,7 @@ internal static unsafe partial class WorkerNative
     public const uint MFD_CLOEXEC = 1;
     public const int PR_SET_PDEATHSIG = 1, PR_SET_NO_NEW_PRIVS = 38;
     public const int SIGKILL = 9;
-    public const int RLIMIT_DATA = 2, RLIMIT_CORE = 4, RLIMIT_NOFILE = 7;
+    public const int RLIMIT_DATA = 2, RLIMIT_CORE = 4, RLIMIT_NOFILE = 7, RLIMIT_NICE = 13;
     public static readonly void* MAP_FAILED = (void*)-1;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -55,7 +55,9 @@ internal static unsafe partial class WorkerNative
     [LibraryImport(Lib)] public static partial void _exit(int status);
     /// <summary>With PRIO_PROCESS (0) and a thread id, Linux sets that one thread's nice value.</summary>
     [LibraryImport(Lib, SetLastError = true)] public static partial int setpriority(int which, uint who, int priority);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int getpriority(int which, uint who);
     [LibraryImport(Lib, SetLastError = true)] public static partial int setrlimit(int resource, RLimit* limit);
+    [LibraryImport(Lib, SetLastError = true)] public static partial int getrlimit(int resource, RLimit* limit);
     [LibraryImport(Lib, SetLastError = true)] public static partial int memfd_create(byte* name, uint flags);
     [LibraryImport(Lib, SetLastError = true)] public static partial int ftruncate(int fd, long length);
     [LibraryImport(Lib, SetLastError = true)] public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
