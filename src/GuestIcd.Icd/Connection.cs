@@ -462,13 +462,23 @@ internal sealed unsafe partial class Connection : IDisposable
         return left <= 0 ? 0 : (int)Math.Min(int.MaxValue, (left * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
     }
 
+    /// <summary>False once the figures were printed for a session kept for the next instance (SessionReuse.cs), until
+    /// that instance comes: a process that exits meanwhile has already said them.</summary>
+    public bool StatsDue { get; set; } = true;
+
+    public void PrintStats()
+    {
+        Stats?.Print(_transport.Description);
+        StatsDue = false;
+    }
+
     public void Dispose()
     {
         // Queued destroys still reach the host; a dead host has nothing left to tell.
         lock (_send) try { if (!_lost) SendQueued(); } catch (TransportClosedException) { }
         lock (s_all) if (s_all[Index] == this || s_all[Index] is null) s_all[Index] = null;
         try { _transport.Dispose(); } catch { }
-        Stats?.Print(_transport.Description);
+        if (StatsDue) Stats?.Print(_transport.Description);
         CommandPools.ReleaseAll();
         Handles.FreeAll();
         _writer.Dispose();

@@ -70,6 +70,7 @@ internal static unsafe partial class Entry
     {
         Connection? c;
         lock (s_probeLock) { c = s_spare; s_spare = null; }
+        if (c is not null) c.StatsDue = true;
         if (c is not null && !c.Usable) { c.Dispose(); c = null; }
         try { c ??= Connection.Open(); }
         catch (IncompatibleHostException e)
@@ -110,6 +111,7 @@ internal static unsafe partial class Entry
         // What is left besides the instance goes with it: its physical devices, and whatever devices (with their
         // queues and command buffers) the application did not destroy.
         Log.Debug($"vkDestroyInstance: releasing {c.Handles.Count - 1} dispatchable objects with the instance");
+        if (KeepForNextInstance(c)) return;
         c.Dispose();
     }
 }

@@ -132,6 +132,19 @@ internal sealed unsafe class GuestHandleMap(int connection) : IHandleMap
         NativeMemory.Free(o);
     }
 
+    /// <summary>Nothing but instances and their physical devices is live: the application destroyed every device
+    /// (and with them their memory, pools and command buffers), as it must before vkDestroyInstance.</summary>
+    public bool OnlyInstancesLeft
+    {
+        get
+        {
+            lock (_dispatchable)
+                foreach (var p in _dispatchable.Values)
+                    if (((DispatchableObject*)p)->ObjectType is not (Instance or PhysicalDevice)) return false;
+            return true;
+        }
+    }
+
     /// <summary>Frees every dispatchable object of this connection (instance destroyed or connection lost).</summary>
     public void FreeAll()
     {

@@ -115,8 +115,15 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
         RingBytes = ringBytes;
         IsHost = isHost;
         Description = description;
-        SpinMicroseconds = Environment.ProcessorCount > 1 ? 50 : 0;
+        _spin = new AdaptiveSpin(Environment.ProcessorCount > 1 ? DefaultSpinCap() : 0);
     }
+
+    /// <summary>The spin cap (µs): <c>GUESTICD_RING_SPIN_US</c>, else 100 — about a host driver's slowest
+    /// quick answer (lavapipe's empty submit + fence is ~10 µs on an idle machine, a few times that on a busy one).</summary>
+    private static int DefaultSpinCap() =>
+        int.TryParse(Environment.GetEnvironmentVariable("GUESTICD_RING_SPIN_US"), out int us) && us >= 0 ? us : 100;
+
+    private readonly AdaptiveSpin _spin;
 
     /// <summary>A transport on a VM channel: <paramref name="channel"/> says whether <paramref name="fd"/> is
     /// the guest's char device (owned, closed on Dispose after a goodbye byte) or the host's socket to qemu
@@ -143,8 +150,9 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     /// <summary>True for the listener's end (reads commands, writes replies).</summary>
     public bool IsHost { get; }
 
-    /// <summary>How long a blocked reader or writer busy-waits before it sleeps in poll(). 0 on one CPU.</summary>
-    public int SpinMicroseconds { get; set; }
+    /// <summary>The most a blocked reader or writer busy-waits before it sleeps (futex or poll()); within that it
+    /// spins twice the median of its recent waits (<see cref="AdaptiveSpin"/>). 0 on one CPU: never spins.</summary>
+    public int SpinMicroseconds { get => _spin.CapMicroseconds; set => _spin.CapMicroseconds = value; }
 
     /// <summary>How long <see cref="Write"/> waits for the peer to make room before it gives up with
     /// <see cref="TransportClosedException"/>; -1 (default) waits as long as the peer lives. A host
@@ -657,19 +665,39 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
             return true;
 
         // Spin first: a busy peer answers within microseconds, and sleeping costs two syscalls on each side.
-        if (SpinMicroseconds > 0)
+        // Between short spins the core is offered to whoever else is runnable on it (sched_yield): on a machine
+        // with few cores that is often the peer, or the host driver's own thread, which this wait is waiting for.
+        long start = Stopwatch.GetTimestamp();
+        // Only waits that may block teach the spin: a poll with timeout 0 says nothing about the peer's latency.
+        bool learn = deadline > start;
+        long spinTicks = _spin.BudgetTicks;
+        if (spinTicks > 0 && learn)
         {
-            long spinEnd = Stopwatch.GetTimestamp() + SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
-            if (spinEnd > deadline)
-                spinEnd = deadline;
-            while (Stopwatch.GetTimestamp() < spinEnd)
+            long spinEnd = Math.Min(start + spinTicks, deadline);
+            while (true)
             {
-                Thread.SpinWait(16);
-                if (IsReady(what, need))
-                    return true;
+                for (int i = 0; i < 4; i++)
+                {
+                    Thread.SpinWait(8);
+                    if (IsReady(what, need))
+                    {
+                        _spin.Record(Stopwatch.GetTimestamp() - start);
+                        return true;
+                    }
+                }
+                if (Stopwatch.GetTimestamp() >= spinEnd)
+                    break;
+                Thread.Yield();
             }
         }
+        bool ready = WaitSleeping(what, need, deadline);
+        if (ready && learn)
+            _spin.Record(Stopwatch.GetTimestamp() - start);
+        return ready;
+    }
 
+    private bool WaitSleeping(WaitFor what, int need, long deadline)
+    {
         while (true)
         {
             // Read the epoch before raising the flag: any doorbell drained after this point (by us or by
