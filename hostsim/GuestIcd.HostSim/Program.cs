@@ -76,7 +76,7 @@ serve.SetAction(parse =>
     Quotas quotas;
     try
     {
-        quotas = parse.GetValue(config) is { } cf ? Quotas.FromConfig(cf) : Quotas.Default;
+        quotas = file.Quotas ?? Quotas.Default;
         if (parse.GetValue(quotaMemory) is { } qm) quotas = quotas with { DeviceMemoryBytes = qm << 20 };
         if (parse.GetValue(quotaHeap) is { } qh) quotas = quotas with { SharedHeapBytes = qh << 20 };
         if (parse.GetValue(quotaObjects) is { } qo) quotas = quotas with { Objects = qo };

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Serialization;
 using GuestIcd.Protocol.Wire;
 
@@ -7,7 +6,7 @@ namespace GuestIcd.HostSim;
 /// <summary>What one guest session may make the host hold. Enforced by the host whatever the guest claims:
 /// an allocation past <see cref="DeviceMemoryBytes"/> answers VK_ERROR_OUT_OF_DEVICE_MEMORY, a creation past
 /// <see cref="Objects"/> VK_ERROR_OUT_OF_HOST_MEMORY, and a message or reply past its limit ends the session
-/// with the reason logged. Set by `serve --config FILE` (JSON: {"quotas": {...}}) and the --quota-* options.</summary>
+/// with the reason logged. Set by `serve --config FILE` (JSON: {"quotas": {...}}, read by ServeConfig.cs) and the --quota-* options.</summary>
 internal sealed record Quotas
 {
     public static readonly Quotas Default = new();
@@ -43,25 +42,6 @@ internal sealed record Quotas
         if (ReplyBytes < 4096) throw new ArgumentException("the reply quota must be at least 4096 bytes");
         if (MessageBytes < 4096 || MessageBytes > MessageHeader.MaxPayload)
             throw new ArgumentException($"the message quota must be between 4096 and {MessageHeader.MaxPayload} bytes");
-    }
-
-    sealed record ConfigFile(Quotas? Quotas);
-
-    static readonly JsonSerializerOptions s_json = new()
-    {
-        PropertyNameCaseInsensitive = true, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true,
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip,
-    };
-
-    /// <summary>The "quotas" section of a `serve --config` file; defaults for what it leaves out.</summary>
-    public static Quotas FromConfig(string path)
-    {
-        ConfigFile? file;
-        try { file = JsonSerializer.Deserialize<ConfigFile>(File.ReadAllText(path), s_json); }
-        catch (JsonException e) { throw new ArgumentException($"{path}: {e.Message}"); }
-        var q = file?.Quotas ?? Default;
-        q.Check();
-        return q;
     }
 
     public override string ToString() =>

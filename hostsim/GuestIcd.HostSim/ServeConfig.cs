@@ -6,8 +6,8 @@ using Microsoft.Extensions.Logging;
 namespace GuestIcd.HostSim;
 
 /// <summary>
-/// What `serve --config FILE` sets besides its "quotas" (Quotas.cs): the settings a service keeps in
-/// /etc/guesticd/hostsim.conf rather than on its unit's command line. An option given on the command line
+/// What `serve --config FILE` sets: the settings a service keeps in /etc/guesticd/hostsim.conf rather than
+/// on its unit's command line, its "quotas" (Quotas.cs) among them. An option given on the command line
 /// wins over the file. JSON with comments:
 /// <code>
 /// { "listen": ["unix:/run/guesticd/hostsim.sock"], "device": "llvmpipe", "logLevel": "Information",
@@ -27,6 +27,8 @@ internal sealed record ServeConfig
     public string? TlsKey { get; init; }
     public bool? InProcess { get; init; }
     public int? WarmWorkers { get; init; }
+    /// <summary>The "quotas" section; what it leaves out keeps its default.</summary>
+    public Quotas? Quotas { get; init; }
 
     static readonly JsonSerializerOptions s_json = new()
     {
