@@ -9,31 +9,8 @@ namespace GuestIcd.VirtioGpu.Tests;
 /// <summary>Guest-memory blob resources (VIRTIO_GPU_F_RESOURCE_BLOB, BLOB_MEM_GUEST), what a kernel with blobs
 /// creates for the ICD's ring and heap: a session runs on a blob's scattered pages as on a classic backed
 /// resource, and every hostile blob command is refused with its response type while another context goes on.</summary>
-public sealed unsafe partial class BlobResourceTests : IDisposable
+public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
 {
-    private const int Ring = 4096;
-    private const int Heap = 8192;
-    private static readonly int Total = 4096 + (int)UnixRingTransport.SharedSize(Ring) + Heap;
-
-    private readonly SyntheticGuest _g = new();
-    private readonly List<ITransport> _sessions = [];
-    private readonly VirtioGpuDevice _device;
-    private readonly SplitVirtqueue _q;
-
-    public BlobResourceTests()
-    {
-        _device = new VirtioGpuDevice(new VirtioGpuOptions(), NullLogger.Instance, new GuestIcdContextHost(t => { lock (_sessions) _sessions.Add(t); }, NullLogger.Instance));
-        _device.Memory = _g.Memory;
-        _q = _g.NewQueue();
-    }
-
-    public void Dispose()
-    {
-        _device.Dispose();
-        foreach (var s in _sessions) s.Dispose();
-        _g.Dispose();
-    }
-
     private uint Send(byte[] request)
     {
         var (_, resp) = _g.Submit(request, 64);

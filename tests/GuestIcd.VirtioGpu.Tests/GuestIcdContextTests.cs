@@ -10,31 +10,8 @@ namespace GuestIcd.VirtioGpu.Tests;
 /// <summary>A context of our capset end to end inside the device: INIT maps the resource's scattered guest
 /// pages as a session's rings, DOORBELL and WAIT carry the wake-ups both ways, the bytes are the guest's
 /// own pages (zero copy), and the session ends when the context goes.</summary>
-public sealed unsafe partial class GuestIcdContextTests : IDisposable
+public sealed unsafe partial class GuestIcdContextTests : ContextDeviceTests
 {
-    private const int Ring = 4096;
-    private const int Heap = 8192;
-    private static readonly int Total = 4096 + (int)UnixRingTransport.SharedSize(Ring) + Heap;
-
-    private readonly SyntheticGuest _g = new();
-    private readonly List<ITransport> _sessions = [];
-    private VirtioGpuDevice _device;
-    private readonly SplitVirtqueue _q;
-
-    public GuestIcdContextTests()
-    {
-        _device = new VirtioGpuDevice(new VirtioGpuOptions(), NullLogger.Instance, new GuestIcdContextHost(t => { lock (_sessions) _sessions.Add(t); }, NullLogger.Instance));
-        _device.Memory = _g.Memory;
-        _q = _g.NewQueue();
-    }
-
-    public void Dispose()
-    {
-        _device.Dispose();
-        foreach (var s in _sessions) s.Dispose();
-        _g.Dispose();
-    }
-
     private (uint Type, ulong Response, bool Answered) Send(byte[] request, ulong fence = 0)
     {
         if (fence != 0)
@@ -98,7 +75,7 @@ public sealed unsafe partial class GuestIcdContextTests : IDisposable
         var infos = new List<GpuContextInfo>();
         _device.Dispose();
         _device = new VirtioGpuDevice(new VirtioGpuOptions { ContextInit = offered }, NullLogger.Instance,
-            new Recording(new GuestIcdContextHost(t => { lock (_sessions) _sessions.Add(t); }, NullLogger.Instance), infos));
+            new Recording(NewContextHost(), infos));
         _device.Memory = _g.Memory;
         Assert.Equal(offered, (_device.Features & (1UL << Gpu.FeatureContextInit)) != 0);
         Assert.NotEqual(0UL, _device.Features & (1UL << Gpu.FeatureVirgl)); // EXECBUFFER needs it
