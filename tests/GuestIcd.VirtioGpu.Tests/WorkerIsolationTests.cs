@@ -269,6 +269,43 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
         }
     }
 
+    /// <summary>hostsim's vhost-user-gpu backend, a synthetic guest's memory and queues set up on it through a
+    /// vhost-user frontend, and that guest's virtio-gpu driver: what each test starts from.</summary>
+    private sealed class Backend : IDisposable
+    {
+        public Host Host { get; }
+        public SyntheticGuest Guest { get; }
+        public Driver Driver { get; }
+        private readonly VhostUserSocketTests.Frontend _frontend;
+
+        public Backend(string socket)
+        {
+            Host = new Host(socket);
+            Guest = new SyntheticGuest();
+            try
+            {
+                _frontend = new VhostUserSocketTests.Frontend(socket);
+                var (kick, call) = VhostUserSocketTests.Start(_frontend, Guest);
+                Driver = new Driver(Guest, kick, call);
+            }
+            catch
+            {
+                _frontend?.Dispose();
+                Guest.Dispose();
+                Host.Dispose();
+                throw;
+            }
+        }
+
+        public void Dispose()
+        {
+            Driver.Dispose();
+            _frontend.Dispose();
+            Guest.Dispose();
+            Host.Dispose();
+        }
+    }
+
     /// <summary>hostsim serving the device, its sessions in workers that fault on SIGUSR2.</summary>
     private sealed class Host : IDisposable
     {
@@ -326,12 +363,8 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
     [Fact]
     public void AWorkerThatFaultsEndsOnlyItsContextsSession()
     {
-        string sock = Path.Combine(_dir, "gpu.sock");
-        using var host = new Host(sock);
-        using var g = new SyntheticGuest();
-        using var f = new VhostUserSocketTests.Frontend(sock);
-        var (kick, call) = VhostUserSocketTests.Start(f, g);
-        using var d = new Driver(g, kick, call);
+        using var backend = new Backend(Path.Combine(_dir, "gpu.sock"));
+        var (host, g, d) = (backend.Host, backend.Guest, backend.Driver);
 
         // Two guest processes; the second's driver has no CONTEXT_INIT (capset 0: the implicit context).
         using var a = new GuestProcess(d, g, 1, 10);
@@ -379,12 +412,8 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
     [Fact]
     public void ABlobBackedContextRunsInAWorkerAndHostileBlobsHarmNoOne()
     {
-        string sock = Path.Combine(_dir, "gpu.sock");
-        using var host = new Host(sock);
-        using var g = new SyntheticGuest();
-        using var f = new VhostUserSocketTests.Frontend(sock);
-        var (kick, call) = VhostUserSocketTests.Start(f, g);
-        using var d = new Driver(g, kick, call);
+        using var backend = new Backend(Path.Combine(_dir, "gpu.sock"));
+        var (host, g, d) = (backend.Host, backend.Guest, backend.Driver);
 
         using var a = new GuestProcess(d, g, 1, 10, blob: true);
         using var b = new GuestProcess(d, g, 2, 20);
