@@ -19,19 +19,6 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
         return _g.ResponseType(resp);
     }
 
-    private static byte[] Op(uint ctx, uint op, uint resource = 0)
-    {
-        var c = new byte[op == GuestIcdContext.OpInit ? 24 : 4];
-        BinaryPrimitives.WriteUInt32LittleEndian(c, op);
-        if (op == GuestIcdContext.OpInit)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(4), resource);
-            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(8), Ring);
-            BinaryPrimitives.WriteUInt64LittleEndian(c.AsSpan(16), Heap);
-        }
-        return Req.Submit(ctx, c);
-    }
-
     /// <summary><see cref="Total"/> bytes of scattered guest pages (a gap after each).</summary>
     private (ulong Addr, uint Len)[] Pages()
     {
@@ -56,7 +43,7 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
         SharedRing.Initialize(view.Pointer + 4096);
         SharedRing.Initialize(view.Pointer + 4096 + SharedRing.RegionSize(Ring));
         int before = _sessions.Count;
-        Assert.Equal(Gpu.RespOkNodata, Send(Op(ctx, GuestIcdContext.OpInit, resource)));
+        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(ctx, GuestIcdContext.OpInit, resource)));
         Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
         Assert.Equal(before + 1, _sessions.Count);
         int* sv = stackalloc int[2];
@@ -70,7 +57,7 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
         var bytes = System.Text.Encoding.ASCII.GetBytes(text);
         guest.Write(bytes);
         guest.Flush();
-        Assert.Equal(Gpu.RespOkNodata, Send(Op(ctx, GuestIcdContext.OpDoorbell)));
+        Assert.Equal(Gpu.RespOkNodata, Send(Cmd(ctx, GuestIcdContext.OpDoorbell)));
         var got = new byte[bytes.Length];
         Assert.True(host.ReadExactly(got, 3000), $"context {ctx}'s session did not read its ring");
         Assert.Equal(bytes, got);
@@ -159,7 +146,7 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
             Assert.Equal(resources, _device.ResourceCount);
 
             // Context 2 names context 1's blob, never attached to it, in INIT: context 2 ends, context 1 does not.
-            Assert.Equal(Gpu.RespErrUnspec, Send(Op(2, GuestIcdContext.OpInit, 10)));
+            Assert.Equal(Gpu.RespErrUnspec, Send(Cmd(2, GuestIcdContext.OpInit, 10)));
             Assert.Equal(1, _device.ContextCount);
             Assert.Single(_sessions);
 

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -26,6 +27,21 @@ public abstract class ContextDeviceTests : IDisposable
 
     /// <summary>The context host the device starts with: its sessions land in <see cref="_sessions"/>.</summary>
     private protected GuestIcdContextHost NewContextHost() => new(t => { lock (_sessions) _sessions.Add(t); }, NullLogger.Instance);
+
+    /// <summary>A SUBMIT_3D to <paramref name="ctx"/> carrying one of our capset's ops; INIT names the resource
+    /// and the ring and heap sizes it holds (the fixture's own unless a test says otherwise).</summary>
+    private protected static byte[] Cmd(uint ctx, uint op, uint resource = 0, uint ring = Ring, ulong heap = Heap)
+    {
+        var c = new byte[op == GuestIcdContext.OpInit ? 24 : 4];
+        BinaryPrimitives.WriteUInt32LittleEndian(c, op);
+        if (op == GuestIcdContext.OpInit)
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(4), resource);
+            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(8), ring);
+            BinaryPrimitives.WriteUInt64LittleEndian(c.AsSpan(16), heap);
+        }
+        return Req.Submit(ctx, c);
+    }
 
     public void Dispose()
     {

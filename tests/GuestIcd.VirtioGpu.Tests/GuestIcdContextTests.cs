@@ -25,19 +25,6 @@ public sealed unsafe partial class GuestIcdContextTests : ContextDeviceTests
         return (_g.ResponseType(resp), resp, answered);
     }
 
-    private static byte[] Cmd(uint ctx, uint op, uint resource = 0, uint ring = 0, ulong heap = 0)
-    {
-        var c = new byte[op == GuestIcdContext.OpInit ? 24 : 4];
-        BinaryPrimitives.WriteUInt32LittleEndian(c, op);
-        if (op == GuestIcdContext.OpInit)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(4), resource);
-            BinaryPrimitives.WriteUInt32LittleEndian(c.AsSpan(8), ring);
-            BinaryPrimitives.WriteUInt64LittleEndian(c.AsSpan(16), heap);
-        }
-        return Req.Submit(ctx, c);
-    }
-
     /// <summary>A resource of <see cref="Total"/> bytes on pages with gaps between them, attached to <paramref name="ctx"/>.</summary>
     private (ulong Gpa, ulong Len)[] SharedResource(uint id, uint ctx)
     {
