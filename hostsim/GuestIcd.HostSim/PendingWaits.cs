@@ -293,9 +293,9 @@ internal sealed unsafe partial class Session
                 }
                 else if (transport.ReadExactly(hdr, _waits.Count > 0 ? IdleTickMs : FeedbackTickMs)) return true;
             }
-            catch (TransportClosedException) when (_waits.Count > 0)
+            catch (TransportClosedException e) when (_waits.Count > 0)
             {
-                throw new TransportClosedException($"guest left during {Tables.Commands[_waits[0].Command].Name}");
+                throw new TransportClosedException($"guest left during {Tables.Commands[_waits[0].Command].Name} ({e.Message})");
             }
             PollWaits();
             PollFeedback();

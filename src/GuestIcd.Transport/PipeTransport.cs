@@ -17,9 +17,10 @@ namespace GuestIcd.Transport;
 /// pipe itself does.</para>
 /// <para><see cref="ReadExactly"/> is all-or-nothing (a timeout consumes nothing) for reads up to
 /// <see cref="AllOrNothingLimit"/>; bigger reads consume as they go and throw on a stall after their first
-/// byte, like the other transports. The read timeout cancels the pending read through
-/// <see cref="PipeReader.CancelPendingRead"/>; a cancellation that lands late is recognised by its
-/// deadline and simply retried.</para>
+/// byte, like the other transports. A read that times out is not cancelled: it stays pending and the next
+/// read waits on it. Cancelling the stream read under it is what Windows hosts cannot afford: there a
+/// cancelled overlapped receive may complete as an error (Wine: now and then), which ended live sessions
+/// as "guest left".</para>
 /// <para>Threading: one thread may write while another reads. <see cref="Shutdown"/> may come from any
 /// thread; <see cref="Dispose"/> must not race with calls on other threads.</para>
 /// </remarks>
@@ -35,11 +36,12 @@ public sealed class PipeTransport : ITransport
     private readonly Stream _stream;
     private readonly PipeReader _reader;
     private readonly PipeWriter _writer;
-    private readonly Timer _readTimer;
     private readonly ManualResetEventSlim _readDone = new(false);
     private readonly ManualResetEventSlim _flushDone = new(false);
     private readonly Action _readSignal;
     private readonly Action _flushSignal;
+    private ConfiguredValueTaskAwaitable<ReadResult>.ConfiguredValueTaskAwaiter _pendingRead;
+    private bool _readPending;
     private CancellationTokenSource _flushTimeout = new();
     private ConnectionState _state;
 
@@ -53,7 +55,6 @@ public sealed class PipeTransport : ITransport
         Description = description;
         _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 << 10, minimumReadSize: 16 << 10, leaveOpen: true));
         _writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 << 10, leaveOpen: true));
-        _readTimer = new Timer(static state => ((PipeTransport)state!).OnReadTimeout(), this, Timeout.Infinite, Timeout.Infinite);
         _readSignal = _readDone.Set;
         _flushSignal = _flushDone.Set;
     }
@@ -81,7 +82,14 @@ public sealed class PipeTransport : ITransport
         int done = 0;
         while (true)
         {
-            ReadResult result = ReadOnce(deadline);
+            if (!TryReadOnce(deadline, out ReadResult result))
+            {
+                if (done == 0)
+                    return false;
+                _state.MarkBroken();
+                throw new TransportClosedException(
+                    $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
+            }
             ReadOnlySequence<byte> data = result.Buffer;
             int need = buffer.Length - done;
             if (data.Length >= need)
@@ -90,7 +98,7 @@ public sealed class PipeTransport : ITransport
                 _reader.AdvanceTo(data.GetPosition(need));
                 return true;
             }
-            if (result.IsCompleted)
+            if (result.IsCompleted || result.IsCanceled)
             {
                 long have = done + data.Length;
                 _reader.AdvanceTo(data.End);
@@ -107,48 +115,40 @@ public sealed class PipeTransport : ITransport
             }
             // Nothing consumed, everything examined: the next read waits for more bytes.
             _reader.AdvanceTo(data.Start, data.End);
-            if (result.IsCanceled && Libc.RemainingMs(deadline) == 0)
+        }
+    }
+
+    /// <summary>One pipe read, or false at the deadline with the read left pending for the next call.</summary>
+    private bool TryReadOnce(long deadline, out ReadResult result)
+    {
+        try
+        {
+            if (!_readPending)
             {
-                if (done == 0)
-                    return false;
-                _state.MarkBroken();
-                throw new TransportClosedException(
-                    $"{Description}: peer stalled for {timeoutMs} ms after {done} of {buffer.Length} bytes of one read; the stream is out of sync");
+                ValueTask<ReadResult> task = _reader.ReadAsync();
+                if (task.IsCompleted)
+                {
+                    result = task.GetAwaiter().GetResult();
+                    return true;
+                }
+                _readDone.Reset();
+                _pendingRead = task.ConfigureAwait(false).GetAwaiter();
+                _readPending = true;
+                _pendingRead.UnsafeOnCompleted(_readSignal);
             }
+            if (!_readDone.Wait(Libc.RemainingMs(deadline)))
+            {
+                result = default;
+                return false;
+            }
+            _readPending = false;
+            result = _pendingRead.GetResult();
+            return true;
         }
-    }
-
-    private ReadResult ReadOnce(long deadline)
-    {
-        bool timed = deadline != long.MaxValue;
-        if (timed)
-            _readTimer.Change(Libc.RemainingMs(deadline), Timeout.Infinite);
-        try
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException or OperationCanceledException)
         {
-            return Wait(_reader.ReadAsync(), _readDone, _readSignal);
-        }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException)
-        {
+            _readPending = false;
             throw _state.Closed(Description, e.Message);
-        }
-        finally
-        {
-            if (timed)
-                _readTimer.Change(Timeout.Infinite, Timeout.Infinite);
-        }
-    }
-
-    private void OnReadTimeout()
-    {
-        // A callback already queued when Dispose stopped the timer may still run; it must not throw on a pool thread.
-        if (_state.IsDisposed)
-            return;
-        try
-        {
-            _reader.CancelPendingRead();
-        }
-        catch (Exception e) when (e is InvalidOperationException or ObjectDisposedException)
-        {
         }
     }
 
@@ -234,7 +234,16 @@ public sealed class PipeTransport : ITransport
             {
                 while (true)
                 {
-                    ReadResult result = await _reader.ReadAsync().ConfigureAwait(false);
+                    ReadResult result;
+                    if (_readPending)
+                    {
+                        // A handshake read that timed out is still the pipe's one read in flight.
+                        _readDone.Wait();
+                        _readPending = false;
+                        result = _pendingRead.GetResult();
+                    }
+                    else
+                        result = await _reader.ReadAsync().ConfigureAwait(false);
                     foreach (ReadOnlyMemory<byte> segment in result.Buffer)
                     {
                         for (int sent = 0; sent < segment.Length;)
@@ -288,10 +297,17 @@ public sealed class PipeTransport : ITransport
     {
         if (!_state.BeginDispose())
             return;
-        _readTimer.Dispose();
         ConnectionState.ShutdownQuietly(_socket);
         _stream.Dispose();
         _socket.Dispose();
+        // A read left pending by a timeout fails now that the socket is gone; the pipe must not hand its
+        // buffers back to the pool while that read may still fill one.
+        if (_readPending && _readDone.Wait(1000))
+        {
+            _readPending = false;
+            try { _pendingRead.GetResult(); }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or InvalidOperationException or OperationCanceledException) { }
+        }
         // With an exception the writer drops what was not flushed instead of writing it to a closed stream.
         _writer.Complete(new ObjectDisposedException(Description));
         _reader.Complete();
