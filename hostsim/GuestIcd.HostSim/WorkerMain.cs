@@ -32,6 +32,7 @@ internal static unsafe class WorkerMain
         WorkerNative.prctl(WorkerNative.PR_SET_PDEATHSIG, WorkerNative.SIGKILL, 0, 0, 0);
         if (WorkerNative.getppid() != parent) return 3;
         Harden();
+        WorkerPriority.AllowReturn();
 
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         socket.Connect(new UnixDomainSocketEndPoint("\0" + control));
@@ -160,17 +161,20 @@ internal static unsafe class WorkerMain
         }
     }
 
-    /// <summary>The warm-up thread's nice value: 19 while the worker waits in the pool, its own again once a
-    /// session has come. A warm-up cut short still finishes the command it is in and tears its replay down,
-    /// and while it does it holds what the session's thread needs next: the JIT's and type loader's locks,
-    /// the dynamic linker's, a garbage collection it started (every managed thread waits for it). At nice 19
-    /// on a busy 2-core host it got the CPU for milliseconds a second, and the session's thread waited
-    /// behind it for seconds (gdb: the session thread in a runtime lock wait or dlsym, the warm-up in the
-    /// JIT; the watchdog then killed workers as hung in vkDestroyInstance 5 s after their guests had left).</summary>
+    /// <summary>The worker's nice values. A pool worker starts at <see cref="WorkerPriority.PoolNice"/> (the
+    /// supervisor's background spawner) and its warm-up thread drops to 19, so that neither takes CPU from the
+    /// sessions running while it starts (measured on 2 cores: the two workers that replace the ones an
+    /// application took, at the supervisor's priority, stalled that application's round trips for milliseconds
+    /// during its first half second). Once a session has come every thread returns to the session's priority:
+    /// a warm-up cut short still finishes the command it is in and tears its replay down, and while it does it
+    /// holds what the session's thread needs next (the JIT's and type loader's locks, the dynamic linker's, a
+    /// garbage collection it started). At nice 19 on a busy 2-core host it got the CPU for milliseconds a
+    /// second, and the session's thread waited behind it for seconds (gdb: the session thread in a runtime
+    /// lock wait or dlsym, the warm-up in the JIT; the watchdog then killed workers as hung in
+    /// vkDestroyInstance 5 s after their guests had left).</summary>
     sealed class WarmUpThread
     {
-        int _tid, _nice;
-        bool _lowered;
+        int _tid;
         readonly object _lock = new();
 
         /// <summary>Called on the warm-up thread itself.</summary>
@@ -180,22 +184,7 @@ internal static unsafe class WorkerMain
             {
                 if (_tid != 0) return;
                 _tid = WorkerNative.gettid();
-                Marshal.SetLastPInvokeError(0);
-                int nice = WorkerNative.getpriority(0, (uint)_tid);
-                _nice = nice == -1 && WorkerNative.Errno != 0 ? 0 : nice;
-                // Linux lets a thread return to a nice value only down to 20 - RLIMIT_NICE without
-                // CAP_SYS_NICE: allow its own value again, where the hard limit permits.
-                var limit = default(WorkerNative.RLimit);
-                if (WorkerNative.getrlimit(WorkerNative.RLIMIT_NICE, &limit) == 0 && limit.Current < (ulong)(20 - _nice))
-                {
-                    var wanted = new WorkerNative.RLimit { Current = (ulong)(20 - _nice), Max = Math.Max(limit.Max, (ulong)(20 - _nice)) };
-                    if (WorkerNative.setrlimit(WorkerNative.RLIMIT_NICE, &wanted) != 0)
-                    {
-                        wanted = new WorkerNative.RLimit { Current = Math.Min(limit.Max, (ulong)(20 - _nice)), Max = limit.Max };
-                        WorkerNative.setrlimit(WorkerNative.RLIMIT_NICE, &wanted);
-                    }
-                }
-                _lowered = WorkerNative.setpriority(0, (uint)_tid, 19) == 0;
+                WorkerNative.setpriority(0, (uint)_tid, 19);
             }
         }
 
@@ -204,10 +193,8 @@ internal static unsafe class WorkerMain
         {
             lock (_lock)
             {
-                if (!_lowered) { _tid = -1; return; } // not started yet: Lower will see _tid and stay as it is
-                if (WorkerNative.setpriority(0, (uint)_tid, _nice) != 0 && WorkerNative.Errno != 3 /* ESRCH: it has ended */)
-                    log.LogDebug("worker: the warm-up stays at nice 19 beside the session ({Error})", WorkerNative.Describe(WorkerNative.Errno));
-                _lowered = false;
+                if (_tid == 0) _tid = -1; // not started yet: Lower will see _tid and stay as it is
+                WorkerPriority.RestoreAll(log);
             }
         }
     }
