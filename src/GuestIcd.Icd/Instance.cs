@@ -30,6 +30,7 @@ internal static unsafe partial class Entry
                 var c = Connection.Open();
                 s_probe = c.Host;
                 s_spare = c;
+                EnsureExitHook();
             }
             catch (IncompatibleHostException e)
             {

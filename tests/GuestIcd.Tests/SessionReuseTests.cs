@@ -20,6 +20,7 @@ public class SessionReuseTests
 
     [Theory]
     [InlineData("", 1)]      // the rounds after the first take the kept session
+    [InlineData("default", 1)] // the same without GUESTICD_SESSION_KEEP_MS: keeping is the default
     [InlineData("leak", 3)]  // a device left alive (invalid usage): nothing is kept, each round its own session
     [InlineData("off", 3)]   // GUESTICD_SESSION_KEEP_MS=0
     public void RoundsShareOneSessionOnlyWhenTheApplicationCleanedUp(string mode, int sessions)
@@ -27,6 +28,7 @@ public class SessionReuseTests
         using var host = new HostSim();
         var env = host.ClientEnv();
         env["GUESTICD_SESSION_KEEP_MS"] = mode == "off" ? "0" : "2000";
+        if (mode == "default") env.Remove("GUESTICD_SESSION_KEEP_MS");
         var r = Repo.Run(Built.Value, mode == "leak" ? "3 leak" : "3", env, timeoutMs: 120_000);
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
         for (int i = 0; i < 3; i++) Assert.Contains($"round {i}: ok", r.Stdout);
