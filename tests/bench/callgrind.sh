@@ -14,10 +14,7 @@ bench_setup callgrind gcc valgrind timeout awk
 [ -f /usr/include/valgrind/callgrind.h ] || { echo "callgrind: valgrind/callgrind.h missing (apt-get install valgrind)"; exit 2; }
 gcc -O2 -std=c11 -Wall -o "$work/loop" "$here/callgrind_loop.c" -lvulkan || { echo "callgrind: build failed"; exit 2; }
 
-sock="$work/hostsim.sock"
-"$hostsim" serve --listen "unix:$sock" ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim.log" 2>&1 &
-hostsim_pid=$!
-for _ in $(seq 300); do grep -q "listening on" "$work/hostsim.log" && break; kill -0 "$hostsim_pid" 2>/dev/null || break; sleep 0.1; done
+bench_start_hostsim
 unset VK_ICD_FILENAMES VK_ADD_DRIVER_FILES VK_INSTANCE_LAYERS VK_LOADER_LAYERS_ENABLE VK_LOADER_DEBUG
 
 # run WHICH: callgrind dumps of the measured loops in $work/WHICH.out.*

@@ -14,6 +14,22 @@ bench_stop_hostsim() {
   hostsim_pid=""
 }
 
+# bench_start_hostsim [ARG...]: hostsim on $work/hostsim.sock (log $work/hostsim.log), with its loader on the
+# benchmark's driver only, as the native runs have it: on a host with every Mesa driver installed the loader
+# otherwise loads and asks each of them at every session's vkCreateInstance. Sets hostsim_pid, and hostsim_up=1
+# once it listens.
+bench_start_hostsim() {
+  sock="$work/hostsim.sock"
+  VK_DRIVER_FILES="$native_manifest" "$hostsim" serve --listen "unix:$sock" ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} "$@" > "$work/hostsim.log" 2>&1 &
+  hostsim_pid=$!
+  hostsim_up=0
+  for _ in $(seq 300); do
+    if grep -q "listening on" "$work/hostsim.log"; then hostsim_up=1; break; fi
+    kill -0 "$hostsim_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+}
+
 bench_setup() {
   local name="$1" tool f; shift
   for tool in "$@"; do

@@ -18,15 +18,7 @@ glslc "$here/fma.comp" -o "$work/fma.comp.spv" && glslc "$here/noop.vert" -o "$w
 gcc -O2 -std=c11 -Wall -o "$work/pingpong" "$here/pingpong.c" || { echo "bench: pingpong build failed"; exit 2; }
 
 # ---- hostsim on a private socket
-sock="$work/hostsim.sock"
-"$hostsim" serve --listen "unix:$sock" ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim.log" 2>&1 &
-hostsim_pid=$!
-hostsim_up=0
-for _ in $(seq 300); do
-  if grep -q "listening on" "$work/hostsim.log"; then hostsim_up=1; break; fi
-  kill -0 "$hostsim_pid" 2>/dev/null || break
-  sleep 0.1
-done
+bench_start_hostsim
 
 # The loader must see exactly one driver and no layers in both runs.
 unset VK_ICD_FILENAMES VK_ADD_DRIVER_FILES VK_INSTANCE_LAYERS VK_LOADER_LAYERS_ENABLE VK_LOADER_DEBUG

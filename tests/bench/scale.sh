@@ -21,10 +21,7 @@ trap cleanup EXIT
 gcc -O2 -std=c11 -Wall -pthread -o "$work/bench" "$here/bench.c" -lvulkan -lm || { echo "scale: build failed"; exit 2; }
 glslc "$here/fma.comp" -o "$work/fma.comp.spv" && glslc "$here/noop.vert" -o "$work/noop.vert.spv" || exit 2
 
-sock="$work/hostsim.sock"
-"$hostsim" serve --listen "unix:$sock" ${BENCH_HOSTSIM_DEVICE:+--device "$BENCH_HOSTSIM_DEVICE"} > "$work/hostsim.log" 2>&1 &
-hostsim_pid=$!
-for _ in $(seq 300); do grep -q "listening on" "$work/hostsim.log" && break; kill -0 "$hostsim_pid" 2>/dev/null || break; sleep 0.1; done
+bench_start_hostsim
 unset VK_ICD_FILENAMES VK_ADD_DRIVER_FILES VK_INSTANCE_LAYERS VK_LOADER_LAYERS_ENABLE VK_LOADER_DEBUG
 hz=$(getconf CLK_TCK)
 
