@@ -110,12 +110,20 @@ internal sealed unsafe partial class Session
     ulong CreateInstance(ulong* a)
     {
         var ci = (VkInstanceCreateInfo*)a[0];
+        var key = InstanceKey(ci);
+        if (TryUnpark(key, out var parked))
+        {
+            *(VkInstance*)a[2] = _instance = parked;
+            Array.Clear(_fns);
+            return Result(VK_SUCCESS);
+        }
         if (options.Validation) AddValidation(ci);
         var fn = (delegate* unmanaged<VkInstanceCreateInfo*, void*, VkInstance*, VkResult>)HostVulkan.GetInstanceProcAddr(default, "vkCreateInstance");
         var r = fn(ci, null, (VkInstance*)a[2]);
         if (r == VK_SUCCESS)
         {
             _instance = *(VkInstance*)a[2];
+            if (key is not null) _instanceKeys[_instance.Handle] = key;
             Array.Clear(_fns);
             if (options.Validation) StartValidation();
         }

@@ -368,6 +368,7 @@ internal sealed unsafe class Supervisor : IDisposable
                         lock (_lock) if (_warm.Count == 0) break;
                         Thread.Sleep(20);
                     }
+                    if (_disposed) break;
                     var w = Spawn(_poolSpawnRequests);
                     lock (_lock) _warm.Enqueue(w);
                 }

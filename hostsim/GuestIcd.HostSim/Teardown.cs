@@ -136,14 +136,19 @@ internal sealed unsafe partial class Session
         return true;
     }
 
-    void ReleaseInstance(ulong instanceId)
+    /// <param name="park">The guest's vkDestroyInstance: the driver's instance may wait for its next (ParkedInstance.cs).</param>
+    void ReleaseInstance(ulong instanceId, bool park = false)
     {
         if (!_objects.TryGet(instanceId, out var e)) return;
         var instance = new VkInstance((nint)e.Host);
         if (!ReleaseInstanceChildren(instanceId, instance)) return;
         StopValidation(instance);
-        var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(instance, "vkDestroyInstance");
-        destroy(instance, null);
+        if (!(park && TryPark(instance)))
+        {
+            _instanceKeys.Remove(instance.Handle);
+            var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(instance, "vkDestroyInstance");
+            destroy(instance, null);
+        }
         _objects.Forget(instanceId);
         if (_instance.Handle == instance.Handle)
         {
@@ -159,7 +164,7 @@ internal sealed unsafe partial class Session
     ulong DestroyInstance(ulong* a)
     {
         ulong id = _objects.IdOf(ObjInstance, a[0]);
-        if (id != 0) ReleaseInstance(id);
+        if (id != 0) ReleaseInstance(id, park: true);
         return 0;
     }
 
@@ -177,6 +182,7 @@ internal sealed unsafe partial class Session
     {
         var instances = _objects.All.Where(kv => kv.Value.Type == ObjInstance).OrderByDescending(kv => kv.Value.Order).Select(kv => kv.Key).ToList();
         foreach (var id in instances) ReleaseInstance(id);
+        DestroyParked();
         // Devices whose instance the table never knew (not expected: every device is created from a physical device of one).
         foreach (var id in _objects.All.Where(kv => kv.Value.Type == ObjDevice).Select(kv => kv.Key).ToList()) ReleaseDevice(id);
         if (_objects.GuestCount > 0)

@@ -2,8 +2,9 @@
  * device works (an empty submit with a fence, waited for). Through GuestIcd the rounds after the first take
  * the previous instance's host session (GUESTICD_SESSION_KEEP_MS), so this checks that nothing of the old
  * instance leaks into the new one. With a second argument "leak" it leaves each round's device alive (which
- * the spec forbids): the session must then not be kept.
- * Usage: recreate [ROUNDS] [leak] */
+ * the spec forbids): the session must then not be kept. With "vary" each round's instance has an application
+ * version of its own, so hostsim may not hand it the driver instance the last round left.
+ * Usage: recreate [ROUNDS] [leak|vary] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,9 @@ int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 3;
     int leak = argc > 2 && strcmp(argv[2], "leak") == 0;
+    int vary = argc > 2 && strcmp(argv[2], "vary") == 0;
     for (int i = 0; i < rounds; i++) {
-        VkApplicationInfo app = { .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .apiVersion = VK_API_VERSION_1_3 };
+        VkApplicationInfo app = { .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .applicationVersion = vary ? (uint32_t)i : 0, .apiVersion = VK_API_VERSION_1_3 };
         VkInstanceCreateInfo ci = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app };
         VkInstance instance;
         VkResult r = vkCreateInstance(&ci, NULL, &instance);

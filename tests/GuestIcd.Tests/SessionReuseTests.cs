@@ -37,6 +37,23 @@ public class SessionReuseTests
         Assert.DoesNotContain("protocol error", host.Log);
     }
 
+    /// <summary>The driver's instance waits for the guest's next vkCreateInstance (ParkedInstance.cs), and only one
+    /// with the same create info takes it back; each round's device still works (recreate.c submits on it).</summary>
+    [Theory]
+    [InlineData("", 2)]     // rounds 1 and 2 take the driver instance round 0 left
+    [InlineData("vary", 0)] // another application version each round: a new driver instance each time
+    public void TheDriverInstanceIsTakenBackOnlyForTheSameCreateInfo(string mode, int taken)
+    {
+        using var host = new HostSim("--log-level", "Debug");
+        var r = Repo.Run(Built.Value, $"3 {mode}".Trim(), host.ClientEnv(), timeoutMs: 120_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        for (int i = 0; i < 3; i++) Assert.Contains($"round {i}: ok", r.Stdout);
+        host.WaitForLog("ended (guest disconnected)", 1, 30_000);
+        Assert.Equal(1, Sessions(host.Log));
+        Assert.Equal(taken, Regex.Matches(host.Log, "vkCreateInstance takes the driver instance the guest's last one left").Count);
+        Assert.DoesNotContain("protocol error", host.Log);
+    }
+
     /// <summary>A kept session that no instance takes ends on its own, so a process that stops using Vulkan does
     /// not hold a host worker for the rest of its life.</summary>
     [Fact]
