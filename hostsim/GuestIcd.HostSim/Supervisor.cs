@@ -72,12 +72,8 @@ internal sealed unsafe class Supervisor : IDisposable
     readonly Dictionary<int, Socket> _arrived = new();
     readonly Queue<Worker> _warm = new();
     readonly BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> _spawnRequests = new();
-    /// <summary>The pool's refills: started by a spawner thread below the supervisor's priority (WorkerPriority).</summary>
-    readonly BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> _poolSpawnRequests = new();
-    readonly int _nice, _poolNice;
     readonly HashSet<Process> _live = new();
     int _refilling;
-    long _lastTake;
     volatile bool _disposed;
 
     sealed record Worker(Process Process, Socket Control, double StartMs);
@@ -101,10 +97,7 @@ internal sealed unsafe class Supervisor : IDisposable
         _control.Bind(new UnixDomainSocketEndPoint("\0" + _controlName));
         _control.Listen(64);
         new Thread(AcceptWorkers) { IsBackground = true, Name = "worker control" }.Start();
-        _nice = WorkerNative.getpriority(0, 0);
-        _poolNice = WorkerPriority.PoolNiceFor(_nice);
-        new Thread(() => SpawnLoop(_spawnRequests, _nice)) { IsBackground = true, Name = "worker spawner" }.Start();
-        new Thread(() => SpawnLoop(_poolSpawnRequests, _poolNice)) { IsBackground = true, Name = "pool spawner" }.Start();
+        new Thread(SpawnLoop) { IsBackground = true, Name = "worker spawner" }.Start();
         Refill();
     }
 
@@ -272,7 +265,8 @@ internal sealed unsafe class Supervisor : IDisposable
         var watchdog = new WorkerWatchdog(process.Id);
         var clock = Stopwatch.StartNew();
         string? hung = null;
-        while (!process.WaitForExit(WorkerWatchdog.PeriodMs))
+        using var exit = new WorkerExit(process);
+        while (!exit.Wait(WorkerWatchdog.PeriodMs))
         {
             bool gone = guestFd >= 0 ? WorkerWatchdog.PeerGone(guestFd) : relay.IsCompleted;
             hung = watchdog.Check(gone, clock.ElapsedMilliseconds);
@@ -280,11 +274,12 @@ internal sealed unsafe class Supervisor : IDisposable
             _log.LogError("session {Session}: worker pid {Pid} hung ({Why}); last command started: {Command}; killed",
                 id, process.Id, hung, status.LastCommand());
             Kill(process);
-            process.WaitForExit();
+            exit.Wait(-1);
             break;
         }
+        // The guest first: it sees its socket close now, not once the worker is reaped.
         if (guestFd >= 0) WorkerNative.close(guestFd);
-        int code = process.ExitCode;
+        int code = exit.Code();
         lock (_lock) _live.Remove(process);
         // .NET reports a worker killed by signal N as exit code 128 + N.
         string? seen = hung is not null ? "worker_hang" : code > 128 && code < 128 + 65 ? "worker_crash" : null;
@@ -301,6 +296,10 @@ internal sealed unsafe class Supervisor : IDisposable
             _log.LogError("session {Session}: worker pid {Pid} died of {Signal}; last command started: {Command}; only this guest's session is lost",
                 id, process.Id, signal, status.LastCommand());
             _log.LogInformation("session {Session} ended (worker pid {Pid} died of {Signal})", id, process.Id, signal);
+        }
+        else if (code == -1)
+        {
+            _log.LogError("session {Session}: worker pid {Pid} exited and its status was lost; last command started: {Command}", id, process.Id, status.LastCommand());
         }
         else if (code != 0)
         {
@@ -332,8 +331,7 @@ internal sealed unsafe class Supervisor : IDisposable
             foreach (var w in live) if (w != worker) _warm.Enqueue(w);
         }
         warm = worker != null;
-        worker ??= Spawn(_spawnRequests);
-        Volatile.Write(ref _lastTake, Environment.TickCount64);
+        worker ??= Spawn();
         Refill();
         return worker;
     }
@@ -344,12 +342,6 @@ internal sealed unsafe class Supervisor : IDisposable
         try { return w.Control.Available > 0; }
         catch (Exception e) when (e is SocketException or ObjectDisposedException) { return false; }
     }
-
-    /// <summary>How long after a session took a worker the pool waits before it starts a replacement, while it
-    /// still has a warm one. A worker's start and warm-up cost about a second of CPU; beside the session that
-    /// has just started it they doubled its instance + device creation on 2 cores (`bench create`: 19–27 ms
-    /// against lavapipe's 7.5, 9–11 ms with the replacement a second later), even below its priority.</summary>
-    const int RefillDelayMs = 1000;
 
     /// <summary>Tops the warm pool up in the background.</summary>
     void Refill()
@@ -362,14 +354,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 while (!_disposed)
                 {
                     lock (_lock) if (_warm.Count >= _warmWanted) break;
-                    // While a warm worker is left, not during the start of the session that just took one.
-                    while (!_disposed && Environment.TickCount64 - Volatile.Read(ref _lastTake) < RefillDelayMs)
-                    {
-                        lock (_lock) if (_warm.Count == 0) break;
-                        Thread.Sleep(20);
-                    }
-                    if (_disposed) break;
-                    var w = Spawn(_poolSpawnRequests);
+                    var w = Spawn();
                     lock (_lock) _warm.Enqueue(w);
                 }
             }
@@ -386,11 +371,11 @@ internal sealed unsafe class Supervisor : IDisposable
 
     /// <summary>Starts a worker and waits until it has connected back (warmed up). Only the fork+exec
     /// happens on the spawner thread, so a burst of sessions starts its workers in parallel.</summary>
-    Worker Spawn(BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> spawner)
+    Worker Spawn()
     {
         var sw = Stopwatch.StartNew();
         var request = new TaskCompletionSource<(Process, Task<Socket>)>(TaskCreationOptions.RunContinuationsAsynchronously);
-        spawner.Add(request);
+        _spawnRequests.Add(request);
         var (process, connected) = request.Task.GetAwaiter().GetResult();
         if (!connected.Wait(ConnectTimeoutMs))
         {
@@ -401,12 +386,9 @@ internal sealed unsafe class Supervisor : IDisposable
         return new Worker(process, connected.Result, sw.Elapsed.TotalMilliseconds);
     }
 
-    /// <summary>A worker inherits the nice value of the thread that forks it: its whole start runs at <paramref name="nice"/>.</summary>
-    void SpawnLoop(BlockingCollection<TaskCompletionSource<(Process, Task<Socket>)>> requests, int nice)
+    void SpawnLoop()
     {
-        if (nice != _nice && WorkerNative.setpriority(0, (uint)WorkerNative.gettid(), nice) != 0)
-            _log.LogDebug("the pool's workers start at the supervisor's priority ({Error})", WorkerNative.Describe(WorkerNative.Errno));
-        foreach (var request in requests.GetConsumingEnumerable())
+        foreach (var request in _spawnRequests.GetConsumingEnumerable())
         {
             try { request.SetResult(StartWorker()); }
             catch (Exception e) { request.SetException(e); }
@@ -424,7 +406,6 @@ internal sealed unsafe class Supervisor : IDisposable
         psi.Environment["GUESTICD_WORKER_CONTROL"] = _controlName;
         psi.Environment["GUESTICD_WORKER_TOKEN"] = _token;
         psi.Environment["GUESTICD_WORKER_PARENT"] = Environment.ProcessId.ToString();
-        psi.Environment["GUESTICD_WORKER_NICE"] = _nice.ToString(System.Globalization.CultureInfo.InvariantCulture);
         if (_crashOnSigusr2) psi.Environment["GUESTICD_WORKER_CRASH_ON_SIGUSR2"] = "1";
         if (_hangOnFault) psi.Environment["GUESTICD_WORKER_HANG_ON_FAULT"] = "1";
         psi.Environment["GUESTICD_WORKER_LOG_LEVEL"] = Enum.GetValues<LogLevel>().FirstOrDefault(_log.IsEnabled, LogLevel.None).ToString();
@@ -504,7 +485,6 @@ internal sealed unsafe class Supervisor : IDisposable
     {
         _disposed = true;
         _spawnRequests.CompleteAdding();
-        _poolSpawnRequests.CompleteAdding();
         _control.Dispose();
         lock (_lock)
         {

@@ -161,11 +161,9 @@ internal static unsafe class WorkerMain
         }
     }
 
-    /// <summary>The worker's nice values. A pool worker starts at <see cref="WorkerPriority.PoolNice"/> (the
-    /// supervisor's background spawner) and its warm-up thread drops to 19, so that neither takes CPU from the
-    /// sessions running while it starts (measured on 2 cores: the two workers that replace the ones an
-    /// application took, at the supervisor's priority, stalled that application's round trips for milliseconds
-    /// during its first half second). Once a session has come every thread returns to the session's priority:
+    /// <summary>The warm-up thread's nice value: 19 while the worker waits in the pool, so that it takes no CPU
+    /// from the sessions running meanwhile. Once a session has come every thread returns to the session's
+    /// priority (WorkerPriority.RestoreAll), the threads the warm-up started included:
     /// a warm-up cut short still finishes the command it is in and tears its replay down, and while it does it
     /// holds what the session's thread needs next (the JIT's and type loader's locks, the dynamic linker's, a
     /// garbage collection it started). At nice 19 on a busy 2-core host it got the CPU for milliseconds a

@@ -59,6 +59,15 @@ internal static unsafe partial class WorkerNative
     [LibraryImport(Lib, SetLastError = true)] public static partial int setrlimit(int resource, RLimit* limit);
     [LibraryImport(Lib, SetLastError = true)] public static partial int getrlimit(int resource, RLimit* limit);
     [LibraryImport(Lib, SetLastError = true)] public static partial int memfd_create(byte* name, uint flags);
+    /// <summary>glibc 2.36 and later (Debian 12).</summary>
+    [LibraryImport(Lib, SetLastError = true)] public static partial int pidfd_open(int pid, uint flags);
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd { public int Fd; public short Events, Revents; }
+    public const short POLLIN = 1;
+    [LibraryImport(Lib, SetLastError = true)] public static partial int poll(PollFd* fds, nuint count, int timeoutMs);
+    public const int P_PID = 1, WEXITED = 4, WNOHANG = 1, WNOWAIT = 0x01000000, CLD_EXITED = 1;
+    /// <summary>siginfo_t is 128 bytes; for SIGCHLD si_code is at 8, si_pid at 16 and si_status at 24 (x86-64).</summary>
+    [LibraryImport(Lib, SetLastError = true)] public static partial int waitid(int idType, uint id, byte* info, int options);
     [LibraryImport(Lib, SetLastError = true)] public static partial int ftruncate(int fd, long length);
     [LibraryImport(Lib, SetLastError = true)] public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
     [LibraryImport(Lib, SetLastError = true)] public static partial int munmap(void* addr, nuint length);
