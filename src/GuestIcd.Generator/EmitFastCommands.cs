@@ -186,7 +186,7 @@ sealed partial class EmitCommands
         var sizeExpr = string.Join(" + ", new[] { fixedBytes.ToString() }.Concat(variable));
         sb.AppendLine($"        int _size = {(variable.Count > 0 ? $"checked({sizeExpr})" : sizeExpr)};");
         sb.AppendLine("        int _padded = (MessageHeader.Size + _size + 7) & ~7;");
-        sb.AppendLine("        fixed (byte* _d = _w.Reserve(_padded))").AppendLine("        {");
+        sb.AppendLine("        fixed (byte* _d = &_w.ReserveFirst(_padded))").AppendLine("        {");
         sb.AppendLine("            // The padding first: the message's bytes overwrite what of it they cover.");
         sb.AppendLine("            Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);");
         sb.AppendLine($"            Unsafe.WriteUnaligned(_d, 0x{Fnv1a(c.Name):X8}UL); // id, flags None");

@@ -22,7 +22,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pConditionalRenderingBegin + _i * 40 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 28UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -51,7 +51,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -71,7 +71,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -94,7 +94,7 @@ public static unsafe class FastCommands
         ulong _n4 = pCounterBufferOffsets == null ? 0 : (ulong)counterBufferCount;
         int _size = checked(24 + checked((int)(_n3 * 8UL)) + checked((int)(_n4 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -125,7 +125,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -147,7 +147,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n2; _i++) if (*(void**)((byte*)pBindingInfos + _i * 32 + 8) != null) return false;
         int _size = checked(16 + checked((int)(_n2 * 20UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -179,7 +179,7 @@ public static unsafe class FastCommands
         ulong _n7 = pDynamicOffsets == null ? 0 : (ulong)dynamicOffsetCount;
         int _size = checked(40 + checked((int)(_n5 * 8UL)) + checked((int)(_n7 * 4UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -213,7 +213,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -233,7 +233,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -252,7 +252,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -271,7 +271,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -291,7 +291,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -313,7 +313,7 @@ public static unsafe class FastCommands
         ulong _n5 = pSizes == null ? 0 : (ulong)bindingCount;
         int _size = checked(28 + checked((int)(_n3 * 8UL)) + checked((int)(_n4 * 8UL)) + checked((int)(_n5 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -352,7 +352,7 @@ public static unsafe class FastCommands
         ulong _n4 = pOffsets == null ? 0 : (ulong)bindingCount;
         int _size = checked(24 + checked((int)(_n3 * 8UL)) + checked((int)(_n4 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -387,7 +387,7 @@ public static unsafe class FastCommands
         ulong _n6 = pStrides == null ? 0 : (ulong)bindingCount;
         int _size = checked(32 + checked((int)(_n3 * 8UL)) + checked((int)(_n4 * 8UL)) + checked((int)(_n5 * 8UL)) + checked((int)(_n6 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -431,7 +431,7 @@ public static unsafe class FastCommands
         ulong _n6 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(44 + checked((int)(_n6 * 80UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -462,7 +462,7 @@ public static unsafe class FastCommands
         ulong _n4 = pRects == null ? 0 : (ulong)rectCount;
         int _size = checked(24 + checked((int)(_n2 * 24UL)) + checked((int)(_n4 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -495,7 +495,7 @@ public static unsafe class FastCommands
         ulong _n5 = pRanges == null ? 0 : (ulong)rangeCount;
         int _size = checked(32 + checked((int)(_n3 * 16UL)) + checked((int)(_n5 * 20UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -529,7 +529,7 @@ public static unsafe class FastCommands
         ulong _n5 = pRanges == null ? 0 : (ulong)rangeCount;
         int _size = checked(32 + checked((int)(_n3 * 8UL)) + checked((int)(_n5 * 20UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -563,7 +563,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pCodingControlInfo + _i * 24 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 12UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -594,7 +594,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pInfo + _i * 40 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 28UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -623,7 +623,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -644,7 +644,7 @@ public static unsafe class FastCommands
         ulong _n4 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(32 + checked((int)(_n4 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -671,7 +671,7 @@ public static unsafe class FastCommands
         ulong _n5 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(36 + checked((int)(_n5 * 56UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -699,7 +699,7 @@ public static unsafe class FastCommands
         ulong _n6 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(40 + checked((int)(_n6 * 68UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -728,7 +728,7 @@ public static unsafe class FastCommands
         ulong _n5 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(36 + checked((int)(_n5 * 56UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -755,7 +755,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -776,7 +776,7 @@ public static unsafe class FastCommands
         ulong _n6 = pImageSubresources == null ? 0 : (ulong)copyCount;
         int _size = checked(40 + checked((int)(_n6 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -806,7 +806,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pInfo + _i * 40 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 28UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -835,7 +835,7 @@ public static unsafe class FastCommands
     {
         int _size = 52;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -859,7 +859,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -880,7 +880,7 @@ public static unsafe class FastCommands
         ulong _n2 = pDecompressMemoryRegions == null ? 0 : (ulong)decompressRegionCount;
         int _size = checked(16 + checked((int)(_n2 * 40UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -904,7 +904,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -924,7 +924,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -947,7 +947,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -966,7 +966,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -987,7 +987,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1007,7 +1007,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1026,7 +1026,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1048,7 +1048,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1069,7 +1069,7 @@ public static unsafe class FastCommands
     {
         int _size = 48;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1092,7 +1092,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1113,7 +1113,7 @@ public static unsafe class FastCommands
     {
         int _size = 40;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1136,7 +1136,7 @@ public static unsafe class FastCommands
     {
         int _size = 48;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1159,7 +1159,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1179,7 +1179,7 @@ public static unsafe class FastCommands
     {
         int _size = 48;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1202,7 +1202,7 @@ public static unsafe class FastCommands
     {
         int _size = 48;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1225,7 +1225,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1246,7 +1246,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1267,7 +1267,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1286,7 +1286,7 @@ public static unsafe class FastCommands
     {
         int _size = 8;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1303,7 +1303,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1322,7 +1322,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1342,7 +1342,7 @@ public static unsafe class FastCommands
     {
         int _size = 8;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1361,7 +1361,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pSubpassEndInfo + _i * 16 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1389,7 +1389,7 @@ public static unsafe class FastCommands
     {
         int _size = 8;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1408,7 +1408,7 @@ public static unsafe class FastCommands
         ulong _n4 = pCounterBufferOffsets == null ? 0 : (ulong)counterBufferCount;
         int _size = checked(24 + checked((int)(_n3 * 8UL)) + checked((int)(_n4 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1441,7 +1441,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n1; _i++) if (*(void**)((byte*)pEndCodingInfo + _i * 24 + 8) != null) return false;
         int _size = checked(12 + checked((int)(_n1 * 12UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1470,7 +1470,7 @@ public static unsafe class FastCommands
     {
         int _size = 36;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1491,7 +1491,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1513,7 +1513,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n2; _i++) if (*(void**)((byte*)pSubpassEndInfo + _i * 16 + 8) != null) return false;
         int _size = checked(16 + checked((int)(_n1 * 12UL)) + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1559,7 +1559,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n9; _i++) if (*(void**)((byte*)pImageMemoryBarriers + _i * 72 + 8) != null) return false;
         int _size = checked(44 + checked((int)(_n5 * 16UL)) + checked((int)(_n7 * 48UL)) + checked((int)(_n9 * 60UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1619,7 +1619,7 @@ public static unsafe class FastCommands
         ulong _n5 = pValues == null ? 0 : (ulong)size;
         int _size = checked(32 + checked((int)(_n5 * 1UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1646,7 +1646,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1665,7 +1665,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1684,7 +1684,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1705,7 +1705,7 @@ public static unsafe class FastCommands
         ulong _n6 = pRegions == null ? 0 : (ulong)regionCount;
         int _size = checked(40 + checked((int)(_n6 * 68UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1733,7 +1733,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1751,7 +1751,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1770,7 +1770,7 @@ public static unsafe class FastCommands
         ulong _n1 = blendConstants == null ? 0UL : 1UL;
         int _size = checked(12 + checked((int)(_n1 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1794,7 +1794,7 @@ public static unsafe class FastCommands
         ulong _n3 = pColorBlendAdvanced == null ? 0 : (ulong)attachmentCount;
         int _size = checked(20 + checked((int)(_n3 * 20UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1820,7 +1820,7 @@ public static unsafe class FastCommands
         ulong _n3 = pColorBlendEnables == null ? 0 : (ulong)attachmentCount;
         int _size = checked(20 + checked((int)(_n3 * 4UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1846,7 +1846,7 @@ public static unsafe class FastCommands
         ulong _n3 = pColorBlendEquations == null ? 0 : (ulong)attachmentCount;
         int _size = checked(20 + checked((int)(_n3 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1872,7 +1872,7 @@ public static unsafe class FastCommands
         ulong _n2 = pColorWriteEnables == null ? 0 : (ulong)attachmentCount;
         int _size = checked(16 + checked((int)(_n2 * 4UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1897,7 +1897,7 @@ public static unsafe class FastCommands
         ulong _n3 = pColorWriteMasks == null ? 0 : (ulong)attachmentCount;
         int _size = checked(20 + checked((int)(_n3 * 4UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1922,7 +1922,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1940,7 +1940,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1958,7 +1958,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -1977,7 +1977,7 @@ public static unsafe class FastCommands
         ulong _n2 = pCoverageModulationTable == null ? 0 : (ulong)coverageModulationTableCount;
         int _size = checked(16 + checked((int)(_n2 * 4UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2001,7 +2001,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2019,7 +2019,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2037,7 +2037,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2055,7 +2055,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2073,7 +2073,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2093,7 +2093,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2111,7 +2111,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2130,7 +2130,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2148,7 +2148,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2166,7 +2166,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2184,7 +2184,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2202,7 +2202,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2220,7 +2220,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2238,7 +2238,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2258,7 +2258,7 @@ public static unsafe class FastCommands
         ulong _n6 = pOffsets == null ? 0 : (ulong)setCount;
         int _size = checked(36 + checked((int)(_n5 * 4UL)) + checked((int)(_n6 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2291,7 +2291,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2310,7 +2310,7 @@ public static unsafe class FastCommands
         ulong _n3 = pDiscardRectangles == null ? 0 : (ulong)discardRectangleCount;
         int _size = checked(20 + checked((int)(_n3 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2335,7 +2335,7 @@ public static unsafe class FastCommands
     {
         int _size = 20;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2355,7 +2355,7 @@ public static unsafe class FastCommands
         ulong _n3 = pExclusiveScissors == null ? 0 : (ulong)exclusiveScissorCount;
         int _size = checked(20 + checked((int)(_n3 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2380,7 +2380,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2399,7 +2399,7 @@ public static unsafe class FastCommands
         ulong _n2 = combinerOps == null ? 0UL : 1UL;
         int _size = checked(16 + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2425,7 +2425,7 @@ public static unsafe class FastCommands
         ulong _n2 = combinerOps == null ? 0UL : 1UL;
         int _size = checked(16 + checked((int)(_n1 * 8UL)) + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2454,7 +2454,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2472,7 +2472,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2490,7 +2490,7 @@ public static unsafe class FastCommands
     {
         int _size = 14;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2509,7 +2509,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2527,7 +2527,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2545,7 +2545,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2563,7 +2563,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2581,7 +2581,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2599,7 +2599,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2617,7 +2617,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2635,7 +2635,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2653,7 +2653,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2671,7 +2671,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2689,7 +2689,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2707,7 +2707,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2725,7 +2725,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2743,7 +2743,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2761,7 +2761,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2780,7 +2780,7 @@ public static unsafe class FastCommands
         ulong _n3 = pScissors == null ? 0 : (ulong)scissorCount;
         int _size = checked(20 + checked((int)(_n3 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2806,7 +2806,7 @@ public static unsafe class FastCommands
         ulong _n2 = pScissors == null ? 0 : (ulong)scissorCount;
         int _size = checked(16 + checked((int)(_n2 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2830,7 +2830,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2848,7 +2848,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2867,7 +2867,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2889,7 +2889,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2908,7 +2908,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2926,7 +2926,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2945,7 +2945,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -2967,7 +2967,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n4; _i++) if (*(void**)((byte*)pVertexAttributeDescriptions + _i * 32 + 8) != null) return false;
         int _size = checked(24 + checked((int)(_n2 * 24UL)) + checked((int)(_n4 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3011,7 +3011,7 @@ public static unsafe class FastCommands
         ulong _n3 = pViewports == null ? 0 : (ulong)viewportCount;
         int _size = checked(20 + checked((int)(_n3 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3037,7 +3037,7 @@ public static unsafe class FastCommands
         ulong _n3 = pViewportSwizzles == null ? 0 : (ulong)viewportCount;
         int _size = checked(20 + checked((int)(_n3 * 16UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3062,7 +3062,7 @@ public static unsafe class FastCommands
     {
         int _size = 12;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3081,7 +3081,7 @@ public static unsafe class FastCommands
         ulong _n3 = pViewportWScalings == null ? 0 : (ulong)viewportCount;
         int _size = checked(20 + checked((int)(_n3 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3107,7 +3107,7 @@ public static unsafe class FastCommands
         ulong _n2 = pViewports == null ? 0 : (ulong)viewportCount;
         int _size = checked(16 + checked((int)(_n2 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3131,7 +3131,7 @@ public static unsafe class FastCommands
     {
         int _size = 8;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3148,7 +3148,7 @@ public static unsafe class FastCommands
     {
         int _size = 16;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3170,7 +3170,7 @@ public static unsafe class FastCommands
         ulong _n4 = pCallableShaderBindingTable == null ? 0UL : 1UL;
         int _size = checked(32 + checked((int)(_n1 * 24UL)) + checked((int)(_n2 * 24UL)) + checked((int)(_n3 * 24UL)) + checked((int)(_n4 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3216,7 +3216,7 @@ public static unsafe class FastCommands
         ulong _n4 = pCallableShaderBindingTable == null ? 0UL : 1UL;
         int _size = checked(36 + checked((int)(_n1 * 24UL)) + checked((int)(_n2 * 24UL)) + checked((int)(_n3 * 24UL)) + checked((int)(_n4 * 24UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3260,7 +3260,7 @@ public static unsafe class FastCommands
     {
         int _size = 108;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3293,7 +3293,7 @@ public static unsafe class FastCommands
         _ = checked((uint)_n4);
         int _size = checked(36 + checked((int)(_n4 * 1UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3326,7 +3326,7 @@ public static unsafe class FastCommands
         for (ulong _i = 0; _i < _n10; _i++) if (*(void**)((byte*)pImageMemoryBarriers + _i * 72 + 8) != null) return false;
         int _size = checked(48 + checked((int)(_n2 * 8UL)) + checked((int)(_n6 * 16UL)) + checked((int)(_n8 * 48UL)) + checked((int)(_n10 * 60UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3392,7 +3392,7 @@ public static unsafe class FastCommands
         ulong _n2 = pAccelerationStructures == null ? 0 : (ulong)accelerationStructureCount;
         int _size = checked(32 + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3420,7 +3420,7 @@ public static unsafe class FastCommands
         ulong _n2 = pAccelerationStructures == null ? 0 : (ulong)accelerationStructureCount;
         int _size = checked(32 + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3447,7 +3447,7 @@ public static unsafe class FastCommands
     {
         int _size = 36;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3468,7 +3468,7 @@ public static unsafe class FastCommands
     {
         int _size = 32;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3490,7 +3490,7 @@ public static unsafe class FastCommands
         ulong _n2 = pMicromaps == null ? 0 : (ulong)micromapCount;
         int _size = checked(32 + checked((int)(_n2 * 8UL)));
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3517,7 +3517,7 @@ public static unsafe class FastCommands
     {
         int _size = 24;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);
@@ -3537,7 +3537,7 @@ public static unsafe class FastCommands
     {
         int _size = 28;
         int _padded = (MessageHeader.Size + _size + 7) & ~7;
-        fixed (byte* _d = _w.Reserve(_padded))
+        fixed (byte* _d = &_w.ReserveFirst(_padded))
         {
             // The padding first: the message's bytes overwrite what of it they cover.
             Unsafe.WriteUnaligned(_d + _padded - 8, 0UL);

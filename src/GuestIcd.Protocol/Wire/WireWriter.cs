@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace GuestIcd.Protocol.Wire;
 
@@ -26,6 +27,22 @@ public sealed class WireWriter : IDisposable
         _pos += n;
         return s;
     }
+
+    /// <summary><see cref="Reserve"/> for the generated per-command encoders (FastCommands): the first of
+    /// <paramref name="n"/> bytes (n &gt; 0), inlined into each vkCmd* entry point. The out-of-line Reserve with
+    /// its span was a third of the ICD's own instructions per recorded vkCmdDispatch (callgrind: 33 of ~100).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref byte ReserveFirst(int n)
+    {
+        int pos = _pos;
+        byte[] buf = _buf;
+        if ((uint)(pos + n) > (uint)buf.Length) return ref ReserveGrowing(n);
+        _pos = pos + n;
+        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(buf), pos);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ref byte ReserveGrowing(int n) => ref Reserve(n)[0];
 
     void Grow(int n)
     {
