@@ -232,7 +232,7 @@ sealed partial class EmitCommands
                 int elem = ElemWire(f);
                 sb.AppendLine(f.Len == "None"
                     ? $"                Unsafe.CopyBlockUnaligned(_o, {q}, {elem}); _o += {elem};"
-                    : $"                uint _b{i} = (uint)(_n{i} * {elem}UL); Unsafe.CopyBlockUnaligned(_o, {q}, _b{i}); _o += _b{i};");
+                    : $"                uint _b{i} = (uint)(_n{i} * {elem}UL); WireWriter.CopyArray(_o, {q}, _b{i}); _o += _b{i};");
             }
             sb.AppendLine("            }");
         }

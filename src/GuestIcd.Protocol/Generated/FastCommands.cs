@@ -108,13 +108,13 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pCounterBuffers, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pCounterBuffers, _b3); _o += _b3;
             }
             if (pCounterBufferOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pCounterBufferOffsets, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 8UL); WireWriter.CopyArray(_o, (byte*)pCounterBufferOffsets, _b4); _o += _b4;
             }
         }
         return true;
@@ -195,14 +195,14 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pDescriptorSets, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 8UL); WireWriter.CopyArray(_o, (byte*)pDescriptorSets, _b5); _o += _b5;
             }
             Unsafe.WriteUnaligned(_o, dynamicOffsetCount); _o += 4;
             if (pDynamicOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n7); _o += 4;
-                uint _b7 = (uint)(_n7 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pDynamicOffsets, _b7); _o += _b7;
+                uint _b7 = (uint)(_n7 * 4UL); WireWriter.CopyArray(_o, (byte*)pDynamicOffsets, _b7); _o += _b7;
             }
         }
         return true;
@@ -327,19 +327,19 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pBuffers, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pBuffers, _b3); _o += _b3;
             }
             if (pOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pOffsets, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 8UL); WireWriter.CopyArray(_o, (byte*)pOffsets, _b4); _o += _b4;
             }
             if (pSizes == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pSizes, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 8UL); WireWriter.CopyArray(_o, (byte*)pSizes, _b5); _o += _b5;
             }
         }
         return true;
@@ -366,13 +366,13 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pBuffers, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pBuffers, _b3); _o += _b3;
             }
             if (pOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pOffsets, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 8UL); WireWriter.CopyArray(_o, (byte*)pOffsets, _b4); _o += _b4;
             }
         }
         return true;
@@ -401,25 +401,25 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pBuffers, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pBuffers, _b3); _o += _b3;
             }
             if (pOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pOffsets, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 8UL); WireWriter.CopyArray(_o, (byte*)pOffsets, _b4); _o += _b4;
             }
             if (pSizes == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pSizes, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 8UL); WireWriter.CopyArray(_o, (byte*)pSizes, _b5); _o += _b5;
             }
             if (pStrides == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pStrides, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 8UL); WireWriter.CopyArray(_o, (byte*)pStrides, _b6); _o += _b6;
             }
         }
         return true;
@@ -448,7 +448,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 80UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 80UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b6); _o += _b6;
             }
             Unsafe.WriteUnaligned(_o, filter); _o += 4;
         }
@@ -475,14 +475,14 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pAttachments, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 24UL); WireWriter.CopyArray(_o, (byte*)pAttachments, _b2); _o += _b2;
             }
             Unsafe.WriteUnaligned(_o, rectCount); _o += 4;
             if (pRects == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRects, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 24UL); WireWriter.CopyArray(_o, (byte*)pRects, _b4); _o += _b4;
             }
         }
         return true;
@@ -516,7 +516,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 20UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRanges, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 20UL); WireWriter.CopyArray(_o, (byte*)pRanges, _b5); _o += _b5;
             }
         }
         return true;
@@ -550,7 +550,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 20UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRanges, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 20UL); WireWriter.CopyArray(_o, (byte*)pRanges, _b5); _o += _b5;
             }
         }
         return true;
@@ -659,7 +659,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 24UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b4); _o += _b4;
             }
         }
         return true;
@@ -687,7 +687,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 56UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 56UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b5); _o += _b5;
             }
         }
         return true;
@@ -716,7 +716,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 68UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 68UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b6); _o += _b6;
             }
         }
         return true;
@@ -744,7 +744,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 56UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 56UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b5); _o += _b5;
             }
         }
         return true;
@@ -793,7 +793,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pImageSubresources, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 16UL); WireWriter.CopyArray(_o, (byte*)pImageSubresources, _b6); _o += _b6;
             }
         }
         return true;
@@ -893,7 +893,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 40UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pDecompressMemoryRegions, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 40UL); WireWriter.CopyArray(_o, (byte*)pDecompressMemoryRegions, _b2); _o += _b2;
             }
         }
         return true;
@@ -1422,13 +1422,13 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pCounterBuffers, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pCounterBuffers, _b3); _o += _b3;
             }
             if (pCounterBufferOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pCounterBufferOffsets, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 8UL); WireWriter.CopyArray(_o, (byte*)pCounterBufferOffsets, _b4); _o += _b4;
             }
         }
         return true;
@@ -1635,7 +1635,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 1UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pValues, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 1UL); WireWriter.CopyArray(_o, (byte*)pValues, _b5); _o += _b5;
             }
         }
         return true;
@@ -1722,7 +1722,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 68UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pRegions, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 68UL); WireWriter.CopyArray(_o, (byte*)pRegions, _b6); _o += _b6;
             }
         }
         return true;
@@ -1808,7 +1808,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 20UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pColorBlendAdvanced, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 20UL); WireWriter.CopyArray(_o, (byte*)pColorBlendAdvanced, _b3); _o += _b3;
             }
         }
         return true;
@@ -1834,7 +1834,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pColorBlendEnables, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 4UL); WireWriter.CopyArray(_o, (byte*)pColorBlendEnables, _b3); _o += _b3;
             }
         }
         return true;
@@ -1860,7 +1860,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pColorBlendEquations, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 24UL); WireWriter.CopyArray(_o, (byte*)pColorBlendEquations, _b3); _o += _b3;
             }
         }
         return true;
@@ -1885,7 +1885,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pColorWriteEnables, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 4UL); WireWriter.CopyArray(_o, (byte*)pColorWriteEnables, _b2); _o += _b2;
             }
         }
         return true;
@@ -1911,7 +1911,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pColorWriteMasks, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 4UL); WireWriter.CopyArray(_o, (byte*)pColorWriteMasks, _b3); _o += _b3;
             }
         }
         return true;
@@ -1990,7 +1990,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pCoverageModulationTable, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 4UL); WireWriter.CopyArray(_o, (byte*)pCoverageModulationTable, _b2); _o += _b2;
             }
         }
         return true;
@@ -2274,13 +2274,13 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n5); _o += 4;
-                uint _b5 = (uint)(_n5 * 4UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pBufferIndices, _b5); _o += _b5;
+                uint _b5 = (uint)(_n5 * 4UL); WireWriter.CopyArray(_o, (byte*)pBufferIndices, _b5); _o += _b5;
             }
             if (pOffsets == null) { Unsafe.WriteUnaligned(_o, StructCodec.Null); _o += 4; }
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n6); _o += 4;
-                uint _b6 = (uint)(_n6 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pOffsets, _b6); _o += _b6;
+                uint _b6 = (uint)(_n6 * 8UL); WireWriter.CopyArray(_o, (byte*)pOffsets, _b6); _o += _b6;
             }
         }
         return true;
@@ -2324,7 +2324,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pDiscardRectangles, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 16UL); WireWriter.CopyArray(_o, (byte*)pDiscardRectangles, _b3); _o += _b3;
             }
         }
         return true;
@@ -2369,7 +2369,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pExclusiveScissors, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 16UL); WireWriter.CopyArray(_o, (byte*)pExclusiveScissors, _b3); _o += _b3;
             }
         }
         return true;
@@ -2794,7 +2794,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pScissors, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 16UL); WireWriter.CopyArray(_o, (byte*)pScissors, _b3); _o += _b3;
             }
         }
         return true;
@@ -2819,7 +2819,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pScissors, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 16UL); WireWriter.CopyArray(_o, (byte*)pScissors, _b2); _o += _b2;
             }
         }
         return true;
@@ -3025,7 +3025,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pViewports, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 24UL); WireWriter.CopyArray(_o, (byte*)pViewports, _b3); _o += _b3;
             }
         }
         return true;
@@ -3051,7 +3051,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 16UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pViewportSwizzles, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 16UL); WireWriter.CopyArray(_o, (byte*)pViewportSwizzles, _b3); _o += _b3;
             }
         }
         return true;
@@ -3095,7 +3095,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n3); _o += 4;
-                uint _b3 = (uint)(_n3 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pViewportWScalings, _b3); _o += _b3;
+                uint _b3 = (uint)(_n3 * 8UL); WireWriter.CopyArray(_o, (byte*)pViewportWScalings, _b3); _o += _b3;
             }
         }
         return true;
@@ -3120,7 +3120,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 24UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pViewports, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 24UL); WireWriter.CopyArray(_o, (byte*)pViewports, _b2); _o += _b2;
             }
         }
         return true;
@@ -3308,7 +3308,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n4); _o += 4;
-                uint _b4 = (uint)(_n4 * 1UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pData, _b4); _o += _b4;
+                uint _b4 = (uint)(_n4 * 1UL); WireWriter.CopyArray(_o, (byte*)pData, _b4); _o += _b4;
             }
         }
         return true;
@@ -3339,7 +3339,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pEvents, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 8UL); WireWriter.CopyArray(_o, (byte*)pEvents, _b2); _o += _b2;
             }
             Unsafe.WriteUnaligned(_o, srcStageMask); _o += 4;
             Unsafe.WriteUnaligned(_o, dstStageMask); _o += 4;
@@ -3405,7 +3405,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pAccelerationStructures, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 8UL); WireWriter.CopyArray(_o, (byte*)pAccelerationStructures, _b2); _o += _b2;
             }
             Unsafe.WriteUnaligned(_o, queryType); _o += 4;
             Unsafe.WriteUnaligned(_o, queryPool.Handle); _o += 8;
@@ -3433,7 +3433,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pAccelerationStructures, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 8UL); WireWriter.CopyArray(_o, (byte*)pAccelerationStructures, _b2); _o += _b2;
             }
             Unsafe.WriteUnaligned(_o, queryType); _o += 4;
             Unsafe.WriteUnaligned(_o, queryPool.Handle); _o += 8;
@@ -3503,7 +3503,7 @@ public static unsafe class FastCommands
             else
             {
                 Unsafe.WriteUnaligned(_o, (uint)_n2); _o += 4;
-                uint _b2 = (uint)(_n2 * 8UL); Unsafe.CopyBlockUnaligned(_o, (byte*)pMicromaps, _b2); _o += _b2;
+                uint _b2 = (uint)(_n2 * 8UL); WireWriter.CopyArray(_o, (byte*)pMicromaps, _b2); _o += _b2;
             }
             Unsafe.WriteUnaligned(_o, queryType); _o += 4;
             Unsafe.WriteUnaligned(_o, queryPool.Handle); _o += 8;
