@@ -22,14 +22,14 @@ public unsafe class FastCommandsTests
 
     static readonly int[] Covered = Enumerable.Range(0, Tables.Commands.Length).Where(FastCommands.Covers).ToArray();
 
-    /// <summary>Random arguments for <paramref name="command"/>: scalars and handles of any value, arrays of 0-4 random
-    /// elements (sometimes NULL), struct elements whose pNext is NULL unless <paramref name="chain"/>.</summary>
+    /// <summary>Random arguments for <paramref name="command"/>: scalars and handles of any value, arrays of 0-8 random
+    /// elements (sometimes NULL; up to 8 takes arrays past the 32 bytes WireWriter.CopyArray moves by words), struct elements whose pNext is NULL unless <paramref name="chain"/>.</summary>
     static void Arguments(int command, Random rng, ulong* a, List<nint> owned, bool chain)
     {
         var ps = CommandCodec.ParamsOf(command);
         for (int i = 0; i < ps.Length; i++) a[i] = (ulong)rng.NextInt64() ^ ((ulong)rng.Next(2) << 63);
         foreach (ref readonly var f in ps)
-            if (f.Kind == FieldKind.Pointer && f.Len == LenMode.Field) a[f.LenOffset / 8] = (ulong)rng.Next(5);
+            if (f.Kind == FieldKind.Pointer && f.Len == LenMode.Field) a[f.LenOffset / 8] = (ulong)rng.Next(9);
         foreach (ref readonly var f in ps)
         {
             if (f.Kind != FieldKind.Pointer) continue;
