@@ -36,7 +36,9 @@ public sealed class PipeTransport : ITransport
     private readonly Stream _stream;
     private readonly PipeReader _reader;
     private readonly PipeWriter _writer;
-    private readonly ManualResetEventSlim _readDone = new(false);
+    /// <summary>Released once when the pipe's read in flight completes: a semaphore, so the relay can wait for a
+    /// read that a timed-out handshake left pending without holding a pool thread.</summary>
+    private readonly SemaphoreSlim _readDone = new(0, 1);
     private readonly ManualResetEventSlim _flushDone = new(false);
     private readonly Action _readSignal;
     private readonly Action _flushSignal;
@@ -55,7 +57,8 @@ public sealed class PipeTransport : ITransport
         Description = description;
         _reader = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 64 << 10, minimumReadSize: 16 << 10, leaveOpen: true));
         _writer = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 << 10, leaveOpen: true));
-        _readSignal = _readDone.Set;
+        // A read that outlived Dispose's wait for it completes into a disposed semaphore: nothing waits any more.
+        _readSignal = () => { try { _readDone.Release(); } catch (ObjectDisposedException) { } };
         _flushSignal = _flushDone.Set;
     }
 
@@ -131,7 +134,6 @@ public sealed class PipeTransport : ITransport
                     result = task.GetAwaiter().GetResult();
                     return true;
                 }
-                _readDone.Reset();
                 _pendingRead = task.ConfigureAwait(false).GetAwaiter();
                 _readPending = true;
                 _pendingRead.UnsafeOnCompleted(_readSignal);
@@ -238,7 +240,7 @@ public sealed class PipeTransport : ITransport
                     if (_readPending)
                     {
                         // A handshake read that timed out is still the pipe's one read in flight.
-                        _readDone.Wait();
+                        await _readDone.WaitAsync().ConfigureAwait(false);
                         _readPending = false;
                         result = _pendingRead.GetResult();
                     }

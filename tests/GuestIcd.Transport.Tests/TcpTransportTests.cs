@@ -71,6 +71,45 @@ public sealed class TcpTransportTests
         Assert.False(pair.Guest.IsTls);
     });
 
+    /// <summary>A host read that timed out leaves the pipe's read in flight; the relay a supervisor starts next
+    /// takes over that read and passes on every byte the guest sends after it, and the local side's bytes back.</summary>
+    [Fact]
+    public void ARelayAfterATimedOutReadPassesOnWhatTheGuestSendsNext() => WithinTime(20_000, () =>
+    {
+        using var pair = new TcpPair();
+        var nothing = new byte[4];
+        Assert.False(pair.Host.ReadExactly(nothing, 50));
+        using var local = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        string path = Path.Combine(Path.GetTempPath(), $"gicd-relay-{Environment.ProcessId}-{Guid.NewGuid():N}.sock");
+        using (var listen = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            listen.Bind(new UnixDomainSocketEndPoint(path));
+            listen.Listen(1);
+            local.Connect(new UnixDomainSocketEndPoint(path));
+            using var accepted = listen.Accept();
+            File.Delete(path);
+            var relay = pair.Host.RelayAsync(accepted);
+            var sent = new byte[100_000];
+            new Random(5).NextBytes(sent);
+            pair.Guest.Write(sent);
+            pair.Guest.Flush();
+            var got = new byte[sent.Length];
+            for (int n = 0; n < got.Length;)
+            {
+                int r = local.Receive(got.AsSpan(n));
+                Assert.True(r > 0, $"the relay ended after {n} of {got.Length} bytes");
+                n += r;
+            }
+            Assert.Equal(sent, got);
+            local.Send("back"u8);
+            var back = new byte[4];
+            Assert.True(pair.Guest.ReadExactly(back, 5000));
+            Assert.Equal("back"u8.ToArray(), back);
+            pair.Guest.Dispose();
+            Assert.True(relay.Wait(5000), "the relay did not end when the guest left");
+        }
+    });
+
     [Fact]
     public void WrongSecretIsRefusedWithAClearErrorThatNamesNoSecret() => WithinTime(10_000, () =>
     {
