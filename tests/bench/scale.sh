@@ -6,8 +6,9 @@
 #
 # Per count and side: aggregate submits/s (the sum of the processes' medians), per-guest latency (the median over
 # processes of 1/submits/s: one submit of BENCH_SUBMIT_DISPATCHES dispatches plus its share of the wait), and for
-# the ICD hostsim's CPU per guest (its own and its session workers' CPU time from /proc over the phase, per guest,
-# per second of wall time) and memory per session (the mean over session workers of their peak PSS and RSS,
+# the ICD hostsim's CPU per guest (its own and its workers' CPU time from /proc over the phase and the second after
+# it, divided by N: the sessions' work and the worker starts that refill the pool the phase drained; as a share of
+# the phase's wall time it read over 200 % for N=1, a short phase beside one worker's start) and memory per session (the mean over session workers of their peak PSS and RSS,
 # sampled every 0.2 s). Uses the build in out/ like run.sh.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -66,7 +67,7 @@ phase() {
     sleep 1 # the workers of ended sessions are reaped into hostsim's children's time
     kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null; sampler_pid=""
     c1=$(cpu_ticks)
-    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$n" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f%%", 100 * (b - a) / hz / n / (t1 - t0) }')
+    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$n" 'BEGIN { printf "%.0f", 1000 * (b - a) / hz / n }')
     read -r pss rss < <(awk '{ if ($2 > p[$1]) p[$1] = $2; if ($3 > r[$1]) r[$1] = $3 } END { for (k in p) { sp += p[k]; sr += r[k]; c++ } if (c) printf "%.1f %.1f\n", sp / c / 1024, sr / c / 1024; else print "- -" }' "$work/mem.$n")
   fi
   cat "$work/$side.$n".*.out | awk -F'\t' -v n="$n" -v cpu="$cpu" -v pss="$pss" -v rss="$rss" '
@@ -91,10 +92,10 @@ echo
 echo "Scale — bench submits ($BENCH_SUBMITS submits of $BENCH_SUBMIT_DISPATCHES dispatches, median of $BENCH_SUBMITS_REPS) in N processes at once; one hostsim"
 echo "$(nproc) CPU cores, load average $load_before before / $(cut -d' ' -f1-3 /proc/loadavg) after"
 awk -F'\t' 'BEGIN {
-    printf "%-3s | %-18s | %-15s | %-5s | %-17s | %-14s | %-9s | %-21s | %s\n", "N", "native submits/s", "ICD submits/s", "ratio", "native latency ms", "ICD latency ms", "measured", "hostsim CPU per guest", "memory per session: PSS / RSS (MiB)"
+    printf "%-3s | %-18s | %-15s | %-5s | %-17s | %-14s | %-9s | %-24s | %s\n", "N", "native submits/s", "ICD submits/s", "ratio", "native latency ms", "ICD latency ms", "measured", "hostsim CPU ms per guest", "memory per session: PSS / RSS (MiB)"
   }
   {
     ratio = ($2 != "n/a" && $8 != "n/a" && $2 > 0) ? sprintf("%.2f", $8 / $2) : "-"
-    printf "%-3s | %-18s | %-15s | %-5s | %-17s | %-14s | %-9s | %-21s | %s / %s\n", $1, $2, $8, ratio, $3, $9, $4 " " $10, $11, $12, $13
+    printf "%-3s | %-18s | %-15s | %-5s | %-17s | %-14s | %-9s | %-24s | %s / %s\n", $1, $2, $8, ratio, $3, $9, $4 " " $10, $11, $12, $13
   }' "$work/table"
 if grep -qi -E "protocol error|unhandled|exception" "$work/hostsim.log" || [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
