@@ -735,10 +735,12 @@ public sealed unsafe class UnixRingTransport : ITransport, ISharedHeap
     }
 
     /// <summary>Blocks in FUTEX_WAIT on our raised flag until the peer takes it and wakes us, or a slice ends; a
-    /// slice that ends with the flag still raised asks the socket whether the peer is gone.</summary>
+    /// slice that ends with the flag still raised asks the socket whether the peer is gone. A wait without a
+    /// deadline (<paramref name="timeoutMs"/> -1) sleeps in slices too: as Math.Min(-1, slice) it asked the
+    /// kernel for a negative timeout, which fails at once, and every such wait spun a core in futex + poll.</summary>
     private void FutexSleep(int* flag, int timeoutMs)
     {
-        Futex.Wait(flag, SharedRing.SleepsOnFutex, Math.Min(timeoutMs, LivenessSliceMs));
+        Futex.Wait(flag, SharedRing.SleepsOnFutex, timeoutMs < 0 ? LivenessSliceMs : Math.Min(timeoutMs, LivenessSliceMs));
         if (Volatile.Read(ref *flag) == SharedRing.SleepsOnFutex && PeerLiveness.HungUp(_socket, rdhup: true, out _))
             _peerClosed = true;
     }

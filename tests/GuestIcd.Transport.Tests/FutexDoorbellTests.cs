@@ -32,6 +32,49 @@ public sealed unsafe class FutexDoorbellTests
         Assert.Equal(0, Volatile.Read(ref *flag));
     });
 
+    /// <summary>A read without a deadline (timeout -1: the host's session loop between messages, the guest's wait
+    /// for vkWaitForFences(UINT64_MAX)) sleeps: it once handed the kernel a negative futex timeout, which fails at
+    /// once, and spun a core in futex + poll for as long as it waited. Measured as the reading thread's own CPU
+    /// time over half a second of waiting (a starved machine only makes it smaller).</summary>
+    [Fact]
+    public void AReadWithoutADeadlineSleepsInsteadOfSpinning() => WithinTime(10_000, () =>
+    {
+        using var pair = new Pair(64 * 1024);
+        pair.Host.SpinMicroseconds = 0;
+        var got = new byte[8];
+        int tid = 0;
+        var reader = Start(() =>
+        {
+            Volatile.Write(ref tid, GetTid());
+            Assert.True(pair.Host.ReadExactly(got, -1));
+        }, "host reader");
+        int* flag = (int*)(pair.Guest.Region + ConsumerSleepingOffset);
+        var watch = Stopwatch.StartNew();
+        while ((Volatile.Read(ref *flag) != 2 || Volatile.Read(ref tid) == 0) && watch.ElapsedMilliseconds < 3000)
+            Thread.Sleep(1);
+        Assert.Equal(2, Volatile.Read(ref *flag));
+        long before = ThreadCpuTicks(tid);
+        Thread.Sleep(500);
+        long spent = ThreadCpuTicks(tid) - before;
+        pair.Guest.Write(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8 });
+        pair.Guest.Flush();
+        reader.Join(3000);
+        Assert.Equal(new byte[] { 1, 2, 3, 4, 5, 6, 7, 8 }, got);
+        // Clock ticks (1/100 s): a sleeping reader uses none; the spinning one used about 50.
+        Assert.True(spent <= 5, $"the waiting reader used {spent} clock ticks of CPU in 500 ms");
+    });
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "gettid")]
+    private static extern int GetTid();
+
+    /// <summary>utime + stime of one of this process's threads, in clock ticks (/proc/self/task/TID/stat).</summary>
+    private static long ThreadCpuTicks(int tid)
+    {
+        string stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+        string[] f = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(f[11]) + long.Parse(f[12]);
+    }
+
     /// <summary>Ping-pong with no spinning: every message is a sleep and a futex wake-up on each side.</summary>
     [Fact]
     public void ThousandsOfSleepingRoundTripsAllArrive() => WithinTime(30_000, () =>

@@ -24,10 +24,17 @@ internal static unsafe partial class Futex
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
     private static partial long Syscall(long number, int* word, int op, int value, Timespec* timeout, int* word2, int value3);
 
-    /// <summary>Sleeps while <c>*word == expected</c>, at most <paramref name="timeoutMs"/>; returns at once when the
-    /// word already differs. Wake-ups, timeouts and signals all just return: the caller re-checks its condition.</summary>
+    /// <summary>Sleeps while <c>*word == expected</c>, at most <paramref name="timeoutMs"/> (negative: no limit);
+    /// returns at once when the word already differs. Wake-ups, timeouts and signals all just return: the caller
+    /// re-checks its condition. A negative count of milliseconds must not reach the kernel: it refuses the
+    /// timespec (EINVAL) at once, and a caller that loops on its condition then spins in syscalls.</summary>
     public static void Wait(int* word, int expected, int timeoutMs)
     {
+        if (timeoutMs < 0)
+        {
+            Syscall(s_number, word, FUTEX_WAIT, expected, null, null, 0);
+            return;
+        }
         var ts = new Timespec { Seconds = timeoutMs / 1000, Nanoseconds = timeoutMs % 1000 * 1_000_000L };
         Syscall(s_number, word, FUTEX_WAIT, expected, &ts, null, 0);
     }
