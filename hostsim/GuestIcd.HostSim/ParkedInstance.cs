@@ -86,9 +86,14 @@ internal sealed unsafe partial class Session
     void DestroyParked()
     {
         if (_parked.IsNull) return;
-        var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(_parked, "vkDestroyInstance");
-        destroy(_parked, null);
+        DestroyDriverInstance(_parked);
         _parked = default;
         _parkedKey = null;
+    }
+
+    static void DestroyDriverInstance(VkInstance instance)
+    {
+        var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(instance, "vkDestroyInstance");
+        destroy(instance, null);
     }
 }

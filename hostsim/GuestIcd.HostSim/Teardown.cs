@@ -146,8 +146,7 @@ internal sealed unsafe partial class Session
         if (!(park && TryPark(instance)))
         {
             _instanceKeys.Remove(instance.Handle);
-            var destroy = (delegate* unmanaged<VkInstance, void*, void>)HostVulkan.GetInstanceProcAddr(instance, "vkDestroyInstance");
-            destroy(instance, null);
+            DestroyDriverInstance(instance);
         }
         _objects.Forget(instanceId);
         if (_instance.Handle == instance.Handle)

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Runtime.InteropServices;
 
 namespace GuestIcd.HostSim;
 
@@ -21,7 +20,7 @@ namespace GuestIcd.HostSim;
 /// <para>Threads that block every signal by design (Mesa's driver threads do) are told apart by SIGTERM:
 /// a signal handler's mask adds its own signal, not SIGTERM.</para>
 /// </remarks>
-internal sealed unsafe partial class WorkerWatchdog(int pid)
+internal sealed unsafe class WorkerWatchdog(int pid)
 {
     /// <summary>How long a worker whose guest left may take to tear down and exit. Generous: a worker that
     /// got its guest while still starting can take seconds on a loaded host (measured: over 2 s for a
@@ -102,16 +101,10 @@ internal sealed unsafe partial class WorkerWatchdog(int pid)
     /// <summary>Whether the peer of a socket the supervisor keeps a copy of has hung up; reads nothing.</summary>
     public static bool PeerGone(int fd)
     {
-        var pfd = new PollFd { Fd = fd, Events = PollRdHup };
-        if (poll(&pfd, 1, 0) <= 0) return false;
+        var pfd = new WorkerNative.PollFd { Fd = fd, Events = PollRdHup };
+        if (WorkerNative.poll(&pfd, 1, 0) <= 0) return false;
         return (pfd.Revents & (PollErr | PollHup | PollNval | PollRdHup)) != 0;
     }
 
     const short PollErr = 0x8, PollHup = 0x10, PollNval = 0x20, PollRdHup = 0x2000;
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct PollFd { public int Fd; public short Events; public short Revents; }
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int poll(PollFd* fds, nuint count, int timeoutMs);
 }

@@ -30,13 +30,8 @@ internal static unsafe partial class Futex
     /// timespec (EINVAL) at once, and a caller that loops on its condition then spins in syscalls.</summary>
     public static void Wait(int* word, int expected, int timeoutMs)
     {
-        if (timeoutMs < 0)
-        {
-            Syscall(s_number, word, FUTEX_WAIT, expected, null, null, 0);
-            return;
-        }
         var ts = new Timespec { Seconds = timeoutMs / 1000, Nanoseconds = timeoutMs % 1000 * 1_000_000L };
-        Syscall(s_number, word, FUTEX_WAIT, expected, &ts, null, 0);
+        Syscall(s_number, word, FUTEX_WAIT, expected, timeoutMs < 0 ? null : &ts, null, 0);
     }
 
     /// <summary>Wakes every thread (of any process) waiting on <paramref name="word"/>.</summary>
