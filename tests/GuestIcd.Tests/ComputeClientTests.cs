@@ -85,13 +85,14 @@ public class HostValidationTests
 
         var r = Repo.Run(exe, $"{spv} 4096", host.ClientEnv(), timeoutMs: 120_000);
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
-        host.WaitForLog(" validation: ", 1, 10_000);
+        // The session logs its validation count, then the line that ends it: wait for the last of the two.
+        host.WaitForLog(" guest objects left", 1, 10_000);
         Assert.Matches(@"session \d+ validation: 0 errors", host.Log);
         Assert.Matches(@"ended \(guest disconnected\): [1-9]\d* commands.* 0 guest objects left", host.Log);
 
         // The canary: the host-side layer does report a misuse that reaches it.
         r = Repo.Run(exe, $"{spv} 4096 --provoke-validation", host.ClientEnv(), timeoutMs: 120_000);
-        host.WaitForLog(" validation: ", 2, 10_000);
+        host.WaitForLog(" guest objects left", 2, 10_000);
         Assert.Matches(@"session \d+ validation: [1-9]\d* errors", host.Log);
         Directory.Delete(dir, true);
     }
