@@ -6,6 +6,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -138,8 +139,8 @@ internal sealed unsafe class Supervisor : IDisposable
                 {
                     // The vm channel carries every session of its VM: the parent keeps it and relays doorbells.
                     int* pair = stackalloc int[2];
-                    if (WorkerNative.socketpair(WorkerNative.AF_UNIX, WorkerNative.SOCK_STREAM | WorkerNative.SOCK_CLOEXEC, 0, pair) != 0)
-                        throw new IOException($"socketpair failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+                    if (WorkerNative.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                        throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
                     int local = pair[0], remote = pair[1];
                     var handedOver = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                     var thread = new Thread(() => RelayVm(id, vm, worker, controlFd, local, remote, status, handedOver)) { IsBackground = true, Name = "vm relay " + id };
@@ -151,7 +152,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 case UnixRingTransport ring:
                 {
                     var handoff = ring.Detach(out int socketFd, out int memfd);
-                    guestFd = WorkerNative.fcntl(socketFd, WorkerNative.F_DUPFD_CLOEXEC, 0);
+                    guestFd = Libc.fcntl(socketFd, Libc.F_DUPFD_CLOEXEC, 0);
                     try
                     {
                         Send(controlFd, new WorkerAssignment(id, "ring", handoff, transport.Description, _options), [socketFd, memfd, status.Fd]);
@@ -159,8 +160,8 @@ internal sealed unsafe class Supervisor : IDisposable
                     finally
                     {
                         // The worker holds the only other copies: when it dies, the guest sees its socket close.
-                        WorkerNative.close(socketFd);
-                        WorkerNative.close(memfd);
+                        Libc.close(socketFd);
+                        Libc.close(memfd);
                     }
                     break;
                 }
@@ -171,22 +172,22 @@ internal sealed unsafe class Supervisor : IDisposable
                     // doorbell socket close and the guest gets VK_ERROR_DEVICE_LOST.
                     var process = worker.Process;
                     var handoff = gpu.HandOff(() => Kill(process), out int[] fds);
-                    guestFd = WorkerNative.fcntl(fds[0], WorkerNative.F_DUPFD_CLOEXEC, 0);
+                    guestFd = Libc.fcntl(fds[0], Libc.F_DUPFD_CLOEXEC, 0);
                     try
                     {
                         Send(controlFd, new WorkerAssignment(id, "virtio-gpu", handoff.Ring, transport.Description, _options, handoff), [.. fds, status.Fd]);
                     }
                     finally
                     {
-                        foreach (int fd in fds) WorkerNative.close(fd);
+                        foreach (int fd in fds) Libc.close(fd);
                     }
                     break;
                 }
                 case PipeTransport pipe:
                 {
                     int* pair = stackalloc int[2];
-                    if (WorkerNative.socketpair(WorkerNative.AF_UNIX, WorkerNative.SOCK_STREAM | WorkerNative.SOCK_CLOEXEC, 0, pair) != 0)
-                        throw new IOException($"socketpair failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+                    if (WorkerNative.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                        throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
                     var local = new Socket(new SafeSocketHandle(pair[0], ownsHandle: true));
                     try
                     {
@@ -199,7 +200,7 @@ internal sealed unsafe class Supervisor : IDisposable
                     }
                     finally
                     {
-                        WorkerNative.close(pair[1]);
+                        Libc.close(pair[1]);
                     }
                     relay = pipe.RelayAsync(local);
                     break;
@@ -211,7 +212,7 @@ internal sealed unsafe class Supervisor : IDisposable
         catch (Exception e)
         {
             _log.LogError("session {Session} ended (hand-off to worker pid {Pid} failed: {Error})", id, worker.Process.Id, e.Message);
-            if (guestFd >= 0) WorkerNative.close(guestFd);
+            if (guestFd >= 0) Libc.close(guestFd);
             transport.Dispose();
             Kill(worker.Process);
             if (live is not null) LiveStatus.End(live, "no_worker");
@@ -236,8 +237,8 @@ internal sealed unsafe class Supervisor : IDisposable
                 try { Send(controlFd, new WorkerAssignment(id, "vm", handoff, vm.Description, _options), [remote, shmFd, status.Fd]); }
                 finally
                 {
-                    WorkerNative.close(shmFd);
-                    WorkerNative.close(remote);
+                    Libc.close(shmFd);
+                    Libc.close(remote);
                 }
                 handedOver.TrySetResult();
             });
@@ -248,7 +249,7 @@ internal sealed unsafe class Supervisor : IDisposable
         }
         finally
         {
-            WorkerNative.close(local);
+            Libc.close(local);
             if (!worker.Process.WaitForExit(5000))
             {
                 _log.LogWarning("session {Session}: worker pid {Pid} still running 5 s after its vm session ended; killed", id, worker.Process.Id);
@@ -279,7 +280,7 @@ internal sealed unsafe class Supervisor : IDisposable
             break;
         }
         // The guest first: it sees its socket close now, not once the worker is reaped.
-        if (guestFd >= 0) WorkerNative.close(guestFd);
+        if (guestFd >= 0) Libc.close(guestFd);
         int code = exit.Code();
         lock (_lock) _live.Remove(process);
         // .NET reports a worker killed by signal N as exit code 128 + N.
@@ -479,7 +480,7 @@ internal sealed unsafe class Supervisor : IDisposable
     static int PeerPid(Socket s)
     {
         Span<byte> cred = stackalloc byte[12];
-        return s.GetRawSocketOption(WorkerNative.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 4
+        return s.GetRawSocketOption(Libc.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 4
             ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(cred) : 0;
     }
 

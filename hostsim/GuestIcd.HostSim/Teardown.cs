@@ -1,5 +1,6 @@
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
+using GuestIcd.Transport.Native;
 using GuestIcd.Vulkan;
 using Microsoft.Extensions.Logging;
 
@@ -192,7 +193,7 @@ internal sealed unsafe partial class Session
         // The driver's and decoder's frees go back to the session thread's malloc arena, which glibc keeps;
         // hand what is free back to the system so a host that served many guests shrinks to its idle size.
         if (OperatingSystem.IsLinux())
-            try { Posix.malloc_trim(0); }
+            try { Libc.malloc_trim(0); }
         catch (EntryPointNotFoundException) { }
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -26,9 +27,9 @@ internal sealed unsafe class WorkerExit : IDisposable
     public bool Wait(int timeoutMs)
     {
         if (_pidfd < 0) return _process.WaitForExit(timeoutMs);
-        var pfd = new WorkerNative.PollFd { Fd = _pidfd, Events = WorkerNative.POLLIN };
-        int r = WorkerNative.poll(&pfd, 1, timeoutMs);
-        return r > 0 || (r < 0 && WorkerNative.Errno != WorkerNative.EINTR && _process.WaitForExit(timeoutMs));
+        var pfd = new Libc.PollFd { fd = _pidfd, events = Libc.POLLIN };
+        int r = Libc.poll(&pfd, 1, timeoutMs);
+        return r > 0 || (r < 0 && Libc.Errno != Libc.EINTR && _process.WaitForExit(timeoutMs));
     }
 
     /// <summary>After <see cref="Wait"/>: the exit code as .NET reports it (128 + N for signal N); -1 where
@@ -48,6 +49,6 @@ internal sealed unsafe class WorkerExit : IDisposable
 
     public void Dispose()
     {
-        if (_pidfd >= 0) WorkerNative.close(_pidfd);
+        if (_pidfd >= 0) Libc.close(_pidfd);
     }
 }

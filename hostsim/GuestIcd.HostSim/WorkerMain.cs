@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using GuestIcd.Transport;
 using Microsoft.Extensions.Logging;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -111,18 +112,18 @@ internal static unsafe class WorkerMain
         WorkerNative.setrlimit(WorkerNative.RLIMIT_CORE, &core);
         fixed (byte* devNull = "/dev/null\0"u8)
         {
-            int fd = WorkerNative.open(devNull, WorkerNative.O_RDWR | WorkerNative.O_CLOEXEC);
+            int fd = Libc.open(devNull, Libc.O_RDWR | Libc.O_CLOEXEC, 0);
             if (fd >= 0)
             {
                 WorkerNative.dup2(fd, 0); // stdin is nobody's business here
-                WorkerNative.close(fd);
+                Libc.close(fd);
             }
         }
         foreach (var entry in Directory.GetFiles("/proc/self/fd"))
         {
             if (!int.TryParse(Path.GetFileName(entry), out int fd) || fd <= 2) continue;
-            int flags = WorkerNative.fcntl(fd, WorkerNative.F_GETFD, 0);
-            if (flags >= 0 && (flags & WorkerNative.FD_CLOEXEC) == 0) WorkerNative.close(fd);
+            int flags = Libc.fcntl(fd, Libc.F_GETFD, 0);
+            if (flags >= 0 && (flags & Libc.FD_CLOEXEC) == 0) Libc.close(fd);
         }
     }
 
@@ -233,6 +234,6 @@ internal static unsafe class WorkerMain
         var data = new WorkerNative.RLimit { Current = limits.DataBytes, Max = limits.DataBytes };
         var files = new WorkerNative.RLimit { Current = limits.OpenFiles, Max = limits.OpenFiles };
         if (WorkerNative.setrlimit(WorkerNative.RLIMIT_DATA, &data) != 0 || WorkerNative.setrlimit(WorkerNative.RLIMIT_NOFILE, &files) != 0)
-            log.LogWarning("session {Session}: worker limits not applied ({Error})", session, WorkerNative.Describe(WorkerNative.Errno));
+            log.LogWarning("session {Session}: worker limits not applied ({Error})", session, Libc.Describe(Libc.Errno));
     }
 }

@@ -1,43 +1,21 @@
 using System.Runtime.InteropServices;
+using GuestIcd.Transport.Native;
+using static GuestIcd.Transport.Native.Libc;
 
 namespace GuestIcd.HostSim;
 
-/// <summary>The libc calls the supervisor and its workers need (Linux x86-64 glibc): passing fds over a
-/// unix socket, process hardening and resource limits.</summary>
+/// <summary>The libc calls only the supervisor and its workers need (Linux x86-64 glibc): process hardening,
+/// resource limits, child exits; and the fd-passing messages between them, over Libc's socket calls.</summary>
 internal static unsafe partial class WorkerNative
 {
     const string Lib = "libc";
 
-    public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
-    public const int SOL_SOCKET = 1, SCM_RIGHTS = 1, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000, MSG_CTRUNC = 0x8;
-    public const int EINTR = 4;
-    public const int F_GETFD = 1, FD_CLOEXEC = 1, F_DUPFD_CLOEXEC = 1030;
-    public const int O_RDWR = 2, O_CLOEXEC = 0x80000;
-    public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
-    public const uint MFD_CLOEXEC = 1;
     public const int PR_SET_PDEATHSIG = 1, PR_SET_NO_NEW_PRIVS = 38;
     public const int SIGKILL = 9;
     public const int RLIMIT_DATA = 2, RLIMIT_CORE = 4, RLIMIT_NOFILE = 7, RLIMIT_NICE = 13;
-    public static readonly void* MAP_FAILED = (void*)-1;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct RLimit { public ulong Current, Max; }
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct IoVec { public void* Base; public nuint Length; }
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct MsgHdr
-    {
-        public void* Name; public uint NameLength; public IoVec* Iov; public nuint IovLength;
-        public void* Control; public nuint ControlLength; public int Flags;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    struct CmsgHdr { public nuint Length; public int Level; public int Type; }
-
-    const int CmsgDataOffset = 16;
-    static int CmsgSpace(int payload) => CmsgDataOffset + ((payload + 7) & ~7);
 
     /// <summary>glibc's struct sigaction (x86-64): handler, a 1024-bit mask, flags, restorer.</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -45,10 +23,7 @@ internal static unsafe partial class WorkerNative
 
     [LibraryImport(Lib, SetLastError = true)] public static partial int sigaction(int signal, SigAction* action, SigAction* old);
     [LibraryImport(Lib, SetLastError = true)] public static partial int socketpair(int domain, int type, int protocol, int* fds);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int close(int fd);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int fcntl(int fd, int cmd, int arg);
     [LibraryImport(Lib, SetLastError = true)] public static partial int dup2(int from, int to);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int open(byte* path, int flags);
     [LibraryImport(Lib, SetLastError = true)] public static partial int prctl(int option, nuint a2, nuint a3, nuint a4, nuint a5);
     [LibraryImport(Lib, SetLastError = true)] public static partial int getppid();
     [LibraryImport(Lib, SetLastError = true)] public static partial int gettid();
@@ -58,27 +33,12 @@ internal static unsafe partial class WorkerNative
     [LibraryImport(Lib, SetLastError = true)] public static partial int getpriority(int which, uint who);
     [LibraryImport(Lib, SetLastError = true)] public static partial int setrlimit(int resource, RLimit* limit);
     [LibraryImport(Lib, SetLastError = true)] public static partial int getrlimit(int resource, RLimit* limit);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int memfd_create(byte* name, uint flags);
     /// <summary>glibc 2.36 and later (Debian 12).</summary>
     [LibraryImport(Lib, SetLastError = true)] public static partial int pidfd_open(int pid, uint flags);
-    [StructLayout(LayoutKind.Sequential)]
-    public struct PollFd { public int Fd; public short Events, Revents; }
-    public const short POLLIN = 1;
-    [LibraryImport(Lib, SetLastError = true)] public static partial int poll(PollFd* fds, nuint count, int timeoutMs);
     public const int P_PID = 1, WEXITED = 4, WNOHANG = 1, WNOWAIT = 0x01000000, CLD_EXITED = 1;
     /// <summary>siginfo_t is 128 bytes; for SIGCHLD si_code is at 8, si_pid at 16 and si_status at 24 (x86-64).</summary>
     [LibraryImport(Lib, SetLastError = true)] public static partial int waitid(int idType, uint id, byte* info, int options);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int ftruncate(int fd, long length);
-    [LibraryImport(Lib, SetLastError = true)] public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int munmap(void* addr, nuint length);
     [LibraryImport(Lib)] public static partial void* memset(void* destination, int value, nuint count);
-    [LibraryImport(Lib, SetLastError = true)] private static partial nint sendmsg(int fd, MsgHdr* msg, int flags);
-    [LibraryImport(Lib, SetLastError = true)] private static partial nint recvmsg(int fd, MsgHdr* msg, int flags);
-    [LibraryImport(Lib, SetLastError = true)] private static partial nint send(int fd, void* buffer, nuint length, int flags);
-    [LibraryImport(Lib, SetLastError = true)] private static partial nint recv(int fd, void* buffer, nuint length, int flags);
-
-    public static int Errno => Marshal.GetLastPInvokeError();
-    public static string Describe(int errno) => $"errno {errno}: {Marshal.GetPInvokeErrorMessage(errno)}";
 
     public const int MaxFds = 8;
 
@@ -94,18 +54,18 @@ internal static unsafe partial class WorkerNative
         byte* control = stackalloc byte[controlSize];
         new Span<byte>(control, controlSize).Clear();
         var cmsg = (CmsgHdr*)control;
-        cmsg->Length = (nuint)(CmsgDataOffset + fds.Length * sizeof(int));
-        cmsg->Level = SOL_SOCKET;
-        cmsg->Type = SCM_RIGHTS;
+        cmsg->cmsg_len = (nuint)CmsgLen(fds.Length * sizeof(int));
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
         fds.CopyTo(new Span<int>(control + CmsgDataOffset, fds.Length));
         fixed (byte* p = data)
         {
             int sent = 0;
             while (sent < data.Length)
             {
-                var iov = new IoVec { Base = p + sent, Length = (nuint)(data.Length - sent) };
-                var msg = new MsgHdr { Iov = &iov, IovLength = 1 };
-                if (sent == 0 && fds.Length > 0) { msg.Control = control; msg.ControlLength = (nuint)controlSize; }
+                var iov = new IoVec { iov_base = p + sent, iov_len = (nuint)(data.Length - sent) };
+                var msg = new MsgHdr { msg_iov = &iov, msg_iovlen = 1 };
+                if (sent == 0 && fds.Length > 0) { msg.msg_control = control; msg.msg_controllen = (nuint)controlSize; }
                 nint n = sendmsg(socket, &msg, MSG_NOSIGNAL);
                 if (n > 0) { sent += (int)n; continue; }
                 int errno = Errno;
@@ -128,13 +88,13 @@ internal static unsafe partial class WorkerNative
             while (got < 4)
             {
                 new Span<byte>(control, controlSize).Clear();
-                var iov = new IoVec { Base = p + got, Length = (nuint)(4 - got) };
-                var msg = new MsgHdr { Iov = &iov, IovLength = 1, Control = control, ControlLength = (nuint)controlSize };
+                var iov = new IoVec { iov_base = p + got, iov_len = (nuint)(4 - got) };
+                var msg = new MsgHdr { msg_iov = &iov, msg_iovlen = 1, msg_control = control, msg_controllen = (nuint)controlSize };
                 nint n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
                 if (n < 0 && Errno == EINTR) continue;
                 if (n < 0) throw new IOException($"receiving from the supervisor failed ({Describe(Errno)})");
-                TakeFds(control, msg.ControlLength, fds);
-                if ((msg.Flags & MSG_CTRUNC) != 0) throw new IOException("the supervisor sent more fds than expected");
+                TakeFds(control, msg.msg_controllen, fds);
+                if ((msg.msg_flags & MSG_CTRUNC) != 0) throw new IOException("the supervisor sent more fds than expected");
                 if (n == 0)
                 {
                     if (got == 0) return null;
@@ -156,13 +116,13 @@ internal static unsafe partial class WorkerNative
         while (offset + (nuint)sizeof(CmsgHdr) <= controlLength)
         {
             var header = (CmsgHdr*)(control + offset);
-            if (header->Length < CmsgDataOffset || offset + header->Length > controlLength) break;
-            if (header->Level == SOL_SOCKET && header->Type == SCM_RIGHTS)
+            if (header->cmsg_len < CmsgDataOffset || offset + header->cmsg_len > controlLength) break;
+            if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS)
             {
-                int count = (int)((header->Length - CmsgDataOffset) / sizeof(int));
+                int count = (int)((header->cmsg_len - CmsgDataOffset) / sizeof(int));
                 for (int i = 0; i < count; i++) fds.Add(((int*)((byte*)header + CmsgDataOffset))[i]);
             }
-            offset += (header->Length + 7) & ~(nuint)7;
+            offset += (header->cmsg_len + 7) & ~(nuint)7;
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -15,7 +16,7 @@ internal static unsafe class WorkerPriority
     {
         Marshal.SetLastPInvokeError(0);
         int nice = WorkerNative.getpriority(0, tid);
-        return nice == -1 && WorkerNative.Errno != 0 ? 0 : nice;
+        return nice == -1 && Libc.Errno != 0 ? 0 : nice;
     }
 
     /// <summary>At the worker's start: remembers its nice value and lets its threads return to it from 19
@@ -45,8 +46,8 @@ internal static unsafe class WorkerPriority
             {
                 if (!uint.TryParse(Path.GetFileName(dir), out uint tid) || CurrentNice(tid) == nice) continue;
                 if (WorkerNative.setpriority(0, tid, nice) == 0) changed = true;
-                else if (WorkerNative.Errno != 3 /* ESRCH: it has ended */)
-                    log.LogDebug("worker: thread {Tid} stays at nice {Nice} ({Error})", tid, CurrentNice(tid), WorkerNative.Describe(WorkerNative.Errno));
+                else if (Libc.Errno != 3 /* ESRCH: it has ended */)
+                    log.LogDebug("worker: thread {Tid} stays at nice {Nice} ({Error})", tid, CurrentNice(tid), Libc.Describe(Libc.Errno));
             }
             if (!changed) return;
         }

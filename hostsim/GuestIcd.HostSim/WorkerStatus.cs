@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -24,12 +25,12 @@ internal sealed unsafe class WorkerStatus : IDisposable
     public static WorkerStatus Create()
     {
         int fd;
-        fixed (byte* name = "guesticd-worker-status\0"u8) fd = WorkerNative.memfd_create(name, WorkerNative.MFD_CLOEXEC);
-        if (fd < 0) throw new IOException($"memfd_create failed ({WorkerNative.Describe(WorkerNative.Errno)})");
-        if (WorkerNative.ftruncate(fd, PageBytes) != 0)
+        fixed (byte* name = "guesticd-worker-status\0"u8) fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);
+        if (fd < 0) throw new IOException($"memfd_create failed ({Libc.Describe(Libc.Errno)})");
+        if (Libc.ftruncate(fd, PageBytes) != 0)
         {
-            WorkerNative.close(fd);
-            throw new IOException($"ftruncate failed ({WorkerNative.Describe(WorkerNative.Errno)})");
+            Libc.close(fd);
+            throw new IOException($"ftruncate failed ({Libc.Describe(Libc.Errno)})");
         }
         return new WorkerStatus(fd, Map(fd));
     }
@@ -44,19 +45,19 @@ internal sealed unsafe class WorkerStatus : IDisposable
 
     static ulong* Map(int fd)
     {
-        void* p = WorkerNative.mmap(null, PageBytes, WorkerNative.PROT_READ | WorkerNative.PROT_WRITE, WorkerNative.MAP_SHARED, fd, 0);
-        if (p == WorkerNative.MAP_FAILED)
+        void* p = Libc.mmap(null, PageBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+        if (p == Libc.MAP_FAILED)
         {
-            int errno = WorkerNative.Errno;
-            WorkerNative.close(fd);
-            throw new IOException($"mapping the worker status page failed ({WorkerNative.Describe(errno)})");
+            int errno = Libc.Errno;
+            Libc.close(fd);
+            throw new IOException($"mapping the worker status page failed ({Libc.Describe(errno)})");
         }
         return (ulong*)p;
     }
 
     public void CloseFd()
     {
-        if (Fd >= 0) WorkerNative.close(Fd);
+        if (Fd >= 0) Libc.close(Fd);
         Fd = -1;
     }
 
@@ -81,7 +82,7 @@ internal sealed unsafe class WorkerStatus : IDisposable
     public void Dispose()
     {
         CloseFd();
-        if (Page != null) WorkerNative.munmap(Page, PageBytes);
+        if (Page != null) Libc.munmap(Page, PageBytes);
         Page = null;
     }
 }

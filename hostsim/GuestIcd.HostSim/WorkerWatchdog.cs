@@ -1,4 +1,5 @@
 using System.Globalization;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -101,10 +102,9 @@ internal sealed unsafe class WorkerWatchdog(int pid)
     /// <summary>Whether the peer of a socket the supervisor keeps a copy of has hung up; reads nothing.</summary>
     public static bool PeerGone(int fd)
     {
-        var pfd = new WorkerNative.PollFd { Fd = fd, Events = PollRdHup };
-        if (WorkerNative.poll(&pfd, 1, 0) <= 0) return false;
-        return (pfd.Revents & (PollErr | PollHup | PollNval | PollRdHup)) != 0;
+        var pfd = new Libc.PollFd { fd = fd, events = Libc.POLLRDHUP };
+        if (Libc.poll(&pfd, 1, 0) <= 0) return false;
+        return (pfd.revents & (Libc.POLLERR | Libc.POLLHUP | Libc.POLLNVAL | Libc.POLLRDHUP)) != 0;
     }
 
-    const short PollErr = 0x8, PollHup = 0x10, PollNval = 0x20, PollRdHup = 0x2000;
 }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using GuestIcd.Protocol;
+using GuestIcd.Transport.Native;
 using GuestIcd.Vulkan;
 using Microsoft.Extensions.Logging;
 using static GuestIcd.Vulkan.VkResult;
@@ -23,35 +24,26 @@ internal sealed unsafe partial class Session
 {
     static readonly bool s_zeroByTransfer = Environment.GetEnvironmentVariable("GUESTICD_ZERO_BY_TRANSFER") == "1";
 
-    static partial class Posix
-    {
-        public const int PROT_READ = 1, PROT_WRITE = 2, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MADV_REMOVE = 9;
-        [LibraryImport("libc", SetLastError = true)] public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
-        [LibraryImport("libc", SetLastError = true)] public static partial int munmap(nint addr, nuint length);
-        [LibraryImport("libc", SetLastError = true)] public static partial int madvise(nint addr, nuint length, int advice);
-        [LibraryImport("libc")] public static partial int malloc_trim(nuint pad);
-    }
-
     /// <summary>Zeroed memory that costs nothing until written (anonymous pages read as the zero page).</summary>
     static byte* ZeroedPages(ulong size)
     {
         // Windows hosts (hyperv:, tcp: only): committed zeroed memory; the lazy zero page is a Linux economy.
         if (!OperatingSystem.IsLinux()) return (byte*)NativeMemory.AllocZeroed((nuint)Math.Max(size, 1));
-        var p = Posix.mmap(0, (nuint)Math.Max(size, 1), Posix.PROT_READ | Posix.PROT_WRITE, Posix.MAP_PRIVATE | Posix.MAP_ANONYMOUS, -1, 0);
-        if (p == -1) throw new OutOfMemoryException($"mmap of {size} bytes failed ({Marshal.GetLastPInvokeError()})");
+        var p = Libc.mmap(null, (nuint)Math.Max(size, 1), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
+        if (p == Libc.MAP_FAILED) throw new OutOfMemoryException($"mmap of {size} bytes failed ({Marshal.GetLastPInvokeError()})");
         return (byte*)p;
     }
 
     static void FreePages(byte* p, ulong size)
     {
         if (!OperatingSystem.IsLinux()) NativeMemory.Free(p);
-        else Posix.munmap((nint)p, (nuint)Math.Max(size, 1));
+        else Libc.munmap(p, (nuint)Math.Max(size, 1));
     }
 
     /// <summary>A shared-heap range about to be handed to the driver.</summary>
     static void ZeroShared(byte* p, ulong size)
     {
-        if (OperatingSystem.IsLinux() && ((nint)p & 4095) == 0 && size % 4096 == 0 && Posix.madvise((nint)p, (nuint)size, Posix.MADV_REMOVE) == 0) return;
+        if (OperatingSystem.IsLinux() && ((nint)p & 4095) == 0 && size % 4096 == 0 && Libc.madvise(p, (nuint)size, Libc.MADV_REMOVE) == 0) return;
         NativeMemory.Clear(p, (nuint)size);
     }
 

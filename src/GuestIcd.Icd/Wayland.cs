@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using GuestIcd.Transport.Native;
 using GuestIcd.Vulkan;
 using static GuestIcd.Vulkan.VkResult;
 
@@ -211,8 +212,8 @@ internal sealed unsafe class WaylandSurface : GuestSurface
         while (WlLib.display_prepare_read_queue(Display, Queue) != 0)
             if (WlLib.display_dispatch_queue_pending(Display, Queue) < 0) return false;
         WlLib.display_flush(Display);
-        var pfd = new Posix.PollFd { fd = WlLib.display_get_fd(Display), events = 1 /* POLLIN */ };
-        if (Posix.poll(&pfd, 1, ms) > 0) { if (WlLib.display_read_events(Display) < 0) return false; }
+        var pfd = new Libc.PollFd { fd = WlLib.display_get_fd(Display), events = Libc.POLLIN };
+        if (Libc.poll(&pfd, 1, ms) > 0) { if (WlLib.display_read_events(Display) < 0) return false; }
         else WlLib.display_cancel_read(Display);
         return WlLib.display_dispatch_queue_pending(Display, Queue) >= 0;
     }
@@ -268,13 +269,14 @@ internal sealed unsafe class WaylandPresenter : Presenter
 
     void AddBuffer()
     {
-        int fd = Posix.memfd_create("guesticd-wl-shm"u8, 1 /* MFD_CLOEXEC */);
+        int fd;
+        fixed (byte* name = "guesticd-wl-shm"u8) fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC); // u8 literals end in a NUL
         if (fd < 0) throw new WindowSystemException("memfd_create failed");
         try
         {
-            if (Posix.ftruncate(fd, (long)_bytes) != 0) throw new WindowSystemException($"no {_bytes} bytes of shared memory for a wl_shm buffer");
-            var p = Posix.mmap(null, _bytes, 3 /* READ|WRITE */, 1 /* SHARED */, fd, 0);
-            if (p == (void*)-1) throw new WindowSystemException("mmap of a wl_shm buffer failed");
+            if (Libc.ftruncate(fd, (long)_bytes) != 0) throw new WindowSystemException($"no {_bytes} bytes of shared memory for a wl_shm buffer");
+            var p = Libc.mmap(null, _bytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+            if (p == Libc.MAP_FAILED) throw new WindowSystemException("mmap of a wl_shm buffer failed");
             // wl_shm.create_pool (opcode 0, "nhi"): libwayland sends a duplicate of the descriptor.
             ulong* a = stackalloc ulong[6];
             a[0] = 0; a[1] = (uint)fd; a[2] = (uint)_bytes;
@@ -283,14 +285,14 @@ internal sealed unsafe class WaylandPresenter : Presenter
             a[0] = 0; a[1] = 0; a[2] = _width; a[3] = _height; a[4] = _stride; a[5] = XRGB8888;
             var buffer = pool == 0 ? 0 : WlLib.MarshalNew(pool, 0, WlLib.buffer_interface, a);
             if (pool != 0) WlLib.Marshal0(pool, 1, null, WlLib.MarshalFlagDestroy);
-            if (buffer == 0) { Posix.munmap(p, _bytes); throw new WindowSystemException("wl_shm_pool.create_buffer failed"); }
+            if (buffer == 0) { Libc.munmap(p, _bytes); throw new WindowSystemException("wl_shm_pool.create_buffer failed"); }
             int i = _count++;
             _buffer[i] = buffer;
             _pixels[i] = (byte*)p;
             _busy[i] = 0;
             WlLib.proxy_add_listener(buffer, WlLib.BufferListener, _busy + i);
         }
-        finally { Posix.close(fd); }
+        finally { Libc.close(fd); }
     }
 
     int FreeBuffer()
@@ -374,7 +376,7 @@ internal sealed unsafe class WaylandPresenter : Presenter
             for (int i = 0; i < _count; i++)
             {
                 WlLib.Marshal0(_buffer[i], 0, null, WlLib.MarshalFlagDestroy); // wl_buffer.destroy
-                Posix.munmap(_pixels[i], _bytes);
+                Libc.munmap(_pixels[i], _bytes);
             }
             _count = 0;
             WlLib.display_flush(_s.Display);
@@ -429,17 +431,4 @@ internal static unsafe class WaylandSurfaces
     // The guest presents from memory it reads itself, with wl_shm, which every compositor offers.
     [UnmanagedCallersOnly]
     static uint vkGetPhysicalDeviceWaylandPresentationSupportKHR(VkPhysicalDevice physicalDevice, uint queueFamilyIndex, nint display) => 1;
-}
-
-internal static unsafe partial class Posix
-{
-    [StructLayout(LayoutKind.Sequential)]
-    public struct PollFd
-    {
-        public int fd;
-        public short events, revents;
-    }
-
-    [LibraryImport("libc", EntryPoint = "poll")]
-    public static partial int poll(PollFd* fds, nuint nfds, int timeout);
 }

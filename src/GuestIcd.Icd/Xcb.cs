@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using GuestIcd.Transport.Native;
 using GuestIcd.Vulkan;
 using static GuestIcd.Vulkan.VkResult;
 
@@ -181,21 +182,22 @@ internal sealed unsafe class XcbPresenter : Presenter
         if (Environment.GetEnvironmentVariable("GUESTICD_X11_NO_SHM") != "1" && XcbLib.ServerHasShmFd(_c))
         {
             _shmBytes = (nuint)width * height * 4;
-            int fd = Posix.memfd_create("guesticd-present"u8, 1 /* MFD_CLOEXEC */);
-            if (fd >= 0 && Posix.ftruncate(fd, (long)_shmBytes) == 0)
+            int fd;
+            fixed (byte* name = "guesticd-present"u8) fd = Libc.memfd_create(name, Libc.MFD_CLOEXEC); // u8 literals end in a NUL
+            if (fd >= 0 && Libc.ftruncate(fd, (long)_shmBytes) == 0)
             {
-                var p = Posix.mmap(null, _shmBytes, 3 /* READ|WRITE */, 1 /* SHARED */, fd, 0);
-                if (p != (void*)-1)
+                var p = Libc.mmap(null, _shmBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, 0);
+                if (p != Libc.MAP_FAILED)
                 {
                     _seg = XcbLib.generate_id(_c);
                     // xcb owns the descriptor from here and closes it once sent.
                     var err = XcbLib.request_check(_c, XcbLib.shm_attach_fd_checked(_c, _seg, fd, 1));
                     fd = -1;
                     if (err == null) _shm = (byte*)p;
-                    else { NativeMemory.Free(err); Posix.munmap(p, _shmBytes); _seg = 0; }
+                    else { NativeMemory.Free(err); Libc.munmap(p, _shmBytes); _seg = 0; }
                 }
             }
-            if (fd >= 0) Posix.close(fd);
+            if (fd >= 0) Libc.close(fd);
         }
         Log.Info($"X11 presentation to window 0x{s.Window:X} (depth {_depth}) by {(_shm != null ? "MIT-SHM" : "xcb_put_image")}");
     }
@@ -256,33 +258,7 @@ internal sealed unsafe class XcbPresenter : Presenter
             XcbLib.free_gc(_c, _gc);
             XcbLib.flush(_c);
         }
-        if (_shm != null) Posix.munmap(_shm, _shmBytes);
+        if (_shm != null) Libc.munmap(_shm, _shmBytes);
         if (_rows != null) NativeMemory.Free(_rows);
     }
-}
-
-internal static unsafe partial class Posix
-{
-    [LibraryImport("libc", EntryPoint = "memfd_create")]
-    private static partial int memfd_create(byte* name, uint flags);
-
-    public static int memfd_create(ReadOnlySpan<byte> name, uint flags)
-    {
-        Span<byte> z = stackalloc byte[name.Length + 1];
-        name.CopyTo(z);
-        z[^1] = 0;
-        fixed (byte* p = z) return memfd_create(p, flags);
-    }
-
-    [LibraryImport("libc", EntryPoint = "ftruncate")]
-    public static partial int ftruncate(int fd, long length);
-
-    [LibraryImport("libc", EntryPoint = "mmap")]
-    public static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, long offset);
-
-    [LibraryImport("libc", EntryPoint = "munmap")]
-    public static partial int munmap(void* addr, nuint length);
-
-    [LibraryImport("libc", EntryPoint = "close")]
-    public static partial int close(int fd);
 }

@@ -3,6 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using GuestIcd.Transport.Native;
 
 namespace GuestIcd.HostSim;
 
@@ -146,7 +147,7 @@ internal sealed class ControlSocket : IDisposable
     static (int Pid, uint Uid) Peer(Socket s)
     {
         Span<byte> cred = stackalloc byte[12];
-        return s.GetRawSocketOption(WorkerNative.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 12
+        return s.GetRawSocketOption(Libc.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 12
             ? (BinaryPrimitives.ReadInt32LittleEndian(cred), BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]))
             : (0, uint.MaxValue);
     }

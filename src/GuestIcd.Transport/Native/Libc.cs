@@ -29,6 +29,11 @@ internal static unsafe partial class Libc
     public const int EINPROGRESS = 115;
     public const int EBUSY = 16;
 
+    // fcntl
+    public const int F_GETFD = 1;
+    public const int FD_CLOEXEC = 1;
+    public const int F_DUPFD_CLOEXEC = 1030;
+
     // open
     public const int O_RDWR = 0x2;
     public const int O_NONBLOCK = 0x800;
@@ -56,6 +61,7 @@ internal static unsafe partial class Libc
     public const short POLLERR = 0x8;
     public const short POLLHUP = 0x10;
     public const short POLLNVAL = 0x20;
+    public const short POLLRDHUP = 0x2000;
 
     // memfd, seals, mmap
     public const uint MFD_CLOEXEC = 0x1;
@@ -74,6 +80,7 @@ internal static unsafe partial class Libc
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
     public static readonly void* MAP_FAILED = (void*)-1;
+    public const int MADV_REMOVE = 9;
     public const int SEEK_END = 2;
 
     // eventfd
@@ -160,6 +167,13 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
     public static partial int munmap(void* addr, nuint length);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int madvise(void* addr, nuint length, int advice);
+
+    /// <summary>glibc only: hands the free memory of every malloc arena back to the system.</summary>
+    [LibraryImport(Lib, EntryPoint = "malloc_trim")]
+    public static partial int malloc_trim(nuint pad);
 
     [LibraryImport(Lib, EntryPoint = "mprotect", SetLastError = true)]
     public static partial int mprotect(void* addr, nuint length, int prot);
