@@ -58,7 +58,7 @@ public class CaptureReplayTests
     }
 
     /// <summary>The file ends with an end record (kind 3, 20 bytes, then its CRC).</summary>
-    static bool Complete(string file)
+    internal static bool Complete(string file)
     {
         var b = File.ReadAllBytes(file);
         return b.Length >= 24 + 32 && BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(b.Length - 32)) == 3 && BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(b.Length - 28)) == 20;

@@ -199,6 +199,9 @@ public sealed unsafe class FuzzRegressionTests
             {
                 AssertServes(host, 1);
                 host.WaitForLog("session 1 ended (", 10_000);
+                // The end record is written when the worker disposes the session, after that line.
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                while (!CaptureReplayTests.Complete(Path.Combine(dir, "session-1.gicd")) && sw.ElapsedMilliseconds < 10_000) Thread.Sleep(50);
             }
             var file = Path.Combine(dir, "session-1.gicd");
             Assert.True(File.Exists(file), "no capture written");

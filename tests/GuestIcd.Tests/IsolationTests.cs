@@ -86,7 +86,8 @@ public class IsolationTests
     {
         using var host = new HostSim("--debug-crash-on-sigusr2");
         var (loop, spv) = Built.Value;
-        using var survivor = new Guest(loop, $"{spv} 12", host.ClientEnv());
+        // Runs until told to stop: a fixed run could end before the crash path and the rounds after it are done.
+        using var survivor = new Guest(loop, $"{spv} 300", host.ClientEnv());
         using var victim = new Guest(loop, $"{spv} 60", host.ClientEnv());
         survivor.WaitFor(() => survivor.Rounds >= 3, 30_000, "three rounds");
         victim.WaitFor(() => victim.Rounds >= 3, 30_000, "three rounds");
@@ -117,6 +118,7 @@ public class IsolationTests
             host.WaitForLog($"worker pid {w2} died of SIGKILL", 5_000);
         }
 
+        Signal(survivor.Pid, "TERM");
         Assert.Equal(0, survivor.Exit(30_000));
         Assert.Matches(@"done: \d+ rounds verified", survivor.Output);
         Assert.DoesNotContain("elements wrong", survivor.Output);
@@ -140,7 +142,7 @@ public class IsolationTests
                 silent.Add(s);
             }
             var env = host.ClientEnv();
-            env["GUESTICD_CONNECT_TIMEOUT_MS"] = "3000";
+            env["GUESTICD_CONNECT_TIMEOUT_MS"] = "10000"; // far below 200 silent peers handled one after another (2 s each)
             var results = Enumerable.Range(0, 5).AsParallel().WithDegreeOfParallelism(5)
                 .Select(_ => Repo.Run("vulkaninfo", "--summary", env, timeoutMs: 60_000)).ToList();
             foreach (var r in results)
@@ -179,7 +181,7 @@ public class IsolationTests
             var env = new Dictionary<string, string>
             {
                 ["VK_DRIVER_FILES"] = HostSim.Manifest, ["GUESTICD_TRANSPORT"] = $"tcp:127.0.0.1:{port}",
-                ["GUESTICD_SECRET_FILE"] = secretFile, ["VK_LOADER_LAYERS_DISABLE"] = "*", ["GUESTICD_CONNECT_TIMEOUT_MS"] = "3000",
+                ["GUESTICD_SECRET_FILE"] = secretFile, ["VK_LOADER_LAYERS_DISABLE"] = "*", ["GUESTICD_CONNECT_TIMEOUT_MS"] = "10000",
             };
             var results = Enumerable.Range(0, 5).AsParallel().WithDegreeOfParallelism(5)
                 .Select(_ => Repo.Run("vulkaninfo", "--summary", env, timeoutMs: 60_000)).ToList();
@@ -247,7 +249,8 @@ public class IsolationTests
     {
         using var host = new HostSim("--debug-crash-on-sigusr2", "--debug-hang-on-fault");
         var (loop, spv) = Built.Value;
-        using var survivor = new Guest(loop, $"{spv} 12", host.ClientEnv());
+        // Runs until told to stop: a fixed run could end before the crash path and the rounds after it are done.
+        using var survivor = new Guest(loop, $"{spv} 300", host.ClientEnv());
         using var victim = new Guest(loop, $"{spv} 60", host.ClientEnv());
         survivor.WaitFor(() => survivor.Rounds >= 3, 30_000, "three rounds");
         victim.WaitFor(() => victim.Rounds >= 3, 30_000, "three rounds");
@@ -264,6 +267,7 @@ public class IsolationTests
 
         int roundsAtKill = survivor.Rounds;
         survivor.WaitFor(() => survivor.Rounds > roundsAtKill + 10, 10_000, "rounds after the kill");
+        Signal(survivor.Pid, "TERM");
         Assert.Equal(0, survivor.Exit(30_000));
         Assert.DoesNotContain("elements wrong", survivor.Output);
         Assert.DoesNotContain($"worker pid {WorkerOf(host, survivor.Pid)} hung", host.Log);

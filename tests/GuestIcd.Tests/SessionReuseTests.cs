@@ -63,8 +63,8 @@ public class SessionReuseTests
         var env = host.ClientEnv();
         env["GUESTICD_SESSION_KEEP_MS"] = "300";
         // One round, then the process lives on without Vulkan: its session must end while it still runs.
-        var run = Task.Run(() => Repo.Run("bash", $"-c \"{Built.Value} 1 && sleep 15\"", env, timeoutMs: 120_000));
-        host.WaitForLog("ended (guest disconnected)", 1, 12_000);
+        var run = Task.Run(() => Repo.Run("bash", $"-c \"{Built.Value} 1 && sleep 30\"", env, timeoutMs: 120_000));
+        host.WaitForLog("ended (guest disconnected)", 1, 25_000);
         Assert.False(run.IsCompleted, "the client exited before its session ended: " + host.Log);
         var r = await run;
         Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);

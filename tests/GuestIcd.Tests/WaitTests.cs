@@ -132,15 +132,16 @@ public class WaitTests(ITestOutputHelper output)
         using var neighbour = new Running("steady 4000", env);
         using var bad = new Running(mode, env);
         bad.WaitForLine("waiting", 30_000);
-        Thread.Sleep(300); // the wait reaches the host and the host is inside it
+        Thread.Sleep(2_000); // the wait reaches the host and the host is inside it, on a loaded machine too
         int ended = SessionsEnded(host);
         Assert.DoesNotContain("guest left during", host.Log);
         var sw = Stopwatch.StartNew();
         bad.Kill();
-        host.WaitForLog($"guest left during {command}", 5_000);
+        // The line comes after the drain and the driver's teardown; a session left in the endless wait never ends.
+        host.WaitForLog($"guest left during {command}", 15_000);
         long endedMs = sw.ElapsedMilliseconds;
         output.WriteLine($"{mode}: session ended {endedMs} ms after SIGKILL");
-        Assert.True(endedMs < 3_000, $"the session ended {endedMs} ms after the guest was killed\n{host.Log}");
+        Assert.True(endedMs < 10_000, $"the session ended {endedMs} ms after the guest was killed\n{host.Log}");
         // Its device was drained (the semaphore it waited on signalled by the host) and destroyed, not left busy.
         host.WaitForLog("timeline signals)", 5_000);
         Assert.DoesNotContain("still busy", host.Log);
@@ -175,12 +176,12 @@ public class WaitTests(ITestOutputHelper output)
         };
         using var bad = new Running("fence", env);
         bad.WaitForLine("waiting", 30_000);
-        Thread.Sleep(300);
+        Thread.Sleep(2_000);
         var sw = Stopwatch.StartNew();
         bad.Kill();
-        host.WaitForLog("guest left during vkWaitForFences", 5_000);
+        host.WaitForLog("guest left during vkWaitForFences", 15_000);
         output.WriteLine($"tcp: session ended {sw.ElapsedMilliseconds} ms after SIGKILL");
-        Assert.True(sw.ElapsedMilliseconds < 3_000, host.Log);
+        Assert.True(sw.ElapsedMilliseconds < 10_000, host.Log);
         host.WaitForLog("timeline signals)", 5_000);
         Assert.DoesNotContain("still busy", host.Log);
         Directory.Delete(Path.GetDirectoryName(secretFile)!, true);

@@ -131,7 +131,10 @@ public sealed unsafe partial class GuestIcdContextTests : ContextDeviceTests
         bool read = false;
         var reading = new Thread(() => read = guest.ReadExactly(reply, 5000)); // the guest goes to sleep on its socket
         reading.Start();
-        Thread.Sleep(300);
+        // Its consumer flag in the host → guest ring says it sleeps (1: on the socket); only then does Flush ring.
+        int* sleeping = (int*)(view.Pointer + 4096 + (int)UnixRingTransport.SharedSize(Ring) / 2 + 128);
+        for (var sw = System.Diagnostics.Stopwatch.StartNew(); Volatile.Read(ref *sleeping) == 0 && sw.ElapsedMilliseconds < 10_000;) Thread.Sleep(1);
+        Assert.NotEqual(0, Volatile.Read(ref *sleeping));
         host.Write("reply"u8);
         host.Flush(); // the guest sleeps: the host rings its doorbell
         int wfd = fd;
