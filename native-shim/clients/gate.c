@@ -109,6 +109,36 @@ int main(int argc, char **argv)
         report("vkAllocateMemory(with VkMemoryPriorityAllocateInfoEXT)", vkAllocateMemory(device, &mai, NULL, &memory));
         return 0;
     }
+    if (strcmp(mode, "render-pass-attachment") == 0 || strcmp(mode, "render-pass2-dependency") == 0) {
+        /* A subpass naming attachment 5 of a pass with one, or a dependency on subpass 3 of one: the driver
+         * would index past the pass's own arrays. Creations are not waited for: the refusal shows at the next wait. */
+        VkRenderPass rp;
+        VkResult r;
+        if (strcmp(mode, "render-pass-attachment") == 0) {
+            VkAttachmentDescription ad = { .format = VK_FORMAT_R8G8B8A8_UNORM, .samples = VK_SAMPLE_COUNT_1_BIT,
+                .loadOp = VK_ATTACHMENT_LOAD_OP_CLEAR, .storeOp = VK_ATTACHMENT_STORE_OP_STORE, .stencilLoadOp = VK_ATTACHMENT_LOAD_OP_DONT_CARE,
+                .stencilStoreOp = VK_ATTACHMENT_STORE_OP_DONT_CARE, .finalLayout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL };
+            VkAttachmentReference ref = { 5, VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL };
+            VkSubpassDescription sd = { .pipelineBindPoint = VK_PIPELINE_BIND_POINT_GRAPHICS, .colorAttachmentCount = 1, .pColorAttachments = &ref };
+            VkRenderPassCreateInfo ci = { .sType = VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO, .attachmentCount = 1, .pAttachments = &ad, .subpassCount = 1, .pSubpasses = &sd };
+            r = vkCreateRenderPass(device, &ci, NULL, &rp);
+        } else {
+            VkAttachmentDescription2 ad = { .sType = VK_STRUCTURE_TYPE_ATTACHMENT_DESCRIPTION_2, .format = VK_FORMAT_R8G8B8A8_UNORM, .samples = VK_SAMPLE_COUNT_1_BIT,
+                .loadOp = VK_ATTACHMENT_LOAD_OP_CLEAR, .storeOp = VK_ATTACHMENT_STORE_OP_STORE, .stencilLoadOp = VK_ATTACHMENT_LOAD_OP_DONT_CARE,
+                .stencilStoreOp = VK_ATTACHMENT_STORE_OP_DONT_CARE, .finalLayout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL };
+            VkAttachmentReference2 ref = { .sType = VK_STRUCTURE_TYPE_ATTACHMENT_REFERENCE_2, .attachment = 0, .layout = VK_IMAGE_LAYOUT_COLOR_ATTACHMENT_OPTIMAL, .aspectMask = VK_IMAGE_ASPECT_COLOR_BIT };
+            VkSubpassDescription2 sd = { .sType = VK_STRUCTURE_TYPE_SUBPASS_DESCRIPTION_2, .pipelineBindPoint = VK_PIPELINE_BIND_POINT_GRAPHICS, .colorAttachmentCount = 1, .pColorAttachments = &ref };
+            VkSubpassDependency2 dep = { .sType = VK_STRUCTURE_TYPE_SUBPASS_DEPENDENCY_2, .srcSubpass = 0, .dstSubpass = 3,
+                .srcStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT, .dstStageMask = VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT,
+                .srcAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, .dstAccessMask = VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT };
+            VkRenderPassCreateInfo2 ci = { .sType = VK_STRUCTURE_TYPE_RENDER_PASS_CREATE_INFO_2, .attachmentCount = 1, .pAttachments = &ad,
+                .subpassCount = 1, .pSubpasses = &sd, .dependencyCount = 1, .pDependencies = &dep };
+            r = vkCreateRenderPass2(device, &ci, NULL, &rp);
+        }
+        if (r) report("vkCreateRenderPass(out-of-range reference)", r);
+        else report("vkDeviceWaitIdle after vkCreateRenderPass(out-of-range reference)", vkDeviceWaitIdle(device));
+        return 0;
+    }
     if (strcmp(mode, "bind-oversize") == 0) {
         /* 64 MiB of buffer bound to 4 KiB of memory: a fill would write over the host heap. */
         VkBufferCreateInfo bci = { .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = 64u << 20, .usage = VK_BUFFER_USAGE_TRANSFER_DST_BIT };

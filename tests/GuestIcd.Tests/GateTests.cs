@@ -51,6 +51,8 @@ public class GateTests
     [InlineData("struct-not-enabled", Lost, "vkAllocateMemory: a VkMemoryPriorityAllocateInfoEXT in a pNext chain, which needs one of VK_EXT_memory_priority")]
     [InlineData("extension-not-enabled", Lost, "vkCmdSetLineStippleEXT: a command of VK_EXT_line_rasterization, which this device did not enable")]
     [InlineData("device-address", "result=-8", "bufferDeviceAddress is not served to guests")] // VK_ERROR_FEATURE_NOT_PRESENT
+    [InlineData("render-pass-attachment", Lost, "vkCreateRenderPass: attachment 5 of 1 (VUID-VkRenderPassCreateInfo-attachment-00834)")]
+    [InlineData("render-pass2-dependency", Lost, "vkCreateRenderPass2: dstSubpass 3 of 1 (VUID-VkRenderPassCreateInfo2-dstSubpass-02527)")]
     [InlineData("layout-lacks-set", Lost, "the shader uses set 0, the layout has 0 (VUID-VkComputePipelineCreateInfo-layout-07988)")]
     // shader code: SPIRV-Tools' validator before the driver, entry points by name and stage
     [InlineData("invalid-spirv", Lost, "vkCreateShaderModule: invalid SPIR-V for Vulkan 1.")]

@@ -38,66 +38,78 @@ internal sealed unsafe partial class ValidUsageGate
     {
         var ci = (VkRenderPassCreateInfo*)a[1];
         uint n = ci->attachmentCount;
-        const string vuid = "VUID-VkRenderPassCreateInfo-attachment-00834";
         var colors = new uint[ci->subpassCount];
         for (uint s = 0; s < ci->subpassCount; s++)
         {
-            var sp = ci->pSubpasses[s];
-            if (sp.colorAttachmentCount > dev.Limits.maxColorAttachments)
-                Fail(cmd, "VUID-VkSubpassDescription-colorAttachmentCount-00845", $"{sp.colorAttachmentCount} color attachments exceed {dev.Limits.maxColorAttachments}");
-            for (uint i = 0; i < sp.inputAttachmentCount; i++) Reference(cmd, sp.pInputAttachments[i].attachment, n, vuid);
-            for (uint i = 0; i < sp.colorAttachmentCount; i++) Reference(cmd, sp.pColorAttachments[i].attachment, n, vuid);
-            if (sp.pResolveAttachments != null) for (uint i = 0; i < sp.colorAttachmentCount; i++) Reference(cmd, sp.pResolveAttachments[i].attachment, n, vuid);
-            if (sp.pDepthStencilAttachment != null) Reference(cmd, sp.pDepthStencilAttachment->attachment, n, vuid);
-            for (uint i = 0; i < sp.preserveAttachmentCount; i++) Reference(cmd, sp.pPreserveAttachments[i], n, vuid);
-            colors[s] = sp.colorAttachmentCount;
+            var sp = &ci->pSubpasses[s];
+            CheckSubpass(cmd, dev, n, "VUID-VkRenderPassCreateInfo-attachment-00834", "VUID-VkSubpassDescription-colorAttachmentCount-00845",
+                sp->colorAttachmentCount, sp->pColorAttachments, sp->pResolveAttachments, sp->inputAttachmentCount, sp->pInputAttachments,
+                sp->pDepthStencilAttachment, sp->preserveAttachmentCount, sp->pPreserveAttachments, &Attachment);
+            colors[s] = sp->colorAttachmentCount;
         }
         for (uint d = 0; d < ci->dependencyCount; d++)
-        {
-            var dep = ci->pDependencies[d];
-            if (dep.srcSubpass != VkConstants.VK_SUBPASS_EXTERNAL && dep.srcSubpass >= ci->subpassCount) Fail(cmd, "VUID-VkRenderPassCreateInfo-pDependencies-06866", $"srcSubpass {dep.srcSubpass} of {ci->subpassCount}");
-            if (dep.dstSubpass != VkConstants.VK_SUBPASS_EXTERNAL && dep.dstSubpass >= ci->subpassCount) Fail(cmd, "VUID-VkRenderPassCreateInfo-pDependencies-06867", $"dstSubpass {dep.dstSubpass} of {ci->subpassCount}");
-        }
+            CheckDependency(cmd, ci->pDependencies[d].srcSubpass, ci->pDependencies[d].dstSubpass, ci->subpassCount,
+                "VUID-VkRenderPassCreateInfo-pDependencies-06866", "VUID-VkRenderPassCreateInfo-pDependencies-06867");
         if (!record) return;
-        ulong h = *(ulong*)a[3];
-        if (h == 0) return;
         uint clear = 0;
         for (uint i = 0; i < n; i++)
-            if (ci->pAttachments[i].loadOp == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR || ci->pAttachments[i].stencilLoadOp == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR) clear = i + 1;
-        _renderPasses[h] = new RenderPassState { Device = dev.Handle, Attachments = n, ColorCounts = colors, ClearNeeded = clear };
+            if (Clears(ci->pAttachments[i].loadOp, ci->pAttachments[i].stencilLoadOp)) clear = i + 1;
+        RecordRenderPass(a, dev, n, colors, clear);
     }
 
     void CheckCreateRenderPass2(int cmd, ulong* a, DeviceState dev, bool record)
     {
         var ci = (VkRenderPassCreateInfo2*)a[1];
         uint n = ci->attachmentCount;
-        const string vuid = "VUID-VkRenderPassCreateInfo2-attachment-03051";
         var colors = new uint[ci->subpassCount];
         for (uint s = 0; s < ci->subpassCount; s++)
         {
-            var sp = ci->pSubpasses[s];
-            if (sp.colorAttachmentCount > dev.Limits.maxColorAttachments)
-                Fail(cmd, "VUID-VkSubpassDescription2-colorAttachmentCount-03063", $"{sp.colorAttachmentCount} color attachments exceed {dev.Limits.maxColorAttachments}");
-            for (uint i = 0; i < sp.inputAttachmentCount; i++) Reference(cmd, sp.pInputAttachments[i].attachment, n, vuid);
-            for (uint i = 0; i < sp.colorAttachmentCount; i++) Reference(cmd, sp.pColorAttachments[i].attachment, n, vuid);
-            if (sp.pResolveAttachments != null) for (uint i = 0; i < sp.colorAttachmentCount; i++) Reference(cmd, sp.pResolveAttachments[i].attachment, n, vuid);
-            if (sp.pDepthStencilAttachment != null) Reference(cmd, sp.pDepthStencilAttachment->attachment, n, vuid);
-            for (uint i = 0; i < sp.preserveAttachmentCount; i++) Reference(cmd, sp.pPreserveAttachments[i], n, vuid);
-            colors[s] = sp.colorAttachmentCount;
+            var sp = &ci->pSubpasses[s];
+            CheckSubpass(cmd, dev, n, "VUID-VkRenderPassCreateInfo2-attachment-03051", "VUID-VkSubpassDescription2-colorAttachmentCount-03063",
+                sp->colorAttachmentCount, sp->pColorAttachments, sp->pResolveAttachments, sp->inputAttachmentCount, sp->pInputAttachments,
+                sp->pDepthStencilAttachment, sp->preserveAttachmentCount, sp->pPreserveAttachments, &Attachment2);
+            colors[s] = sp->colorAttachmentCount;
         }
         for (uint d = 0; d < ci->dependencyCount; d++)
-        {
-            var dep = ci->pDependencies[d];
-            if (dep.srcSubpass != VkConstants.VK_SUBPASS_EXTERNAL && dep.srcSubpass >= ci->subpassCount) Fail(cmd, "VUID-VkRenderPassCreateInfo2-srcSubpass-02526", $"srcSubpass {dep.srcSubpass} of {ci->subpassCount}");
-            if (dep.dstSubpass != VkConstants.VK_SUBPASS_EXTERNAL && dep.dstSubpass >= ci->subpassCount) Fail(cmd, "VUID-VkRenderPassCreateInfo2-dstSubpass-02527", $"dstSubpass {dep.dstSubpass} of {ci->subpassCount}");
-        }
+            CheckDependency(cmd, ci->pDependencies[d].srcSubpass, ci->pDependencies[d].dstSubpass, ci->subpassCount,
+                "VUID-VkRenderPassCreateInfo2-srcSubpass-02526", "VUID-VkRenderPassCreateInfo2-dstSubpass-02527");
         if (!record) return;
-        ulong h = *(ulong*)a[3];
-        if (h == 0) return;
         uint clear = 0;
         for (uint i = 0; i < n; i++)
-            if (ci->pAttachments[i].loadOp == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR || ci->pAttachments[i].stencilLoadOp == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR) clear = i + 1;
-        _renderPasses[h] = new RenderPassState { Device = dev.Handle, Attachments = n, ColorCounts = colors, ClearNeeded = clear };
+            if (Clears(ci->pAttachments[i].loadOp, ci->pAttachments[i].stencilLoadOp)) clear = i + 1;
+        RecordRenderPass(a, dev, n, colors, clear);
+    }
+
+    static uint Attachment(VkAttachmentReference* r) => r->attachment;
+    static uint Attachment2(VkAttachmentReference2* r) => r->attachment;
+
+    /// <summary>One subpass of either creation command (VkSubpassDescription or VkSubpassDescription2, whose
+    /// references differ only in type): every attachment it names is one of the pass's.</summary>
+    static void CheckSubpass<TRef>(int cmd, DeviceState dev, uint n, string vuid, string colorVuid, uint colorCount, TRef* color, TRef* resolve,
+        uint inputCount, TRef* input, TRef* depthStencil, uint preserveCount, uint* preserve, delegate*<TRef*, uint> attachment) where TRef : unmanaged
+    {
+        if (colorCount > dev.Limits.maxColorAttachments)
+            Fail(cmd, colorVuid, $"{colorCount} color attachments exceed {dev.Limits.maxColorAttachments}");
+        for (uint i = 0; i < inputCount; i++) Reference(cmd, attachment(&input[i]), n, vuid);
+        for (uint i = 0; i < colorCount; i++) Reference(cmd, attachment(&color[i]), n, vuid);
+        if (resolve != null) for (uint i = 0; i < colorCount; i++) Reference(cmd, attachment(&resolve[i]), n, vuid);
+        if (depthStencil != null) Reference(cmd, attachment(depthStencil), n, vuid);
+        for (uint i = 0; i < preserveCount; i++) Reference(cmd, preserve[i], n, vuid);
+    }
+
+    static void CheckDependency(int cmd, uint src, uint dst, uint subpasses, string srcVuid, string dstVuid)
+    {
+        if (src != VkConstants.VK_SUBPASS_EXTERNAL && src >= subpasses) Fail(cmd, srcVuid, $"srcSubpass {src} of {subpasses}");
+        if (dst != VkConstants.VK_SUBPASS_EXTERNAL && dst >= subpasses) Fail(cmd, dstVuid, $"dstSubpass {dst} of {subpasses}");
+    }
+
+    static bool Clears(VkAttachmentLoadOp load, VkAttachmentLoadOp stencilLoad) =>
+        load == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR || stencilLoad == VkAttachmentLoadOp.VK_ATTACHMENT_LOAD_OP_CLEAR;
+
+    void RecordRenderPass(ulong* a, DeviceState dev, uint attachments, uint[] colors, uint clear)
+    {
+        ulong h = *(ulong*)a[3];
+        if (h != 0) _renderPasses[h] = new RenderPassState { Device = dev.Handle, Attachments = attachments, ColorCounts = colors, ClearNeeded = clear };
     }
 
     void CheckCreateFramebuffer(int cmd, ulong* a, DeviceState dev, bool record)
