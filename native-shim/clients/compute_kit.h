@@ -1,4 +1,4 @@
-/* What multi_instance.c, stress.c and cmdbuf_churn.c share (static inline: a client uses what it needs): a storage-buffer compute job (multiply.comp: dst[i] = src[i] * mul
+/* What multi_instance.c, stress.c, cmdbuf_churn.c and compute_loop.c share (static inline: a client uses what it needs): a storage-buffer compute job (multiply.comp: dst[i] = src[i] * mul
  * + i) on one device, its buffers in mapped HOST_VISIBLE memory, and the check of every element. */
 #ifndef COMPUTE_KIT_H
 #define COMPUTE_KIT_H
@@ -113,6 +113,17 @@ static inline int kit_job_create(VkPhysicalDevice pd, VkDevice device, const kit
     VkDescriptorSetAllocateInfo dsai = { .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO, .descriptorPool = j->pool, .descriptorSetCount = 1, .pSetLayouts = &p->dsl };
     KCHECK(vkAllocateDescriptorSets(device, &dsai, &j->set));
     return 0;
+}
+
+/* Points the job's set at its two buffers (a client that writes it through a template does not call this). */
+static inline void kit_job_write(VkDevice device, const kit_job *j)
+{
+    VkDescriptorBufferInfo infos[2] = { { j->buffers[0], 0, VK_WHOLE_SIZE }, { j->buffers[1], 0, VK_WHOLE_SIZE } };
+    VkWriteDescriptorSet writes[2];
+    for (int b = 0; b < 2; b++)
+        writes[b] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = j->set, .dstBinding = (uint32_t)b, .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[b] };
+    vkUpdateDescriptorSets(device, 2, writes, 0, NULL);
 }
 
 static inline void kit_job_destroy(VkDevice device, kit_job *j)

@@ -48,12 +48,7 @@ static int work(worker_ctx *w)
     uint32_t q = (uint32_t)w->index % g_queues;
     kit_job job;
     if (kit_job_create(g_pd, g_device, &g_pipe, g_count, &job)) return 1;
-    VkDescriptorBufferInfo infos[2] = { { job.buffers[0], 0, VK_WHOLE_SIZE }, { job.buffers[1], 0, VK_WHOLE_SIZE } };
-    VkWriteDescriptorSet writes[2];
-    for (int b = 0; b < 2; b++)
-        writes[b] = (VkWriteDescriptorSet){ .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = job.set, .dstBinding = (uint32_t)b, .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .pBufferInfo = &infos[b] };
-    vkUpdateDescriptorSets(g_device, 2, writes, 0, NULL);
+    kit_job_write(g_device, &job);
     VkCommandPoolCreateInfo cpci = { .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT, .queueFamilyIndex = g_family };
     VkCommandPool pool;
     KCHECK(vkCreateCommandPool(g_device, &cpci, NULL, &pool));
