@@ -14,16 +14,15 @@ public sealed class GuestImageTests(ITestOutputHelper output)
     static string Out => Environment.GetEnvironmentVariable("GUESTICD_OUT") is { Length: > 0 } o ? o : "out";
     static string Image => Path.Combine(Vm.Root, Out, "guest-image", "guesticd-guest.img");
 
-    [Fact]
+    [SkippableFact]
     public void TheImageBootsAndRunsVulkaninfoThroughThePackagedIcd()
     {
-        if (Environment.GetEnvironmentVariable("GUESTICD_SKIP_IMAGE_TEST") == "1") { output.WriteLine("skipped: GUESTICD_SKIP_IMAGE_TEST=1"); return; }
+        Skip.If(Environment.GetEnvironmentVariable("GUESTICD_SKIP_IMAGE_TEST") == "1", "GUESTICD_SKIP_IMAGE_TEST=1");
         var qemu = Vm.RunProcess("bash", ["-c", "command -v qemu-system-x86_64 && command -v debootstrap && [ $(id -u) = 0 ]"]);
         if (qemu.ExitCode != 0)
         {
             Assert.False(Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1", "qemu, debootstrap or root missing: " + qemu);
-            output.WriteLine("skipped: needs qemu-system-x86_64, debootstrap and root");
-            return;
+            Skip.If(true, "needs qemu-system-x86_64, debootstrap and root");
         }
         // Up to date (scripts/test.sh built it before the timed run) it only compares hashes; otherwise it builds.
         var built = Vm.RunProcess("bash", ["scripts/guest-image.sh"], timeoutMs: 1_500_000);

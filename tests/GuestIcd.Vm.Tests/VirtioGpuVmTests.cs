@@ -13,19 +13,6 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 {
     static string Out => Environment.GetEnvironmentVariable("GUESTICD_OUT") is { Length: > 0 } o ? o : "out";
 
-    bool VmMissing()
-    {
-        if (vm.Available)
-        {
-            Assert.True(vm.Prepare.ExitCode == 0, "preparing the VM cache failed: " + vm.Prepare);
-            return false;
-        }
-        output.WriteLine("skipped: " + vm.Reason);
-        if (Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1")
-            Assert.Fail("qemu missing: install qemu-system-x86 (GUESTICD_REQUIRE_VM=1); harness said: " + vm.Reason);
-        return true;
-    }
-
     sealed class GpuHostSim : IDisposable
     {
         readonly Process _process;
@@ -86,10 +73,10 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
         return exe;
     }
 
-    [Fact]
+    [SkippableFact]
     public void GuestDriverProbesTheDeviceAndSeesOurCapset()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var probe = BuildProbe();
         using var host = new GpuHostSim();
         var r = Vm.Run(["--vgpu", host.Socket, "--", "bash", "-c", $"{probe}; echo probe=$?; ls /sys/class/drm"]);
@@ -135,10 +122,10 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 
     /// <summary>vulkaninfo, then two compute clients at once (1M elements each, verified), each its own DRM
     /// context and its own hostsim session, running side by side.</summary>
-    [Fact]
+    [SkippableFact]
     public void VulkaninfoAndTwoComputeClientsAtOnceRunOverVirtioGpu()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var compute = Tool("compute", "native-shim/clients/compute.c", "-lvulkan");
         var spv = Path.Combine(Vm.Root, Out, "vm-tools", "multiply.spv");
         var glslc = Vm.RunProcess("glslc", [Path.Combine(Vm.Root, "native-shim", "shaders", "multiply.comp"), "-o", spv]);
@@ -172,10 +159,10 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 
     /// <summary>A guest process SIGKILLed in the middle of its session: its context goes with its DRM file,
     /// hostsim releases its objects, and the next process in the same VM is served.</summary>
-    [Fact]
+    [SkippableFact]
     public void KilledGuestProcessHasItsObjectsReleased()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var holder = Tool("device_lost", "native-shim/clients/device_lost.c", "-lvulkan");
         using var host = new GpuHostSim();
         // Wait until the process holds the render node, give its instance's session time to start, then SIGKILL it.
@@ -193,10 +180,10 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 
     /// <summary>hostsim killed under a guest process that holds an instance: its next call that needs the host
     /// returns VK_ERROR_DEVICE_LOST promptly (the relay's liveness NOP gets no answer), with no hang.</summary>
-    [Fact]
+    [SkippableFact]
     public async Task KilledHostsimGivesTheGuestDeviceLostPromptly()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var holder = Tool("device_lost", "native-shim/clients/device_lost.c", "-lvulkan");
         var share = Path.Combine(Vm.Root, Out, "vm-tools", "share-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(share);
@@ -238,10 +225,10 @@ public sealed class VirtioGpuVmTests(VmFixture vm, ITestOutputHelper output) : I
 
     /// <summary>The offscreen renderer (render pass and dynamic rendering) in the guest over virtio-gpu draws the
     /// same image, bit for bit, as lavapipe on the host.</summary>
-    [Fact]
+    [SkippableFact]
     public void OffscreenRendererInTheGuestEqualsLavapipe()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var render = Tool("render", "native-shim/clients/render.c", "-std=c11", "-lvulkan");
         var dir = Path.GetDirectoryName(render)!;
         string vert = Path.Combine(dir, "render.vert.spv"), frag = Path.Combine(dir, "render.frag.spv");

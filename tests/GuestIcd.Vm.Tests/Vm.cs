@@ -83,6 +83,16 @@ public sealed class VmFixture
         basic = new(() => Vm.Run(["--", "bash", "-c", BasicScript]));
     }
 
+    /// <summary>At a test's start: skips it, with the harness's reason, when no guest can run here (fails it
+    /// instead under GUESTICD_REQUIRE_VM=1), and fails it when preparing the harness's cache failed.</summary>
+    public void Require()
+    {
+        if (!Available && Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1")
+            Assert.Fail("qemu missing: install qemu-system-x86 (GUESTICD_REQUIRE_VM=1); harness said: " + Reason);
+        Skip.IfNot(Available, Reason);
+        Assert.True(Prepare.ExitCode == 0, "preparing the VM cache failed: " + Prepare);
+    }
+
     /// <summary>One boot shared by the tests of the guest's identity, the exit status and the two streams.</summary>
     public Vm.Result Basic => basic.Value;
 

@@ -5,35 +5,21 @@ namespace GuestIcd.Vm.Tests;
 
 /// <summary>
 /// tests/vm/run-in-vm.sh boots a real Linux guest under qemu and runs a command in it. Without qemu the
-/// harness exits 77 and these tests return early with the reason in their output, unless
+/// harness exits 77 and these tests report skipped with its reason (VmFixture.Require), unless
 /// GUESTICD_REQUIRE_VM=1, where they fail.
 /// </summary>
 public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : IClassFixture<VmFixture>
 {
-    /// <summary>True when the guest cannot run here and the test should stop (having said why).</summary>
-    bool VmMissing()
-    {
-        if (vm.Available)
-        {
-            Assert.True(vm.Prepare.ExitCode == 0, "preparing the VM cache failed: " + vm.Prepare);
-            return false;
-        }
-        output.WriteLine("skipped: " + vm.Reason);
-        if (Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1")
-            Assert.Fail("qemu missing: install qemu-system-x86 (GUESTICD_REQUIRE_VM=1); harness said: " + vm.Reason);
-        return true;
-    }
-
     Vm.Result Show(Vm.Result r)
     {
         output.WriteLine(r.ToString());
         return r;
     }
 
-    [Fact]
+    [SkippableFact]
     public void GuestRunsTheDebianKernelAndOurInit()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var r = Show(vm.Basic);
         Assert.False(string.IsNullOrEmpty(vm.KernelRelease), "out/vm/kernel/current is missing");
         Assert.Contains($"kernel={vm.KernelRelease}\n", r.Stdout);
@@ -43,10 +29,10 @@ public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : ICl
         Assert.Contains($"cwd={Vm.Root}\n", r.Stdout);             // the host's working directory
     }
 
-    [Fact]
+    [SkippableFact]
     public void ExitStatusStdoutAndStderrComeBack()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var r = Show(vm.Basic);
         Assert.Equal(3, r.ExitCode);
         var expected = string.Join("", Enumerable.Range(1, 20000).Select(i => $"{i}\n"));
@@ -55,10 +41,10 @@ public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : ICl
         Assert.DoesNotContain("to-stderr", r.Stdout);
     }
 
-    [Fact]
+    [SkippableFact]
     public void LavapipeRunsInTheGuestWithForwardedEnvironment()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var marker = "m-" + Guid.NewGuid().ToString("N");
         var r = Show(Vm.Run(
             ["--", "bash", "-c", "echo \"marker=$GUESTICD_TEST_MARKER\"; exec vulkaninfo --summary"],
@@ -73,10 +59,10 @@ public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : ICl
         Assert.Contains("driverName         = llvmpipe", r.Stdout);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task IvshmemAndVirtioSerialReachTheHost()
     {
-        if (VmMissing()) return;
+        vm.Require();
         // the guest-side helper: mmaps the ivshmem BAR (sysfs resource2 supports only mmap)
         var tool = Path.Combine(Vm.Dir, "tools", "ivshmem-rw");
         Directory.CreateDirectory(Path.GetDirectoryName(tool)!);
@@ -147,17 +133,17 @@ public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : ICl
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public void TimeoutKillsTheGuestAndExits124()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var r = Show(Vm.Run(["--timeout", "4", "--", "sleep", "600"]));
         Assert.Equal(124, r.ExitCode);
         Assert.Contains("timed out after 4 s", r.Stderr);
         Assert.True(r.Elapsed < TimeSpan.FromSeconds(60), $"took {r.Elapsed}");
     }
 
-    [Fact]
+    [SkippableFact]
     public void MissingQemuExits77WithOneClearLine()
     {
         // needs no VM: the harness checks for qemu before anything else

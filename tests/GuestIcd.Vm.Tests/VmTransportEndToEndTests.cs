@@ -19,19 +19,6 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         return p;
     }
 
-    bool VmMissing()
-    {
-        if (vm.Available)
-        {
-            Assert.True(vm.Prepare.ExitCode == 0, "preparing the VM cache failed: " + vm.Prepare);
-            return false;
-        }
-        output.WriteLine("skipped: " + vm.Reason);
-        if (Environment.GetEnvironmentVariable("GUESTICD_REQUIRE_VM") == "1")
-            Assert.Fail("qemu missing: install qemu-system-x86 (GUESTICD_REQUIRE_VM=1); harness said: " + vm.Reason);
-        return true;
-    }
-
     /// <summary>hostsim listening on vm:SOCK,shm=FILE, its log collected.</summary>
     sealed class VmHostSim : IDisposable
     {
@@ -88,10 +75,10 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         ["VK_LOADER_LAYERS_DISABLE"] = "*",
     };
 
-    [Fact]
+    [SkippableFact]
     public void VulkaninfoInTheGuestSeesHostsimOverIvshmemAndVirtioSerial()
     {
-        if (VmMissing()) return;
+        vm.Require();
         using var host = new VmHostSim();
         var r = Show(Vm.Run(["--ivshmem", $"{host.Shm}:256M", "--serial", host.Socket, "--", "vulkaninfo", "--summary"], GuestEnv("vm")), host);
         Assert.Equal(0, r.ExitCode);
@@ -122,10 +109,10 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
 
     /// <summary>A VM killed in the middle of its work: hostsim releases everything that session created and
     /// serves the next VM on the same listener.</summary>
-    [Fact]
+    [SkippableFact]
     public void KillingTheVmMidStreamReleasesItsObjectsAndHostsimKeepsServing()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var holder = Path.Combine(Vm.Root, Out, "vm-tools", "device_lost");
         Directory.CreateDirectory(Path.GetDirectoryName(holder)!);
         var cc = Vm.RunProcess("cc", ["-O2", "-o", holder, Path.Combine(Vm.Root, "native-shim", "clients", "device_lost.c"), "-lvulkan"]);
@@ -158,10 +145,10 @@ public sealed class VmTransportEndToEndTests(VmFixture vm, ITestOutputHelper out
         Assert.Contains("deviceName         = GuestIcd: llvmpipe", next.Stdout);
     }
 
-    [Fact]
+    [SkippableFact]
     public void ComputeInTheGuestVerifiesThroughTheSharedHeap()
     {
-        if (VmMissing()) return;
+        vm.Require();
         var (compute, spv) = BuildCompute();
         using var host = new VmHostSim();
         // auto: inside a guest with the port, the ICD picks vm by itself.
