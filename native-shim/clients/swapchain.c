@@ -9,6 +9,9 @@
  * surface has a swapchain again (a third one gets VK_ERROR_NATIVE_WINDOW_IN_USE_KHR).
  * With --misuse (our ICD only): an unsupported format, a present of an image never acquired and an acquire
  * from the retired swapchain must be errors (VK_ERROR_OUT_OF_DATE_KHR for the last).
+ * Where the device offers VK_KHR_swapchain_mutable_format and VK_KHR_incremental_present, the swapchains are
+ * created mutable (UNORM and SRGB views), an SRGB view of an image is made, and each present names what
+ * changed in a VkPresentRegionsKHR.
  * Usage: swapchain FRAMES [--misuse] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -27,6 +30,8 @@ enum { W = 64, H = 48, RX = 8, RY = 4, RW = 16, RH = 8 };
 
 static VkPhysicalDevice pd;
 static VkDevice device;
+static int extras; /* VK_KHR_swapchain_mutable_format and VK_KHR_incremental_present enabled */
+static const VkFormat view_formats[2] = { VK_FORMAT_B8G8R8A8_UNORM, VK_FORMAT_B8G8R8A8_SRGB };
 
 static int has_extension(const VkExtensionProperties *p, uint32_t n, const char *name)
 {
@@ -42,6 +47,8 @@ static VkSwapchainKHR make_swapchain(VkSurfaceKHR surface, uint32_t minImages, V
         .imageSharingMode = VK_SHARING_MODE_EXCLUSIVE, .preTransform = VK_SURFACE_TRANSFORM_IDENTITY_BIT_KHR,
         .compositeAlpha = VK_COMPOSITE_ALPHA_OPAQUE_BIT_KHR, .presentMode = VK_PRESENT_MODE_FIFO_KHR, .clipped = VK_TRUE,
         .oldSwapchain = old };
+    VkImageFormatListCreateInfo list = { .sType = VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO, .viewFormatCount = 2, .pViewFormats = view_formats };
+    if (extras) { sci.flags = VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR; sci.pNext = &list; }
     VkSwapchainKHR sc = VK_NULL_HANDLE;
     *result = vkCreateSwapchainKHR(device, &sci, NULL, &sc);
     return sc;
@@ -146,9 +153,12 @@ int main(int argc, char **argv)
     if (!has_extension(dev_ext, de, "VK_KHR_swapchain")) FAIL("VK_KHR_swapchain missing");
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = { .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = 0, .queueCount = 1, .pQueuePriorities = &prio };
-    const char *dexts[] = { "VK_KHR_swapchain" };
+    /* VK_KHR_swapchain_mutable_format needs VK_KHR_image_format_list below Vulkan 1.2. */
+    const char *dexts[] = { "VK_KHR_swapchain", "VK_KHR_swapchain_mutable_format", "VK_KHR_image_format_list", "VK_KHR_incremental_present" };
+    extras = 1;
+    for (int i = 1; i < 4; i++) extras &= has_extension(dev_ext, de, dexts[i]);
     VkDeviceCreateInfo dci = { .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci,
-                               .enabledExtensionCount = 1, .ppEnabledExtensionNames = dexts };
+                               .enabledExtensionCount = extras ? 4 : 1, .ppEnabledExtensionNames = dexts };
     CHECK(vkCreateDevice(pd, &dci, NULL, &device));
     VkQueue queue;
     vkGetDeviceQueue(device, 0, 0, &queue);
@@ -179,6 +189,16 @@ int main(int argc, char **argv)
     VkImage *images = calloc(count, sizeof *images);
     CHECK(vkGetSwapchainImagesKHR(device, sc, &count, images));
     printf("swapchain: %u images\n", count);
+    if (extras)
+    {
+        /* What the mutable format is for: a view in the other format of the list. */
+        VkImageViewCreateInfo vci = { .sType = VK_STRUCTURE_TYPE_IMAGE_VIEW_CREATE_INFO, .image = images[0], .viewType = VK_IMAGE_VIEW_TYPE_2D,
+            .format = VK_FORMAT_B8G8R8A8_SRGB, .subresourceRange = { VK_IMAGE_ASPECT_COLOR_BIT, 0, 1, 0, 1 } };
+        VkImageView view;
+        CHECK(vkCreateImageView(device, &vci, NULL, &view));
+        vkDestroyImageView(device, view, NULL);
+        printf("wsi extras: mutable-format swapchain with an SRGB view, present regions\n");
+    }
 
     /* The gradient the frames copy from, and the per-frame objects (present_kit.h). */
     kit_frames fr;
@@ -209,8 +229,12 @@ int main(int argc, char **argv)
                             .commandBufferCount = 1, .pCommandBuffers = &cmd, .signalSemaphoreCount = 1, .pSignalSemaphores = &rendered };
         CHECK(vkQueueSubmit(queue, 1, &si, done));
         VkResult pres = VK_ERROR_UNKNOWN;
-        VkPresentInfoKHR pi = { .sType = VK_STRUCTURE_TYPE_PRESENT_INFO_KHR, .waitSemaphoreCount = 1, .pWaitSemaphores = &rendered,
-                                .swapchainCount = 1, .pSwapchains = &sc, .pImageIndices = &idx, .pResults = &pres };
+        /* What changed since the last present: every pixel (the clear). */
+        VkRectLayerKHR changed = { .offset = { 0, 0 }, .extent = { W, H }, .layer = 0 };
+        VkPresentRegionKHR region = { .rectangleCount = 1, .pRectangles = &changed };
+        VkPresentRegionsKHR regions = { .sType = VK_STRUCTURE_TYPE_PRESENT_REGIONS_KHR, .swapchainCount = 1, .pRegions = &region };
+        VkPresentInfoKHR pi = { .sType = VK_STRUCTURE_TYPE_PRESENT_INFO_KHR, .pNext = extras ? &regions : NULL, .waitSemaphoreCount = 1,
+                                .pWaitSemaphores = &rendered, .swapchainCount = 1, .pSwapchains = &sc, .pImageIndices = &idx, .pResults = &pres };
         CHECK(vkQueuePresentKHR(queue, &pi));
         CHECK(pres);
         CHECK(vkWaitForFences(device, 1, &done, VK_TRUE, UINT64_MAX));

@@ -79,9 +79,9 @@ internal static unsafe partial class Entry
                 r = (VkResult)(int)Generic.Call(Tables.vkEnumerateDeviceExtensionProperties, a);
                 if (r < 0) return r;
             }
-            // VK_KHR_swapchain is the guest's own (Swapchain.cs), whatever the host offers.
+            // The swapchain extensions are the guest's own (Swapchain.cs), whatever the host offers.
             list = all.Take((int)count).Where(e => s_carriedDeviceExtensions.Contains(NameOf(e)))
-                .Append(Extension(SwapchainExtension, SwapchainSpec)).ToArray();
+                .Concat(GuestDeviceExtensions.Select(e => Extension(e.Name, e.Spec))).ToArray();
             Volatile.Write(ref state.Extensions, list);
         }
         return FillArray<VkExtensionProperties>(list, pPropertyCount, pProperties);

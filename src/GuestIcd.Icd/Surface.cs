@@ -134,6 +134,11 @@ internal static unsafe partial class Entry
     public const string SwapchainExtension = "VK_KHR_swapchain";
     public const uint SwapchainSpec = 70;
 
+    /// <summary>Device extensions implemented here, in the guest: the swapchain, present regions (a hint the
+    /// whole-image copy may ignore) and swapchains whose images views may reinterpret (UNORM and SRGB).</summary>
+    public static readonly (string Name, uint Spec)[] GuestDeviceExtensions =
+        [(SwapchainExtension, SwapchainSpec), ("VK_KHR_incremental_present", 2), ("VK_KHR_swapchain_mutable_format", 1)];
+
     static readonly VkSurfaceFormatKHR[] s_formats =
     [
         // Mesa's order (SRGB first): applications that take the first format see what they would see natively.

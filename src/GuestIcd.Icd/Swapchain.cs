@@ -165,7 +165,19 @@ internal static unsafe partial class Entry
         if (Array.IndexOf(surface.PresentModes, ci->presentMode) < 0) return Refuse($"vkCreateSwapchainKHR: present mode {ci->presentMode} is not one of the surface's");
         if (ci->imageArrayLayers != 1) return Refuse($"vkCreateSwapchainKHR: imageArrayLayers {ci->imageArrayLayers} (the surface offers 1)");
         if (ci->minImageCount > MaxImageCount) return Refuse($"vkCreateSwapchainKHR: minImageCount {ci->minImageCount} above the surface's {MaxImageCount}");
-        if (ci->flags != 0) return Refuse($"vkCreateSwapchainKHR: flags 0x{(uint)ci->flags:X} (the ICD offers none)");
+        if ((ci->flags & ~VkSwapchainCreateFlagsKHR.VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR) != 0)
+            return Refuse($"vkCreateSwapchainKHR: flags 0x{(uint)ci->flags:X} (the ICD offers VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR only)");
+        var formats = FormatList(ci);
+        if ((ci->flags & VkSwapchainCreateFlagsKHR.VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR) != 0)
+        {
+            // VUID-VkSwapchainCreateInfoKHR-flags-03168: the views' formats come with the flag, and views of our
+            // linear B8G8R8A8 images may be UNORM or SRGB.
+            if (formats == null || formats->viewFormatCount == 0 || formats->pViewFormats == null || formats->viewFormatCount > 16)
+                return Refuse("vkCreateSwapchainKHR: VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR without a VkImageFormatListCreateInfo naming its formats");
+            for (uint i = 0; i < formats->viewFormatCount; i++)
+                if (!IsSurfaceFormat(formats->pViewFormats[i], ci->imageColorSpace))
+                    return Refuse($"vkCreateSwapchainKHR: view format {formats->pViewFormats[i]} is not one of the surface's");
+        }
         var pd = new VkPhysicalDevice(c.Handles.ParentOf(device.Handle));
         if (pd.Handle == 0) return Refuse("vkCreateSwapchainKHR: the device's physical device is gone");
         uint maxDim = MaxImageDimension2D(pd);
@@ -199,6 +211,15 @@ internal static unsafe partial class Entry
         return VK_SUCCESS;
     }
 
+    /// <summary>The VkImageFormatListCreateInfo in the create info's chain, if any.</summary>
+    static VkImageFormatListCreateInfo* FormatList(VkSwapchainCreateInfoKHR* ci)
+    {
+        int hops = 0;
+        for (var n = (VkBaseInStructure*)ci->pNext; n != null && hops++ < 64; n = n->pNext)
+            if (n->sType == VkStructureType.VK_STRUCTURE_TYPE_IMAGE_FORMAT_LIST_CREATE_INFO) return (VkImageFormatListCreateInfo*)n;
+        return null;
+    }
+
     static VkResult Refuse(string why)
     {
         Log.Warn(why);
@@ -208,12 +229,17 @@ internal static unsafe partial class Entry
     static VkResult CreateImages(GuestDevice dev, VkDevice device, GuestSwapchain sc, VkSwapchainCreateInfoKHR* ci)
     {
         ulong* a = stackalloc ulong[5];
+        bool mutable = (ci->flags & VkSwapchainCreateFlagsKHR.VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR) != 0;
+        var list = mutable ? *FormatList(ci) : default;
+        list.pNext = null; // the host sees only the format list, not the rest of the swapchain's chain
         for (int i = 0; i < sc.Images.Length; i++)
         {
             ref var img = ref sc.Images[i];
             var ici = new VkImageCreateInfo
             {
                 sType = VkStructureType.VK_STRUCTURE_TYPE_IMAGE_CREATE_INFO,
+                pNext = mutable ? &list : null,
+                flags = mutable ? VkImageCreateFlags.VK_IMAGE_CREATE_MUTABLE_FORMAT_BIT : 0,
                 imageType = VkImageType.VK_IMAGE_TYPE_2D,
                 format = ci->imageFormat,
                 extent = new VkExtent3D { width = sc.Width, height = sc.Height, depth = 1 },

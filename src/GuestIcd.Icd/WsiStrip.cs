@@ -12,12 +12,12 @@ internal static unsafe class WsiStrip
     public const int MaxNames = 128;
 
     static readonly byte[][] s_instance = Entry.GuestInstanceExtensions.Select(e => System.Text.Encoding.ASCII.GetBytes(e.Name)).ToArray();
-    static readonly byte[] s_swapchain = System.Text.Encoding.ASCII.GetBytes(Entry.SwapchainExtension);
+    static readonly byte[][] s_device = Entry.GuestDeviceExtensions.Select(e => System.Text.Encoding.ASCII.GetBytes(e.Name)).ToArray();
 
-    static bool IsGuestInstance(byte* name)
+    static bool IsOneOf(byte* name, byte[][] names)
     {
         var n = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(name);
-        foreach (var e in s_instance) if (n.SequenceEqual(e)) return true;
+        foreach (var e in names) if (n.SequenceEqual(e)) return true;
         return false;
     }
 
@@ -28,7 +28,7 @@ internal static unsafe class WsiStrip
         for (uint i = 0; i < count; i++)
         {
             var name = names[i];
-            if (name != null && (device ? MemoryMarshal.CreateReadOnlySpanFromNullTerminated(name).SequenceEqual(s_swapchain) : IsGuestInstance(name))) continue;
+            if (name != null && IsOneOf(name, device ? s_device : s_instance)) continue;
             kept[n++] = name;
         }
         return n;

@@ -92,6 +92,29 @@ public class PresentationTests
         Assert.DoesNotContain("not supported by the device", host.Log);
     }
 
+    /// <summary>VK_KHR_swapchain_mutable_format and VK_KHR_incremental_present are the guest's (like the swapchain):
+    /// the swapchain's images reach the host created MUTABLE_FORMAT with the format list, so an SRGB view of a UNORM
+    /// image is valid to the host's validation layer too, and present regions ride along. The application's own
+    /// validation layer sees no error either.</summary>
+    [Fact]
+    public void MutableFormatSwapchainsAndPresentRegionsAreValidOnBothSides()
+    {
+        using var host = new HostSim("--validation");
+        var dump = Directory.CreateTempSubdirectory("guesticd-present").FullName;
+        var env = host.ClientEnv();
+        env.Remove("VK_LOADER_LAYERS_DISABLE");
+        env["VK_INSTANCE_LAYERS"] = "VK_LAYER_KHRONOS_validation";
+        env["GUESTICD_PRESENT_DUMP"] = dump;
+        var r = Repo.Run(Client.Value, "3", env, timeoutMs: 120_000);
+        Assert.True(r.ExitCode == 0, r.Stdout + r.Stderr + host.Log);
+        Assert.Contains("wsi extras: mutable-format swapchain with an SRGB view, present regions", r.Stdout);
+        Assert.DoesNotContain("Validation Error", r.Stdout + r.Stderr);
+        CheckFrames(r.Stdout, dump, 3);
+        host.WaitForLog(" guest objects left", 1, 10_000);
+        Assert.Matches(@"session \d+ validation: 0 errors", host.Log);
+        Assert.DoesNotContain("not offered", host.Log);
+    }
+
     static int FreePort()
     {
         using var l = new TcpListener(IPAddress.Loopback, 0);
