@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using System.Runtime.InteropServices;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Codec;
 using GuestIcd.Protocol.Wire;
 using GuestIcd.Transport;
+using GuestIcd.Transport.Native;
 using Microsoft.Extensions.Logging;
 
 namespace GuestIcd.HostSim;
@@ -173,7 +173,7 @@ internal sealed class CaptureFile
 /// a shared heap it also keeps a copy of the guest's allocated heap ranges as last captured: before a message that
 /// makes the host read guest-written memory (<see cref="ReadsHeap"/>), the pages that differ from that copy are
 /// written as Memory records. Nothing here allocates per message; with capture off Session holds null.</summary>
-internal sealed unsafe partial class CaptureWriter : IDisposable
+internal sealed unsafe class CaptureWriter : IDisposable
 {
     readonly FileStream _file;
     readonly Crc32 _crc = new();
@@ -212,8 +212,8 @@ internal sealed unsafe partial class CaptureWriter : IDisposable
             _heap = h.HeapBase;
             _heapBytes = h.HeapBytes;
             // Anonymous pages: the copy costs memory only where the guest allocated and wrote.
-            var p = mmap(null, (nuint)_heapBytes, 3, 0x22 | 0x4000 /* MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE */, -1, 0);
-            if (p == (void*)-1) throw new IOException($"cannot map a {_heapBytes}-byte copy of the shared heap");
+            var p = Libc.mmap(null, (nuint)_heapBytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+            if (p == Libc.MAP_FAILED) throw new IOException($"cannot map a {_heapBytes}-byte copy of the shared heap");
             _copy = (byte*)p;
         }
     }
@@ -280,7 +280,7 @@ internal sealed unsafe partial class CaptureWriter : IDisposable
         long offset = (long)BinaryPrimitives.ReadUInt64LittleEndian(payload), bytes = (long)BinaryPrimitives.ReadUInt64LittleEndian(payload[8..]);
         // The session refuses a range outside the heap; the capture only records it.
         if (offset < 0 || bytes <= 0 || offset % CaptureFormat.PageSize != 0 || bytes % CaptureFormat.PageSize != 0 || offset > _heapBytes - bytes) return;
-        madvise(_copy + offset, (nuint)bytes, 4 /* MADV_DONTNEED: private anonymous pages read as zero again */);
+        Libc.madvise(_copy + offset, (nuint)bytes, Libc.MADV_DONTNEED); // private anonymous pages read as zero again
         int i = 0;
         while (i < _ranges.Count && _ranges[i].Offset + _ranges[i].Bytes < offset) i++;
         long start = offset, end = offset + bytes;
@@ -358,15 +358,6 @@ internal sealed unsafe partial class CaptureWriter : IDisposable
             _file.Dispose();
         }
         catch (IOException e) { _log.LogWarning("session {Session}: the capture could not be finished: {Error}", _session, e.Message); }
-        if (_copy != null) munmap(_copy, (nuint)_heapBytes);
+        if (_copy != null) Libc.munmap(_copy, (nuint)_heapBytes);
     }
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int munmap(void* addr, nuint length);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int madvise(void* addr, nuint length, int advice);
 }

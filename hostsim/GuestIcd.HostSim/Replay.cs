@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using GuestIcd.Protocol;
 using GuestIcd.Protocol.Wire;
 using GuestIcd.Transport;
+using GuestIcd.Transport.Native;
 using Microsoft.Extensions.Logging;
 using Spectre.Console;
 
@@ -111,7 +111,7 @@ internal sealed unsafe class ReplayTransport(ReadOnlyMemory<byte> stream, byte* 
 
 /// <summary>A page-aligned, zeroed stand-in for a guest's shared heap (the driver imports host pointers
 /// only at page alignment). Anonymous mmap: pages cost nothing until a replayed command touches them.</summary>
-internal sealed unsafe partial class ReplayHeap : IDisposable
+internal sealed unsafe class ReplayHeap : IDisposable
 {
     public readonly byte* Base;
     public readonly long Bytes;
@@ -119,23 +119,16 @@ internal sealed unsafe partial class ReplayHeap : IDisposable
     public ReplayHeap(long bytes)
     {
         if (bytes <= 0) return;
-        const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2, MapAnonymous = 0x20, MapNoReserve = 0x4000;
-        var p = mmap(null, (nuint)bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous | MapNoReserve, -1, 0);
-        if (p == (void*)-1) throw new IOException($"cannot map a {bytes}-byte heap for the replay");
+        var p = Libc.mmap(null, (nuint)bytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if (p == Libc.MAP_FAILED) throw new IOException($"cannot map a {bytes}-byte heap for the replay");
         Base = (byte*)p;
         Bytes = bytes;
     }
 
     public void Dispose()
     {
-        if (Base != null) munmap(Base, (nuint)Bytes);
+        if (Base != null) Libc.munmap(Base, (nuint)Bytes);
     }
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial void* mmap(void* addr, nuint length, int prot, int flags, int fd, nint offset);
-
-    [LibraryImport("libc", SetLastError = true)]
-    private static partial int munmap(void* addr, nuint length);
 }
 
 /// <summary>What `replay` was asked for beyond the file.</summary>

@@ -139,7 +139,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 {
                     // The vm channel carries every session of its VM: the parent keeps it and relays doorbells.
                     int* pair = stackalloc int[2];
-                    if (WorkerNative.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                    if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
                         throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
                     int local = pair[0], remote = pair[1];
                     var handedOver = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -186,7 +186,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 case PipeTransport pipe:
                 {
                     int* pair = stackalloc int[2];
-                    if (WorkerNative.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                    if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, pair) != 0)
                         throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
                     var local = new Socket(new SafeSocketHandle(pair[0], ownsHandle: true));
                     try
@@ -456,7 +456,7 @@ internal sealed unsafe class Supervisor : IDisposable
                 s.ReceiveTimeout = 5000;
                 var token = new byte[_token.Length];
                 WorkerNative.ReceiveExactly((int)s.Handle, token);
-                int pid = PeerPid(s);
+                int pid = Libc.PeerCredentials((int)s.Handle).pid;
                 if (!CryptographicOperations.FixedTimeEquals(token, System.Text.Encoding.ASCII.GetBytes(_token)))
                 {
                     _log.LogWarning("worker control: pid {Pid} connected without the token; closed", pid);
@@ -475,13 +475,6 @@ internal sealed unsafe class Supervisor : IDisposable
                 s.Dispose();
             }
         }
-    }
-
-    static int PeerPid(Socket s)
-    {
-        Span<byte> cred = stackalloc byte[12];
-        return s.GetRawSocketOption(Libc.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 4
-            ? System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(cred) : 0;
     }
 
     static void Kill(Process p)

@@ -182,7 +182,7 @@ internal static unsafe class WorkerMain
             lock (_lock)
             {
                 if (_tid != 0) return;
-                _tid = WorkerNative.gettid();
+                _tid = Libc.gettid();
                 WorkerNative.setpriority(0, (uint)_tid, 19);
             }
         }

@@ -22,11 +22,9 @@ internal static unsafe partial class WorkerNative
     public struct SigAction { public nint Handler; public fixed ulong Mask[16]; public int Flags; public nint Restorer; }
 
     [LibraryImport(Lib, SetLastError = true)] public static partial int sigaction(int signal, SigAction* action, SigAction* old);
-    [LibraryImport(Lib, SetLastError = true)] public static partial int socketpair(int domain, int type, int protocol, int* fds);
     [LibraryImport(Lib, SetLastError = true)] public static partial int dup2(int from, int to);
     [LibraryImport(Lib, SetLastError = true)] public static partial int prctl(int option, nuint a2, nuint a3, nuint a4, nuint a5);
     [LibraryImport(Lib, SetLastError = true)] public static partial int getppid();
-    [LibraryImport(Lib, SetLastError = true)] public static partial int gettid();
     [LibraryImport(Lib)] public static partial void _exit(int status);
     /// <summary>With PRIO_PROCESS (0) and a thread id, Linux sets that one thread's nice value.</summary>
     [LibraryImport(Lib, SetLastError = true)] public static partial int setpriority(int which, uint who, int priority);

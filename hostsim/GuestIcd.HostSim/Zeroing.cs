@@ -30,7 +30,7 @@ internal sealed unsafe partial class Session
         // Windows hosts (hyperv:, tcp: only): committed zeroed memory; the lazy zero page is a Linux economy.
         if (!OperatingSystem.IsLinux()) return (byte*)NativeMemory.AllocZeroed((nuint)Math.Max(size, 1));
         var p = Libc.mmap(null, (nuint)Math.Max(size, 1), Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
-        if (p == Libc.MAP_FAILED) throw new OutOfMemoryException($"mmap of {size} bytes failed ({Marshal.GetLastPInvokeError()})");
+        if (p == Libc.MAP_FAILED) throw new OutOfMemoryException($"mmap of {size} bytes failed ({Libc.Describe(Libc.Errno)})");
         return (byte*)p;
     }
 

@@ -24,7 +24,7 @@ public sealed class GuestIcdContextHost(Action<ITransport> offer, ILogger log, l
 /// When the context goes (destroyed, the process died, its resource released) the mapping is swapped for
 /// anonymous memory before the guest can reuse the pages, and the session sees its peer gone.
 /// </summary>
-public sealed unsafe partial class GuestIcdContext : IGpuContext
+public sealed unsafe class GuestIcdContext : IGpuContext
 {
     /// <summary>NOP {u32 0}: nothing, at any time (a fence to wait on, a probe of the device).</summary>
     public const uint OpNop = 0, OpInit = 1, OpDoorbell = 2, OpWait = 3;
@@ -143,7 +143,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
         var control = _resources.MapBacking(resource, 0, ControlBytes, out failure);
         var rest = control is null ? null : _resources.MapBacking(resource, ControlBytes, rings, out failure);
         int* sv = stackalloc int[2];
-        if (rest is not null && socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK, 0, sv) != 0)
+        if (rest is not null && Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK, 0, sv) != 0)
         {
             failure = $"socketpair failed ({Libc.Describe(Libc.Errno)})";
             rest.Dispose();
@@ -250,7 +250,7 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             if (_ended || _pages is null || _runFds.Length == 0)
                 throw new TransportClosedException($"{ring.Description}: the context ended before its session could be handed to a worker");
             int* lp = stackalloc int[2];
-            if (socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, lp) != 0)
+            if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, lp) != 0)
                 throw new IOException($"socketpair failed ({Libc.Describe(Libc.Errno)})");
             var state = ring.DetachShared(out int doorbell);
             // This process never reads the rings again; the worker maps the pages itself.
@@ -349,7 +349,4 @@ public sealed unsafe partial class GuestIcdContext : IGpuContext
             _bell = -1;
         }
     }
-
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "socketpair", SetLastError = true)]
-    private static partial int socketpair(int domain, int type, int protocol, int* sv);
 }

@@ -191,7 +191,7 @@ internal static unsafe partial class Entry
 
         int count = (int)Math.Max(ci->minImageCount, MinImageCount);
         var sc = new GuestSwapchain(device.Handle, surface, ci->imageFormat, ci->imageExtent.width, ci->imageExtent.height, count);
-        var r = CreateImages(dev, device, sc, ci);
+        var r = CreateImages(dev, device, sc, ci, formats);
         if (r == VK_SUCCESS)
         {
             try { sc.Presenter = surface.CreatePresenter(ci->imageFormat, sc.Width, sc.Height, ci->presentMode); }
@@ -226,11 +226,11 @@ internal static unsafe partial class Entry
         return VK_ERROR_INITIALIZATION_FAILED;
     }
 
-    static VkResult CreateImages(GuestDevice dev, VkDevice device, GuestSwapchain sc, VkSwapchainCreateInfoKHR* ci)
+    static VkResult CreateImages(GuestDevice dev, VkDevice device, GuestSwapchain sc, VkSwapchainCreateInfoKHR* ci, VkImageFormatListCreateInfo* formats)
     {
         ulong* a = stackalloc ulong[5];
         bool mutable = (ci->flags & VkSwapchainCreateFlagsKHR.VK_SWAPCHAIN_CREATE_MUTABLE_FORMAT_BIT_KHR) != 0;
-        var list = mutable ? *FormatList(ci) : default;
+        var list = mutable ? *formats : default;
         list.pNext = null; // the host sees only the format list, not the rest of the swapchain's chain
         for (int i = 0; i < sc.Images.Length; i++)
         {

@@ -323,12 +323,7 @@ public sealed unsafe class UnixRingListener : ITransportListener
     }
 
     /// <summary>The guest's process id, for log lines (0 when the kernel cannot say).</summary>
-    private static int PeerPid(int fd)
-    {
-        var credentials = default(Libc.UCred);
-        uint credentialsLength = (uint)sizeof(Libc.UCred);
-        return Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &credentials, &credentialsLength) == 0 ? credentials.pid : 0;
-    }
+    private static int PeerPid(int fd) => Libc.PeerCredentials(fd).pid;
 
     private static void ClosePending(Pending p)
     {

@@ -111,7 +111,7 @@ public static unsafe partial class VirtioGpuTransport
             if (fence < 0 || !WaitFence(fence, 5000) || Volatile.Read(ref *(uint*)region) != ControlRunning)
                 throw new TransportClosedException($"virtio-gpu {node}: the host did not start a session");
             int* sv = stackalloc int[2];
-            if (socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv) != 0)
+            if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv) != 0)
                 throw new TransportClosedException($"virtio-gpu: socketpair failed ({Libc.Describe(Libc.Errno)})");
             g0 = sv[0];
             g1 = sv[1];
@@ -372,7 +372,4 @@ public static unsafe partial class VirtioGpuTransport
         while (r != 0 && Marshal.GetLastPInvokeError() == Libc.EINTR);
         return r;
     }
-
-    [LibraryImport("libc", EntryPoint = "socketpair", SetLastError = true)]
-    private static partial int socketpair(int domain, int type, int protocol, int* sv);
 }

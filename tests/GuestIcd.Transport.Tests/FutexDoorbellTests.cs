@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using GuestIcd.Transport.Native;
 using static GuestIcd.Transport.Tests.TestSupport;
 
 namespace GuestIcd.Transport.Tests;
@@ -45,7 +46,7 @@ public sealed unsafe class FutexDoorbellTests
         int tid = 0;
         var reader = Start(() =>
         {
-            Volatile.Write(ref tid, GetTid());
+            Volatile.Write(ref tid, Libc.gettid());
             Assert.True(pair.Host.ReadExactly(got, -1));
         }, "host reader");
         int* flag = (int*)(pair.Guest.Region + ConsumerSleepingOffset);
@@ -63,9 +64,6 @@ public sealed unsafe class FutexDoorbellTests
         // Clock ticks (1/100 s): a sleeping reader uses none; the spinning one used about 50.
         Assert.True(spent <= 5, $"the waiting reader used {spent} clock ticks of CPU in 500 ms");
     });
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "gettid")]
-    private static extern int GetTid();
 
     /// <summary>utime + stime of one of this process's threads, in clock ticks (/proc/self/task/TID/stat).</summary>
     private static long ThreadCpuTicks(int tid)

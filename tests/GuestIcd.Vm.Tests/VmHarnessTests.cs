@@ -143,7 +143,7 @@ public sealed class VmHarnessTests(VmFixture vm, ITestOutputHelper output) : ICl
         Assert.True(r.Elapsed < TimeSpan.FromSeconds(60), $"took {r.Elapsed}");
     }
 
-    [SkippableFact]
+    [Fact]
     public void MissingQemuExits77WithOneClearLine()
     {
         // needs no VM: the harness checks for qemu before anything else

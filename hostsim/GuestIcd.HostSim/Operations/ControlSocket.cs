@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
@@ -107,7 +106,8 @@ internal sealed class ControlSocket : IDisposable
 
     void Answer(Socket client)
     {
-        var (pid, uid) = Peer(client);
+        var peer = Libc.PeerCredentials((int)client.Handle);
+        var (pid, uid) = (peer.pid, peer.uid);
         if (uid != 0 && uid != Geteuid())
         {
             _log.LogWarning("control socket: refused pid {Pid} of uid {Uid} (only uid {Own} and root may ask)", pid, uid, Geteuid());
@@ -142,14 +142,6 @@ internal sealed class ControlSocket : IDisposable
         int got;
         while ((got = s.Receive(buf)) > 0) ms.Write(buf, 0, got);
         return ms.ToArray();
-    }
-
-    static (int Pid, uint Uid) Peer(Socket s)
-    {
-        Span<byte> cred = stackalloc byte[12];
-        return s.GetRawSocketOption(Libc.SOL_SOCKET, 17 /* SO_PEERCRED */, cred) >= 12
-            ? (BinaryPrimitives.ReadInt32LittleEndian(cred), BinaryPrimitives.ReadUInt32LittleEndian(cred[4..]))
-            : (0, uint.MaxValue);
     }
 
     static uint Geteuid() => OpsNative.geteuid();

@@ -80,6 +80,7 @@ internal static unsafe partial class Libc
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
     public static readonly void* MAP_FAILED = (void*)-1;
+    public const int MADV_DONTNEED = 4;
     public const int MADV_REMOVE = 9;
     public const int SEEK_END = 2;
 
@@ -201,6 +202,21 @@ internal static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "getsockopt", SetLastError = true)]
     public static partial int getsockopt(int fd, int level, int name, void* value, uint* len);
+
+    [LibraryImport(Lib, EntryPoint = "gettid")]
+    public static partial int gettid();
+
+    [LibraryImport(Lib, EntryPoint = "socketpair", SetLastError = true)]
+    public static partial int socketpair(int domain, int type, int protocol, int* sv);
+
+    /// <summary>The process at the other end of a unix socket (SO_PEERCRED); pid 0 and uid uint.MaxValue when
+    /// the kernel cannot say.</summary>
+    public static UCred PeerCredentials(int fd)
+    {
+        var credentials = default(UCred);
+        uint length = (uint)sizeof(UCred);
+        return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 ? credentials : new UCred { uid = uint.MaxValue, gid = uint.MaxValue };
+    }
 
     [LibraryImport(Lib, EntryPoint = "sendmsg", SetLastError = true)]
     public static partial nint sendmsg(int fd, MsgHdr* msg, int flags);
