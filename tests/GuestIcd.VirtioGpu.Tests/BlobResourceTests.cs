@@ -47,7 +47,7 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
         Assert.Equal(GuestIcdContext.ControlRunning, *(uint*)view.Pointer);
         Assert.Equal(before + 1, _sessions.Count);
         int* sv = stackalloc int[2];
-        Assert.Equal(0, socketpair(1, 1, 0, sv));
+        Assert.Equal(0, Libc.socketpair(1, 1, 0, sv));
         var guest = new UnixRingTransport(sv[0], view.Pointer + 4096, (nuint)(Total - 4096), Ring, isHost: false, $"guest {ctx}", Heap);
         return (guest, _sessions[^1], view, sv[1]);
     }
@@ -158,7 +158,4 @@ public sealed unsafe partial class BlobResourceTests : ContextDeviceTests
         }
         Libc.close(relay);
     }
-
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "socketpair")]
-    private static partial int socketpair(int domain, int type, int protocol, int* sv);
 }

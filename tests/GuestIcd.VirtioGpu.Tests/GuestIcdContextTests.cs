@@ -108,7 +108,7 @@ public sealed unsafe partial class GuestIcdContextTests : ContextDeviceTests
 
         // Guest → host: bytes in the ring, then DOORBELL (what the guest's relay sends for the transport's doorbell).
         int* sv = stackalloc int[2];
-        Assert.Equal(0, socketpair(1, 1, 0, sv));
+        Assert.Equal(0, Libc.socketpair(1, 1, 0, sv));
         using var guest = new UnixRingTransport(sv[0], view.Pointer + 4096, (nuint)(Total - 4096), Ring, isHost: false, "test guest", Heap);
         guest.Write("hello, host"u8);
         guest.Flush();
@@ -195,7 +195,4 @@ public sealed unsafe partial class GuestIcdContextTests : ContextDeviceTests
         while (!_sessions[0].PeerClosed && Environment.TickCount64 < deadline) Thread.Sleep(10);
         Assert.True(_sessions[0].PeerClosed);
     }
-
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "socketpair")]
-    private static partial int socketpair(int domain, int type, int protocol, int* sv);
 }

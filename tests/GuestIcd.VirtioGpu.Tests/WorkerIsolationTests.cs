@@ -198,7 +198,7 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
             Assert.Equal(Gpu.RespOkNodata, d.Call(Req.Submit(ctx, Op(GuestIcdContext.OpInit, resource, Ring))));
             Assert.Equal(GuestIcdContext.ControlRunning, *Control);
             int* sv = stackalloc int[2];
-            Assert.Equal(0, socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv));
+            Assert.Equal(0, Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0, sv));
             _relay = sv[1];
             _t = new UnixRingTransport(sv[0], view + 4096, (nuint)(Total - 4096), Ring, isHost: false, $"guest {ctx}");
             d.Relay(ctx, _relay, Control);
@@ -449,7 +449,4 @@ public sealed unsafe class WorkerIsolationTests : IDisposable
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int signal);
-
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
-    private static extern int socketpair(int domain, int type, int protocol, int* sv);
 }
